@@ -1,0 +1,609 @@
+//! Streaming, verified apply.
+//!
+//! The patch is read once, front to back, through `Read`; the old file is read by
+//! random access through [`Source`]; the new file is written through `Write` in
+//! fixed-size pieces. Memory is bounded by [`Limits`] whatever the file sizes:
+//! one copy buffer, one segment's decoded control and delta streams, and one zstd
+//! window for the literal stream.
+//!
+//! Every number taken from the patch is checked before use: lengths against the
+//! bytes still to produce, copy ranges against the old file, stream lengths
+//! against the limits, so no input can make apply panic, allocate beyond the
+//! limits or read outside the old file.
+
+use std::io::{self, BufReader, Read, Write};
+
+use crate::error::{Error, FormatErrorKind, Subject};
+use crate::format::{
+    read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
+    STREAMS,
+};
+use crate::hash::{Hasher, HashingWriter, Sha256Digest};
+use crate::limits::Limits;
+use crate::source::Source;
+
+/// Size of the copy buffer: the unit in which old data is read and new data written.
+const COPY_BUF: usize = 256 << 10;
+
+/// Proof that a patch was applied and its result checked: the new file's length
+/// and SHA-256, equal to the ones the patch header declares.
+///
+/// Only apply creates it, so a value of this type means "verified".
+#[must_use = "the result is only verified if you act on this value"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    len: u64,
+    sha256: Sha256Digest,
+}
+
+impl Verified {
+    /// Length of the new file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True when the new file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// SHA-256 of the new file.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+}
+
+/// A patch whose header has been read and checked against the limits, ready to
+/// apply to an old file.
+///
+/// # Examples
+///
+/// ```
+/// use deltaswap::PatchReader;
+/// let old = b"the quick brown fox jumps over the lazy dog".to_vec();
+/// let new = b"the quick brown cat jumps over the lazy dog!".to_vec();
+/// let patch = deltaswap::diff(&old, &new)?;
+///
+/// let reader = PatchReader::new(&patch[..])?;
+/// let mut out = Vec::new();
+/// let verified = reader.apply_to(&old[..], &mut out)?;
+/// assert_eq!(out, new);
+/// assert_eq!(verified.sha256(), deltaswap::Sha256Digest::of(&new));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PatchReader<R> {
+    input: PatchInput<R>,
+    header: PatchHeader,
+    limits: Limits,
+}
+
+impl<R: Read> PatchReader<R> {
+    /// Reads the header with the default [`Limits`].
+    ///
+    /// # Errors
+    ///
+    /// A malformed header is [`Error::Format`]; a declared new length over the
+    /// limit is [`Error::LimitExceeded`].
+    ///
+    /// # Panics
+    ///
+    /// Never, for any input.
+    pub fn new(patch: R) -> Result<PatchReader<R>, Error> {
+        PatchReader::with_limits(patch, Limits::default())
+    }
+
+    /// Reads the header with the given limits.
+    pub fn with_limits(patch: R, limits: Limits) -> Result<PatchReader<R>, Error> {
+        let mut input = PatchInput::new(patch);
+        let header = PatchHeader::read(&mut input)?;
+        if header.new_len > limits.max_output_len {
+            return Err(Error::LimitExceeded {
+                what: "target length",
+                actual: header.new_len,
+                limit: limits.max_output_len,
+            });
+        }
+        Ok(PatchReader { input, header, limits })
+    }
+
+    /// The header: sizes and digests of the old and new files.
+    pub fn header(&self) -> &PatchHeader {
+        &self.header
+    }
+
+    /// Checks `old` against the header (length, then SHA-256) and, only if it
+    /// matches, streams the new file into `out`. The result's length and SHA-256
+    /// are checked before this returns `Ok`.
+    ///
+    /// Nothing is written to `out` unless the old file matches. If an error occurs
+    /// later, `out` holds a partial, unverified result that the caller must discard
+    /// (the atomic file functions of this crate do that for you).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeMismatch`] / [`Error::HashMismatch`] with [`Subject::Source`] for a
+    /// wrong old file; [`Error::Format`] for a malformed patch;
+    /// [`Error::LimitExceeded`]; [`Error::HashMismatch`] with [`Subject::Target`] if the
+    /// result does not match; [`Error::Io`] for read or write failures.
+    ///
+    /// # Panics
+    ///
+    /// Never, for any patch bytes.
+    pub fn apply_to<S: Source + ?Sized, W: Write>(
+        self,
+        old: &S,
+        out: W,
+    ) -> Result<Verified, Error> {
+        verify_source(old, &self.header)?;
+        self.apply_unverified_source(old, out)
+    }
+
+    /// The same as [`PatchReader::apply_to`] without hashing the old file first, for
+    /// callers that have just verified it themselves. The result is still checked.
+    pub(crate) fn apply_unverified_source<S: Source + ?Sized, W: Write>(
+        mut self,
+        old: &S,
+        out: W,
+    ) -> Result<Verified, Error> {
+        let header = self.header.clone();
+        let old_len = old.len();
+        if old_len != header.old_len {
+            return Err(Error::SizeMismatch {
+                subject: Subject::Source,
+                expected: header.old_len,
+                found: old_len,
+            });
+        }
+        let mut out = HashingWriter::new(out);
+        let mut state = ApplyState {
+            old,
+            old_len,
+            old_pos: 0,
+            buf: vec![0u8; COPY_BUF],
+        };
+        let mut produced: u64 = 0;
+        while produced < header.new_len {
+            let remaining = header.new_len.saturating_sub(produced);
+            let n = apply_segment(&mut self.input, &self.limits, &mut state, remaining, &mut out)?;
+            produced = produced.saturating_add(n);
+        }
+        self.input.expect_end()?;
+        out.flush().map_err(Error::io("writing the new file"))?;
+        let (_, hasher) = out.finish();
+        finish_target(hasher, &header)
+    }
+}
+
+/// Checks the old file's length and SHA-256 against the header.
+pub(crate) fn verify_source<S: Source + ?Sized>(old: &S, header: &PatchHeader) -> Result<(), Error> {
+    let found = old.len();
+    if found != header.old_len {
+        return Err(Error::SizeMismatch {
+            subject: Subject::Source,
+            expected: header.old_len,
+            found,
+        });
+    }
+    let digest = hash_source(old)?;
+    if digest != header.old_sha256 {
+        return Err(Error::HashMismatch {
+            subject: Subject::Source,
+            expected: header.old_sha256,
+            found: digest,
+        });
+    }
+    Ok(())
+}
+
+/// SHA-256 of a whole source.
+pub(crate) fn hash_source<S: Source + ?Sized>(src: &S) -> Result<Sha256Digest, Error> {
+    let mut hasher = Hasher::new();
+    if let Some(slice) = src.as_slice() {
+        hasher.update(slice);
+        return Ok(hasher.finish());
+    }
+    let len = src.len();
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = usize::try_from(len.saturating_sub(pos)).unwrap_or(usize::MAX).min(COPY_BUF);
+        let chunk = buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
+        src.read_at(pos, chunk).map_err(Error::io("reading the old file"))?;
+        hasher.update(chunk);
+        pos = pos.saturating_add(n as u64);
+    }
+    Ok(hasher.finish())
+}
+
+fn finish_target(hasher: Hasher, header: &PatchHeader) -> Result<Verified, Error> {
+    let len = hasher.len();
+    if len != header.new_len {
+        return Err(Error::Bug("output length differs from the segments' total"));
+    }
+    let sha256 = hasher.finish();
+    if sha256 != header.new_sha256 {
+        return Err(Error::HashMismatch {
+            subject: Subject::Target,
+            expected: header.new_sha256,
+            found: sha256,
+        });
+    }
+    Ok(Verified { len, sha256 })
+}
+
+struct ApplyState<'a, S: ?Sized> {
+    old: &'a S,
+    old_len: u64,
+    old_pos: u64,
+    buf: Vec<u8>,
+}
+
+/// The delta runs of a segment: alternating zero runs (bytes copied unchanged)
+/// and delta runs (bytes added to the old bytes), over all copy ranges of the
+/// segment laid end to end.
+struct Deltas<'a> {
+    runs: SliceReader<'a>,
+    bytes: SliceReader<'a>,
+    zeros_left: u64,
+    deltas_left: u64,
+}
+
+impl Deltas<'_> {
+    /// Adds the delta stream to `buf` (old bytes in, new bytes out).
+    fn apply(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        let mut i = 0usize;
+        while i < buf.len() {
+            if self.zeros_left == 0 && self.deltas_left == 0 {
+                self.zeros_left = self.runs.read_varint()?;
+                self.deltas_left = self.runs.read_varint()?;
+                if self.zeros_left == 0 && self.deltas_left == 0 {
+                    return Err(self.runs.err(FormatErrorKind::EmptyOperation));
+                }
+            }
+            let left = buf.len().saturating_sub(i);
+            if self.zeros_left > 0 {
+                let k = usize::try_from(self.zeros_left).unwrap_or(usize::MAX).min(left);
+                i = i.saturating_add(k);
+                self.zeros_left = self.zeros_left.saturating_sub(k as u64);
+                continue;
+            }
+            let k = usize::try_from(self.deltas_left).unwrap_or(usize::MAX).min(left);
+            let add = self.bytes.take(k)?;
+            let end = i.saturating_add(k);
+            let dst = buf.get_mut(i..end).ok_or(Error::Bug("delta run past buffer"))?;
+            for (o, d) in dst.iter_mut().zip(add) {
+                *o = o.wrapping_add(*d);
+            }
+            i = end;
+            self.deltas_left = self.deltas_left.saturating_sub(k as u64);
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), Error> {
+        if self.zeros_left != 0 || self.deltas_left != 0 || !self.runs.is_empty() {
+            return Err(self.runs.err(FormatErrorKind::StreamTrailing));
+        }
+        if !self.bytes.is_empty() {
+            return Err(self.bytes.err(FormatErrorKind::StreamTrailing));
+        }
+        Ok(())
+    }
+}
+
+/// Reads one in-memory stream (control or delta) of a segment.
+fn read_buffered_stream<R: Read>(
+    input: &mut PatchInput<R>,
+    desc: &StreamDesc,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    if desc.raw_len == 0 {
+        return Ok(Vec::new());
+    }
+    // Lengths were checked against the segment buffer limit by the caller.
+    let raw_len = usize::try_from(desc.raw_len).map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
+    match desc.codec {
+        Codec::Raw => {
+            let mut v = vec![0u8; raw_len];
+            input.read_exact(&mut v, what)?;
+            Ok(v)
+        }
+        Codec::Zstd => {
+            let stored = usize::try_from(desc.stored_len).map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
+            let mut packed = vec![0u8; stored];
+            let at = input.offset();
+            input.read_exact(&mut packed, what)?;
+            let mut out = vec![0u8; raw_len];
+            let bad = || Error::Format(crate::error::FormatError::new(at, what, FormatErrorKind::BadCompression));
+            let mut dec = zstd::bulk::Decompressor::new().map_err(|_| bad())?;
+            let n = dec.decompress_to_buffer(&packed, &mut out[..]).map_err(|_| bad())?;
+            if n != raw_len {
+                return Err(bad());
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Applies one segment; returns the bytes it produced.
+fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
+    input: &mut PatchInput<R>,
+    limits: &Limits,
+    st: &mut ApplyState<'_, S>,
+    remaining: u64,
+    out: &mut W,
+) -> Result<u64, Error> {
+    let seg_at = input.offset();
+    let seg = read_segment_header(input)?;
+    if seg.new_len > remaining {
+        return Err(input.err("segment length", FormatErrorKind::OutputOverrun));
+    }
+    let [ctrl_d, runs_d, bytes_d, lit_d] = seg.streams;
+    // Decoded and stored sizes of the buffered streams, checked before allocating.
+    let mut buffered: u64 = 0;
+    for d in [&ctrl_d, &runs_d, &bytes_d] {
+        buffered = buffered
+            .checked_add(d.raw_len)
+            .and_then(|b| b.checked_add(if d.codec == Codec::Zstd { d.stored_len } else { 0 }))
+            .ok_or_else(|| input.err("segment streams", FormatErrorKind::Overflow))?;
+    }
+    if buffered > limits.max_segment_buffer {
+        return Err(Error::LimitExceeded {
+            what: "segment control and delta streams",
+            actual: buffered,
+            limit: limits.max_segment_buffer,
+        });
+    }
+    if lit_d.raw_len > seg.new_len {
+        return Err(input.err("literal stream", FormatErrorKind::OutOfRange));
+    }
+    let ctrl_buf = read_buffered_stream(input, &ctrl_d, "control stream")?;
+    let runs_buf = read_buffered_stream(input, &runs_d, "delta-run stream")?;
+    let bytes_buf = read_buffered_stream(input, &bytes_d, "delta-byte stream")?;
+
+    let mut ctrl = SliceReader::new(&ctrl_buf, seg_at, "control stream");
+    let mut deltas = Deltas {
+        runs: SliceReader::new(&runs_buf, seg_at, "delta-run stream"),
+        bytes: SliceReader::new(&bytes_buf, seg_at, "delta-byte stream"),
+        zeros_left: 0,
+        deltas_left: 0,
+    };
+
+    let lit_at = input.offset();
+    let lit_err = |kind| Error::Format(crate::error::FormatError::new(lit_at, "literal stream", kind));
+    let window_log_max = limits.max_window_log;
+    let mut literal: Box<dyn Read + '_> = match lit_d.codec {
+        _ if lit_d.raw_len == 0 => Box::new(io::empty()),
+        Codec::Raw => Box::new(input.by_ref_take(lit_d.stored_len)),
+        Codec::Zstd => {
+            let take = input.by_ref_take(lit_d.stored_len);
+            let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 << 10, take))
+                .map_err(|_| lit_err(FormatErrorKind::BadCompression))?
+                .single_frame();
+            dec.window_log_max(window_log_max)
+                .map_err(|_| lit_err(FormatErrorKind::BadCompression))?;
+            Box::new(dec)
+        }
+    };
+
+    let mut seg_left = seg.new_len;
+    let mut lit_left = lit_d.raw_len;
+    while seg_left > 0 {
+        let add_len = ctrl.read_varint()?;
+        let lit_len = ctrl.read_varint()?;
+        let seek = zigzag_decode(ctrl.read_varint()?);
+        if add_len == 0 && lit_len == 0 {
+            return Err(ctrl.err(FormatErrorKind::EmptyOperation));
+        }
+        let op_len = add_len.checked_add(lit_len).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        if op_len > seg_left {
+            return Err(ctrl.err(FormatErrorKind::OutputOverrun));
+        }
+        if lit_len > lit_left {
+            return Err(ctrl.err(FormatErrorKind::StreamUnderrun));
+        }
+        let copy_end = st.old_pos.checked_add(add_len).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        if copy_end > st.old_len {
+            return Err(ctrl.err(FormatErrorKind::SourceOutOfBounds));
+        }
+        // Copy with deltas.
+        let mut pos = st.old_pos;
+        while pos < copy_end {
+            let n = usize::try_from(copy_end.saturating_sub(pos)).unwrap_or(usize::MAX).min(COPY_BUF);
+            let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
+            st.old.read_at(pos, chunk).map_err(Error::io("reading the old file"))?;
+            deltas.apply(chunk)?;
+            out.write_all(chunk).map_err(Error::io("writing the new file"))?;
+            pos = pos.saturating_add(n as u64);
+        }
+        // Literal bytes.
+        let mut left = lit_len;
+        while left > 0 {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(COPY_BUF);
+            let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
+            read_literal(&mut literal, chunk).map_err(|e| match e {
+                Some(io) => Error::Io { context: "reading the patch", source: io },
+                None => lit_err(FormatErrorKind::StreamUnderrun),
+            })?;
+            out.write_all(chunk).map_err(Error::io("writing the new file"))?;
+            left = left.saturating_sub(n as u64);
+        }
+        lit_left = lit_left.saturating_sub(lit_len);
+        seg_left = seg_left.saturating_sub(op_len);
+        // Move in the old file; the new position must lie within it.
+        let next = i128::from(copy_end).checked_add(i128::from(seek)).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        if next < 0 || next > i128::from(st.old_len) {
+            return Err(ctrl.err(FormatErrorKind::SourceOutOfBounds));
+        }
+        st.old_pos = u64::try_from(next).map_err(|_| ctrl.err(FormatErrorKind::SourceOutOfBounds))?;
+    }
+    if !ctrl.is_empty() {
+        return Err(ctrl.err(FormatErrorKind::StreamTrailing));
+    }
+    deltas.finish()?;
+    if lit_left != 0 {
+        return Err(lit_err(FormatErrorKind::StreamTrailing));
+    }
+    // The literal stream must end exactly here: no more decoded bytes, no unread stored bytes.
+    let mut probe = [0u8; 1];
+    match literal.read(&mut probe) {
+        Ok(0) => {}
+        Ok(_) => return Err(lit_err(FormatErrorKind::StreamTrailing)),
+        Err(_) => return Err(lit_err(FormatErrorKind::BadCompression)),
+    }
+    drop(literal);
+    let consumed = input.offset().saturating_sub(lit_at);
+    if consumed != lit_d.stored_len {
+        // A zstd frame that ends before its stored length leaves unread bytes; skip
+        // none of them: they are trailing garbage.
+        if consumed < lit_d.stored_len {
+            return Err(lit_err(FormatErrorKind::StreamTrailing));
+        }
+        return Err(Error::Bug("literal stream read past its stored length"));
+    }
+    Ok(seg.new_len)
+}
+
+/// Fills `buf` from the literal stream. `Err(None)` means the stream ended early.
+fn read_literal(r: &mut dyn Read, buf: &mut [u8]) -> Result<(), Option<io::Error>> {
+    let mut filled = 0usize;
+    while filled < buf.len() {
+        let dst = buf.get_mut(filled..).unwrap_or_default();
+        match r.read(dst) {
+            Ok(0) => return Err(None),
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // zstd reports corrupt data as io errors of kind Other; a truncated
+            // patch surfaces as UnexpectedEof.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(None),
+            Err(e) if e.kind() == io::ErrorKind::Other || e.kind() == io::ErrorKind::InvalidData => {
+                return Err(None)
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Applies a patch held in memory to an old file held in memory, with the default
+/// [`Limits`], and returns the verified new file.
+///
+/// # Errors
+///
+/// As [`PatchReader::apply_to`].
+///
+/// # Examples
+///
+/// ```
+/// let patch = deltaswap::diff(b"hello world", b"hello there world")?;
+/// assert_eq!(deltaswap::apply(b"hello world", &patch)?, b"hello there world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn apply(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
+    apply_with_limits(old, patch, Limits::default())
+}
+
+/// [`apply`] with explicit limits.
+///
+/// # Examples
+///
+/// ```
+/// use deltaswap::Limits;
+/// let patch = deltaswap::diff(b"a", b"b")?;
+/// assert_eq!(deltaswap::apply_with_limits(b"a", &patch, Limits::default())?, b"b");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn apply_with_limits(old: &[u8], patch: &[u8], limits: Limits) -> Result<Vec<u8>, Error> {
+    let reader = PatchReader::with_limits(patch, limits)?;
+    // Never pre-allocate more than 64 MiB from a declared size; grow beyond that.
+    let cap = usize::try_from(reader.header().new_len.min(64 << 20)).unwrap_or(0);
+    let mut out = Vec::with_capacity(cap);
+    let _verified = reader.apply_to(old, &mut out)?;
+    Ok(out)
+}
+
+/// Stream totals of a patch, as reported by [`inspect`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchInfo {
+    header: PatchHeader,
+    segments: u64,
+    raw: [u64; STREAMS],
+    stored: [u64; STREAMS],
+    total_len: u64,
+}
+
+impl PatchInfo {
+    /// The patch header.
+    pub fn header(&self) -> &PatchHeader {
+        &self.header
+    }
+    /// Number of segments.
+    pub fn segments(&self) -> u64 {
+        self.segments
+    }
+    /// Total size of the patch in bytes.
+    pub fn patch_len(&self) -> u64 {
+        self.total_len
+    }
+    /// Per stream (control, delta runs, delta bytes, literals): `(name, decoded bytes, stored bytes)`.
+    pub fn streams(&self) -> [(&'static str, u64, u64); STREAMS] {
+        const NAMES: [&str; STREAMS] = ["control", "delta-runs", "delta-bytes", "literals"];
+        let mut out = [("", 0, 0); STREAMS];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (
+                NAMES.get(i).copied().unwrap_or(""),
+                self.raw.get(i).copied().unwrap_or(0),
+                self.stored.get(i).copied().unwrap_or(0),
+            );
+        }
+        out
+    }
+}
+
+/// Reads a patch's header and segment descriptors without applying it, checking
+/// its structure (not its stream contents) against the limits.
+///
+/// # Examples
+///
+/// ```
+/// let patch = deltaswap::diff(b"abc", b"abd")?;
+/// let info = deltaswap::inspect(&patch[..])?;
+/// assert_eq!(info.header().new_len(), 3);
+/// assert_eq!(info.patch_len(), patch.len() as u64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
+    let reader = PatchReader::new(patch)?;
+    let PatchReader { mut input, header, .. } = reader;
+    let mut info = PatchInfo {
+        header: header.clone(),
+        segments: 0,
+        raw: [0; STREAMS],
+        stored: [0; STREAMS],
+        total_len: 0,
+    };
+    let mut produced = 0u64;
+    while produced < header.new_len {
+        let seg = read_segment_header(&mut input)?;
+        let remaining = header.new_len.saturating_sub(produced);
+        if seg.new_len > remaining {
+            return Err(input.err("segment length", FormatErrorKind::OutputOverrun));
+        }
+        produced = produced.saturating_add(seg.new_len);
+        info.segments = info.segments.saturating_add(1);
+        for (i, d) in seg.streams.iter().enumerate() {
+            if let Some(r) = info.raw.get_mut(i) {
+                *r = r.saturating_add(d.raw_len);
+            }
+            if let Some(s) = info.stored.get_mut(i) {
+                *s = s.saturating_add(d.stored_len);
+            }
+            let mut take = input.by_ref_take(d.stored_len);
+            let n = io::copy(&mut take, &mut io::sink()).map_err(Error::io("reading the patch"))?;
+            if n != d.stored_len {
+                return Err(input.err("stream payload", FormatErrorKind::Truncated));
+            }
+        }
+    }
+    input.expect_end()?;
+    info.total_len = input.offset();
+    Ok(info)
+}

@@ -1,0 +1,197 @@
+//! Turning operations into segments of four streams, and compressing them.
+
+use super::matcher::Op;
+use crate::format::{put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET};
+
+/// Zero gaps up to this length inside a run of deltas are stored as delta bytes
+/// (a zero byte compresses to almost nothing; a new run costs two varints).
+const MERGE_GAP: u64 = 2;
+
+/// One segment's streams before compression.
+#[derive(Default)]
+pub(crate) struct RawSegment {
+    pub(crate) new_len: u64,
+    pub(crate) streams: [Vec<u8>; STREAMS],
+}
+
+/// Builds segments from the operations.
+pub(crate) struct SegmentBuilder<'a> {
+    old: &'a [u8],
+    new: &'a [u8],
+    budget: usize,
+    done: Vec<RawSegment>,
+    cur: RawSegment,
+    // Delta-run state within the current segment.
+    pending_zeros: u64,
+    pending_delta: u64,
+    gap: u64,
+}
+
+impl<'a> SegmentBuilder<'a> {
+    pub(crate) fn new(old: &'a [u8], new: &'a [u8]) -> Self {
+        SegmentBuilder::with_budget(old, new, WRITER_SEGMENT_BUDGET)
+    }
+
+    pub(crate) fn with_budget(old: &'a [u8], new: &'a [u8], budget: usize) -> Self {
+        SegmentBuilder {
+            old,
+            new,
+            budget,
+            done: Vec::new(),
+            cur: RawSegment::default(),
+            pending_zeros: 0,
+            pending_delta: 0,
+            gap: 0,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.cur.streams[0].len() + self.cur.streams[1].len() + self.cur.streams[2].len()
+    }
+
+    fn flush_runs(&mut self) {
+        let runs = &mut self.cur.streams[1];
+        if self.pending_delta > 0 {
+            put_varint(runs, self.pending_zeros);
+            put_varint(runs, self.pending_delta);
+            if self.gap > 0 {
+                put_varint(runs, self.gap);
+                put_varint(runs, 0);
+            }
+        } else {
+            let z = self.pending_zeros + self.gap;
+            if z > 0 {
+                put_varint(runs, z);
+                put_varint(runs, 0);
+            }
+        }
+        self.pending_zeros = 0;
+        self.pending_delta = 0;
+        self.gap = 0;
+    }
+
+    fn close_segment(&mut self) {
+        self.flush_runs();
+        if self.cur.new_len > 0 {
+            self.done.push(std::mem::take(&mut self.cur));
+        }
+    }
+
+    fn push_ctrl(&mut self, add: usize, lit: usize, seek: i64) {
+        let c = &mut self.cur.streams[0];
+        put_varint(c, add as u64);
+        put_varint(c, lit as u64);
+        put_varint(c, zigzag_encode(seek));
+        self.cur.new_len += (add + lit) as u64;
+    }
+
+    /// Adds the deltas of `len` bytes: new[n..n+len] - old[o..o+len].
+    /// Returns how many bytes were consumed before the segment budget was hit
+    /// (all of them, unless a split is needed).
+    fn push_deltas(&mut self, o: usize, n: usize, len: usize) -> usize {
+        let old = &self.old[o..o + len];
+        let new = &self.new[n..n + len];
+        let mut i = 0usize;
+        while i < len {
+            // Skip equal bytes eight at a time.
+            if i + 8 <= len && old[i..i + 8] == new[i..i + 8] {
+                self.gap += 8;
+                i += 8;
+                continue;
+            }
+            let d = new[i].wrapping_sub(old[i]);
+            i += 1;
+            if d == 0 {
+                self.gap += 1;
+                continue;
+            }
+            let bytes = &mut self.cur.streams[2];
+            if self.pending_delta > 0 && self.gap <= MERGE_GAP {
+                bytes.extend(std::iter::repeat_n(0u8, self.gap as usize));
+                self.pending_delta += self.gap;
+            } else if self.pending_delta > 0 {
+                let runs = &mut self.cur.streams[1];
+                put_varint(runs, self.pending_zeros);
+                put_varint(runs, self.pending_delta);
+                self.pending_zeros = self.gap;
+                self.pending_delta = 0;
+            } else {
+                self.pending_zeros += self.gap;
+            }
+            self.gap = 0;
+            self.cur.streams[2].push(d);
+            self.pending_delta += 1;
+            if self.cur.streams[2].len() & 0xffff == 0 && self.buffered() >= self.budget {
+                return i;
+            }
+        }
+        len
+    }
+
+    /// Adds one operation; `next_old` is where the next operation copies from.
+    pub(crate) fn push(&mut self, op: &Op, next_old: usize) {
+        let mut old_start = op.old_start;
+        let mut new_start = op.new_start;
+        let mut add = op.add_len;
+        loop {
+            let used = self.push_deltas(old_start, new_start, add);
+            if used == add {
+                break;
+            }
+            // Budget reached inside the copy: end the operation and the segment here.
+            self.push_ctrl(used, 0, 0);
+            self.close_segment();
+            old_start += used;
+            new_start += used;
+            add -= used;
+        }
+        let lit = &self.new[new_start + add..new_start + add + op.extra_len];
+        self.cur.streams[3].extend_from_slice(lit);
+        let seek = next_old as i64 - (old_start + add) as i64;
+        self.push_ctrl(add, op.extra_len, seek);
+        if self.buffered() >= self.budget {
+            self.close_segment();
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<RawSegment> {
+        self.close_segment();
+        self.done
+    }
+}
+
+/// Compression settings for the streams.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packing {
+    pub(crate) level: i32,
+    pub(crate) window_log: u32,
+}
+
+/// One stream as stored: its descriptor and bytes.
+pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
+    let raw_desc = StreamDesc { raw_len: raw.len() as u64, codec: Codec::Raw, stored_len: raw.len() as u64 };
+    if raw.is_empty() {
+        return Ok((StreamDesc { raw_len: 0, codec: Codec::Raw, stored_len: 0 }, Vec::new()));
+    }
+    use zstd::zstd_safe::CParameter;
+    let mut c = zstd::bulk::Compressor::new(packing.level)?;
+    c.set_parameter(CParameter::WindowLog(packing.window_log))?;
+    c.set_parameter(CParameter::ChecksumFlag(false))?;
+    c.set_parameter(CParameter::DictIdFlag(false))?;
+    c.set_parameter(CParameter::ContentSizeFlag(true))?;
+    let packed = c.compress(raw)?;
+    if packed.len() < raw.len() {
+        Ok((
+            StreamDesc { raw_len: raw.len() as u64, codec: Codec::Zstd, stored_len: packed.len() as u64 },
+            packed,
+        ))
+    } else {
+        Ok((raw_desc, raw.to_vec()))
+    }
+}
+
+/// A segment ready to write.
+pub(crate) struct PackedSegment {
+    pub(crate) header: SegmentHeader,
+    pub(crate) payloads: Vec<Vec<u8>>,
+}

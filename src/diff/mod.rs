@@ -1,0 +1,187 @@
+//! The diff engine (feature `diff`): suffix-array matching, stream building,
+//! parallel compression.
+
+mod encode;
+mod matcher;
+mod sa;
+
+use std::io::Write;
+use std::num::NonZeroUsize;
+
+use rayon::prelude::*;
+
+use crate::error::Error;
+use crate::format::{write_segment_header, PatchHeader, SegmentHeader, WRITER_WINDOW_LOG};
+use crate::hash::Sha256Digest;
+use encode::{pack_stream, Packing, PackedSegment, SegmentBuilder};
+use matcher::{scan_chunk, Index, Op};
+
+/// The new file is matched in chunks of this size, in parallel. Fixed so that the
+/// patch does not depend on the thread count.
+const CHUNK: usize = 2 << 20;
+
+/// Default zstd level: the strongest, tuned for size (windows stay capped).
+const DEFAULT_LEVEL: i32 = 19;
+
+/// Settings for [`diff`]: compression level and thread count.
+///
+/// # Examples
+///
+/// ```
+/// use deltaswap::DiffOptions;
+/// let old = vec![1u8; 10_000];
+/// let mut new = old.clone();
+/// new[5000] = 2;
+/// let patch = DiffOptions::new().level(3).threads(1).diff(&old, &new)?;
+/// assert_eq!(deltaswap::apply(&old, &patch)?, new);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DiffOptions {
+    level: i32,
+    threads: Option<NonZeroUsize>,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions::new()
+    }
+}
+
+impl DiffOptions {
+    /// The defaults: zstd level 19, all available cores.
+    pub fn new() -> DiffOptions {
+        DiffOptions { level: DEFAULT_LEVEL, threads: None }
+    }
+
+    /// zstd compression level for the streams, 1 (fast) to 22 (smallest).
+    /// Values outside that range are clamped. The zstd window stays capped at
+    /// 8 MiB whatever the level, so apply memory does not depend on it.
+    pub fn level(mut self, level: i32) -> DiffOptions {
+        self.level = level.clamp(1, 22);
+        self
+    }
+
+    /// Number of worker threads (0 means all cores). The patch bytes do not depend on it.
+    pub fn threads(mut self, threads: usize) -> DiffOptions {
+        self.threads = NonZeroUsize::new(threads);
+        self
+    }
+
+    /// Computes a patch that turns `old` into `new`.
+    ///
+    /// # Errors
+    ///
+    /// Only [`Error::Io`] from the compressor in practice.
+    pub fn diff(&self, old: &[u8], new: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.diff_to(old, new, &mut out)?;
+        Ok(out)
+    }
+
+    /// Computes a patch and writes it to `out`; returns the patch length.
+    pub fn diff_to<W: Write>(&self, old: &[u8], new: &[u8], mut out: W) -> Result<u64, Error> {
+        let run = || build_patch(old, new, self.level);
+        let bytes = match self.threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n.get())
+                .build()
+                .map_err(|_| Error::Bug("could not start the thread pool"))?
+                .install(run)?,
+            None => run()?,
+        };
+        out.write_all(&bytes).map_err(Error::io("writing the patch"))?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// Computes a patch from `old` to `new` with the default [`DiffOptions`].
+///
+/// # Examples
+///
+/// ```
+/// let old = b"version 1 of a shared library".to_vec();
+/// let new = b"version 2 of a shared library, patched".to_vec();
+/// let patch = deltaswap::diff(&old, &new)?;
+/// assert_eq!(deltaswap::apply(&old, &patch)?, new);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn diff(old: &[u8], new: &[u8]) -> Result<Vec<u8>, Error> {
+    DiffOptions::new().diff(old, new)
+}
+
+fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let index = Index::new(old, sa::SuffixArray::build(old)?);
+    let starts: Vec<usize> = (0..new.len()).step_by(CHUNK).collect();
+    let per_chunk: Vec<Vec<Op>> = starts
+        .par_iter()
+        .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
+        .collect();
+    Ok(per_chunk.into_iter().flatten().collect())
+}
+
+fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
+    let (ops, (old_hash, new_hash)) = rayon::join(
+        || find_ops(old, new),
+        || rayon::join(|| Sha256Digest::of(old), || Sha256Digest::of(new)),
+    );
+    let ops = ops?;
+    let mut builder = SegmentBuilder::new(old, new);
+    for (i, op) in ops.iter().enumerate() {
+        let next_old = ops.get(i + 1).map_or(op.old_start + op.add_len, |n| n.old_start);
+        builder.push(op, next_old);
+    }
+    let segments = builder.finish();
+    let packing = Packing { level, window_log: WRITER_WINDOW_LOG };
+    let jobs: Vec<(usize, usize)> = (0..segments.len()).flat_map(|s| (0..4).map(move |k| (s, k))).collect();
+    let packed: Vec<_> = jobs
+        .par_iter()
+        .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
+        .collect::<Result<_, _>>()
+        .map_err(Error::io("compressing a stream"))?;
+    let mut out = Vec::new();
+    PatchHeader::encode(old.len() as u64, new.len() as u64, &old_hash, &new_hash, &mut out);
+    let mut it = packed.into_iter();
+    for seg in &segments {
+        let mut descs = Vec::with_capacity(4);
+        let mut payloads = Vec::with_capacity(4);
+        for _ in 0..4 {
+            let (d, p) = it.next().ok_or(Error::Bug("stream count"))?;
+            descs.push(d);
+            payloads.push(p);
+        }
+        let streams = [descs[0], descs[1], descs[2], descs[3]];
+        let packed = PackedSegment { header: SegmentHeader { new_len: seg.new_len, streams }, payloads };
+        write_segment_header(&packed.header, &mut out);
+        for p in &packed.payloads {
+            out.extend_from_slice(p);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_under_a_small_budget() {
+        let old: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut new = old.clone();
+        for i in (0..new.len()).step_by(2) {
+            new[i] = new[i].wrapping_add(1);
+        }
+        let ops = find_ops(&old, &new).unwrap();
+        let mut b = SegmentBuilder::with_budget(&old, &new, 1000);
+        for (i, op) in ops.iter().enumerate() {
+            let next_old = ops.get(i + 1).map_or(op.old_start + op.add_len, |n| n.old_start);
+            b.push(op, next_old);
+        }
+        let segs = b.finish();
+        assert!(segs.len() > 10, "{} segments", segs.len());
+        assert_eq!(segs.iter().map(|s| s.new_len).sum::<u64>(), new.len() as u64);
+    }
+}

@@ -1,0 +1,252 @@
+//! The crate's error type.
+//!
+//! One public enum, [`Error`], names what failed and where. Malformed input is a
+//! [`FormatError`] carrying the byte offset in the patch and a [`FormatErrorKind`]
+//! so that callers (and tests) can match on the precise reason.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::hash::Sha256Digest;
+
+/// Everything that can go wrong in deltaswap.
+///
+/// Errors are grouped so that a caller can act on them:
+/// [`Error::is_rejected_input`] is true when the input (patch, source file, bundle)
+/// was refused, and false for I/O failures of the machine itself.
+///
+/// # Examples
+///
+/// ```
+/// let err = deltaswap::apply(b"not the source", b"not a patch").unwrap_err();
+/// assert!(err.is_rejected_input());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The patch bytes are not a valid deltaswap patch.
+    #[error("malformed patch: {0}")]
+    Format(#[from] FormatError),
+    /// A declared size or count is over a configured [`Limits`](crate::Limits) value.
+    #[error("{what} is {actual}, over the configured limit of {limit}")]
+    LimitExceeded {
+        /// What was too large.
+        what: &'static str,
+        /// The declared or observed value.
+        actual: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A file's length is not the one the patch was made for.
+    #[error("{subject} size mismatch: the patch expects {expected} bytes, found {found}")]
+    SizeMismatch {
+        /// Which file.
+        subject: Subject,
+        /// The length recorded in the patch.
+        expected: u64,
+        /// The length found.
+        found: u64,
+    },
+    /// A file's SHA-256 is not the one the patch was made for.
+    #[error("{subject} SHA-256 mismatch: expected {expected}, found {found}")]
+    HashMismatch {
+        /// Which file.
+        subject: Subject,
+        /// The digest recorded in the patch.
+        expected: Sha256Digest,
+        /// The digest computed.
+        found: Sha256Digest,
+    },
+    /// The input is too large for this build (for example an old file over 2^40 bytes).
+    #[error("{what} of {actual} bytes is not supported (maximum {max})")]
+    Unsupported {
+        /// What was out of range.
+        what: &'static str,
+        /// The value found.
+        actual: u64,
+        /// The maximum supported.
+        max: u64,
+    },
+    /// An I/O error while reading or writing a stream.
+    #[error("I/O error while {context}")]
+    Io {
+        /// What deltaswap was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// An I/O error on a named file.
+    #[error("I/O error on {}: {context}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What deltaswap was doing with it.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// An internal invariant was violated; this is a bug in deltaswap, please report it.
+    #[error("internal invariant violated: {0}; please report a bug")]
+    Bug(&'static str),
+}
+
+impl Error {
+    /// True when the error means "this input was refused" (malformed patch, wrong
+    /// source file, over a limit), false for I/O failures and bugs.
+    pub fn is_rejected_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Format(_)
+                | Error::LimitExceeded { .. }
+                | Error::SizeMismatch { .. }
+                | Error::HashMismatch { .. }
+                | Error::Unsupported { .. }
+        )
+    }
+
+    /// The [`FormatErrorKind`] if this is a malformed-patch error.
+    pub fn format_kind(&self) -> Option<FormatErrorKind> {
+        match self {
+            Error::Format(f) => Some(f.kind()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { context, source }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn file(
+        path: impl Into<PathBuf>,
+        context: &'static str,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::File { path, context, source }
+    }
+}
+
+/// Which file a size or hash check was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// The old file, the patch's source.
+    Source,
+    /// The new file, the patch's result.
+    Target,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Subject::Source => "source",
+            Subject::Target => "target",
+        })
+    }
+}
+
+/// A malformed patch: what was wrong and at which byte of the patch it was found.
+///
+/// # Examples
+///
+/// ```
+/// use deltaswap::FormatErrorKind;
+/// let err = deltaswap::apply(b"", b"XXXX....").unwrap_err();
+/// assert_eq!(err.format_kind(), Some(FormatErrorKind::BadMagic));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} ({what}) at patch byte {offset}")]
+pub struct FormatError {
+    offset: u64,
+    what: &'static str,
+    kind: FormatErrorKind,
+}
+
+impl FormatError {
+    pub(crate) fn new(offset: u64, what: &'static str, kind: FormatErrorKind) -> FormatError {
+        FormatError { offset, what, kind }
+    }
+
+    /// The byte offset in the patch where the problem was detected.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The field or structure being read.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The reason.
+    pub fn kind(&self) -> FormatErrorKind {
+        self.kind
+    }
+}
+
+/// Why a patch was malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatErrorKind {
+    /// The first bytes are not the deltaswap magic.
+    #[error("not a deltaswap patch (bad magic)")]
+    BadMagic,
+    /// The format version is not one this build reads.
+    #[error("format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version in the patch.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// A flag bit that this version does not define is set.
+    #[error("unknown flags {0:#04x}")]
+    UnknownFlags(u8),
+    /// The patch asks for a pre-processing transform this build does not implement.
+    #[error("unknown transform {0}")]
+    UnknownTransform(u8),
+    /// A stream uses a codec this build does not implement.
+    #[error("unknown stream codec {0}")]
+    UnknownCodec(u8),
+    /// A reserved byte is not zero.
+    #[error("reserved field is not zero")]
+    Reserved,
+    /// The patch ended before the field was complete.
+    #[error("truncated")]
+    Truncated,
+    /// A variable-length integer is longer than 10 bytes, overflows 64 bits, or is not minimal.
+    #[error("invalid variable-length integer")]
+    BadVarint,
+    /// Arithmetic on declared values overflowed.
+    #[error("arithmetic overflow")]
+    Overflow,
+    /// A value lies outside the range its field allows.
+    #[error("value out of range")]
+    OutOfRange,
+    /// A copy would read outside the old file.
+    #[error("copy reads outside the source")]
+    SourceOutOfBounds,
+    /// The operations would produce more bytes than the header declares.
+    #[error("output longer than declared")]
+    OutputOverrun,
+    /// The operations produce fewer bytes than the header declares.
+    #[error("output shorter than declared")]
+    OutputUnderrun,
+    /// An operation produces no output (a zero-progress loop).
+    #[error("operation makes no progress")]
+    EmptyOperation,
+    /// A stream holds fewer bytes than the operations consume.
+    #[error("stream shorter than its operations need")]
+    StreamUnderrun,
+    /// A stream holds bytes that no operation consumes.
+    #[error("unused bytes at the end of a stream")]
+    StreamTrailing,
+    /// A compressed stream does not decode, or decodes to a length other than declared.
+    #[error("compressed stream is corrupt")]
+    BadCompression,
+    /// Bytes follow the last segment.
+    #[error("trailing bytes after the patch")]
+    TrailingBytes,
+}

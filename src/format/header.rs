@@ -1,0 +1,183 @@
+//! The patch header and the per-segment stream descriptors.
+
+use std::io::Read;
+
+use super::varint::{put_varint, PatchInput};
+use super::{MAGIC, TRANSFORM_NONE, VERSION};
+use crate::error::{Error, FormatErrorKind};
+use crate::hash::Sha256Digest;
+
+/// What a patch says about itself: the sizes and SHA-256 digests of the old file
+/// it applies to and the new file it produces.
+///
+/// # Examples
+///
+/// ```
+/// let patch = deltaswap::diff(b"old contents", b"new contents")?;
+/// let reader = deltaswap::PatchReader::new(&patch[..])?;
+/// let h = reader.header();
+/// assert_eq!(h.old_len(), 12);
+/// assert_eq!(h.new_sha256(), deltaswap::Sha256Digest::of(b"new contents"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchHeader {
+    pub(crate) version: u8,
+    pub(crate) old_len: u64,
+    pub(crate) new_len: u64,
+    pub(crate) old_sha256: Sha256Digest,
+    pub(crate) new_sha256: Sha256Digest,
+    /// Bytes the header occupies in the patch.
+    pub(crate) encoded_len: u64,
+}
+
+impl PatchHeader {
+    /// The format version of the patch.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+    /// Length of the old file the patch applies to.
+    pub fn old_len(&self) -> u64 {
+        self.old_len
+    }
+    /// Length of the new file the patch produces.
+    pub fn new_len(&self) -> u64 {
+        self.new_len
+    }
+    /// SHA-256 of the old file.
+    pub fn old_sha256(&self) -> Sha256Digest {
+        self.old_sha256
+    }
+    /// SHA-256 of the new file.
+    pub fn new_sha256(&self) -> Sha256Digest {
+        self.new_sha256
+    }
+
+    pub(crate) fn encode(
+        old_len: u64,
+        new_len: u64,
+        old_sha256: &Sha256Digest,
+        new_sha256: &Sha256Digest,
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(0); // flags
+        out.push(TRANSFORM_NONE);
+        out.push(0); // reserved
+        put_varint(out, old_len);
+        put_varint(out, new_len);
+        out.extend_from_slice(old_sha256.as_bytes());
+        out.extend_from_slice(new_sha256.as_bytes());
+    }
+
+    /// Reads and validates the header. Everything after it is untouched.
+    pub(crate) fn read<R: Read>(input: &mut PatchInput<R>) -> Result<PatchHeader, Error> {
+        let magic: [u8; 4] = input.read_array("magic")?;
+        if magic != MAGIC {
+            return Err(input.err("magic", FormatErrorKind::BadMagic));
+        }
+        let version = input.read_u8("format version")?;
+        if version != VERSION {
+            return Err(input.err(
+                "format version",
+                FormatErrorKind::UnsupportedVersion { found: version, supported: VERSION },
+            ));
+        }
+        let flags = input.read_u8("flags")?;
+        if flags != 0 {
+            return Err(input.err("flags", FormatErrorKind::UnknownFlags(flags)));
+        }
+        let transform = input.read_u8("transform")?;
+        if transform != TRANSFORM_NONE {
+            return Err(input.err("transform", FormatErrorKind::UnknownTransform(transform)));
+        }
+        if input.read_u8("reserved byte")? != 0 {
+            return Err(input.err("reserved byte", FormatErrorKind::Reserved));
+        }
+        let old_len = input.read_varint("old length")?;
+        let new_len = input.read_varint("new length")?;
+        let old_sha256 = Sha256Digest(input.read_array("old SHA-256")?);
+        let new_sha256 = Sha256Digest(input.read_array("new SHA-256")?);
+        Ok(PatchHeader {
+            version,
+            old_len,
+            new_len,
+            old_sha256,
+            new_sha256,
+            encoded_len: input.offset(),
+        })
+    }
+}
+
+/// How a stream's bytes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+/// One stream of a segment: its decoded length, codec and stored length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamDesc {
+    pub(crate) raw_len: u64,
+    pub(crate) codec: Codec,
+    pub(crate) stored_len: u64,
+}
+
+/// The streams of a segment, in the order their payloads follow the descriptors:
+/// control, delta runs, delta bytes, literal bytes.
+pub(crate) const STREAMS: usize = 4;
+
+/// A segment's header: how many bytes of the new file it produces, and its streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) new_len: u64,
+    pub(crate) streams: [StreamDesc; STREAMS],
+}
+
+pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
+    put_varint(out, h.new_len);
+    for s in &h.streams {
+        put_varint(out, s.raw_len);
+        if s.raw_len > 0 {
+            out.push(s.codec as u8);
+            if s.codec == Codec::Zstd {
+                put_varint(out, s.stored_len);
+            }
+        }
+    }
+}
+
+pub(crate) fn read_segment_header<R: Read>(input: &mut PatchInput<R>) -> Result<SegmentHeader, Error> {
+    const WHAT: [&str; STREAMS] = ["control stream", "delta-run stream", "delta-byte stream", "literal stream"];
+    let new_len = input.read_varint("segment length")?;
+    if new_len == 0 {
+        return Err(input.err("segment length", FormatErrorKind::EmptyOperation));
+    }
+    let empty = StreamDesc { raw_len: 0, codec: Codec::Raw, stored_len: 0 };
+    let mut streams = [empty; STREAMS];
+    for (slot, what) in streams.iter_mut().zip(WHAT) {
+        let raw_len = input.read_varint(what)?;
+        if raw_len == 0 {
+            continue;
+        }
+        let codec = match input.read_u8(what)? {
+            0 => Codec::Raw,
+            1 => Codec::Zstd,
+            other => return Err(input.err(what, FormatErrorKind::UnknownCodec(other))),
+        };
+        let stored_len = match codec {
+            Codec::Raw => raw_len,
+            Codec::Zstd => {
+                let n = input.read_varint(what)?;
+                if n == 0 {
+                    return Err(input.err(what, FormatErrorKind::OutOfRange));
+                }
+                n
+            }
+        };
+        *slot = StreamDesc { raw_len, codec, stored_len };
+    }
+    Ok(SegmentHeader { new_len, streams })
+}

@@ -1,0 +1,105 @@
+//! Resource limits for reading untrusted patches.
+
+/// Limits applied while reading a patch. Every declared size is checked against
+/// them before anything is allocated, so a hostile patch cannot make deltaswap
+/// allocate or write more than these values allow.
+///
+/// The defaults suit system components (libraries, executables, resource packs):
+/// outputs up to 16 GiB and an apply memory budget of 48 MiB.
+///
+/// # Examples
+///
+/// A patch whose result is larger than the configured maximum is refused before
+/// any work is done:
+///
+/// ```
+/// use deltaswap::{Error, Limits, PatchReader};
+/// let old = vec![7u8; 1000];
+/// let new = vec![9u8; 5000];
+/// let patch = deltaswap::diff(&old, &new)?;
+/// let limits = Limits::default().max_output_len(4096);
+/// let err = PatchReader::with_limits(&patch[..], limits).unwrap_err();
+/// assert!(matches!(err, Error::LimitExceeded { what: "target length", .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub(crate) max_output_len: u64,
+    pub(crate) max_segment_buffer: u64,
+    pub(crate) max_window_log: u32,
+}
+
+/// Largest output the default limits accept: 16 GiB.
+const DEFAULT_MAX_OUTPUT: u64 = 16 << 30;
+/// Default cap on the decoded control and delta streams buffered for one segment.
+/// The writer never puts more than 8 MiB there (see `docs/FORMAT.md`), so 16 MiB
+/// leaves room without letting a hostile patch claim more.
+const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
+/// Default largest zstd window accepted for the streamed literal data: 2^24 = 16 MiB.
+/// The writer uses at most 2^23.
+const DEFAULT_WINDOW_LOG: u32 = 24;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_output_len: DEFAULT_MAX_OUTPUT,
+            max_segment_buffer: DEFAULT_SEGMENT_BUFFER,
+            max_window_log: DEFAULT_WINDOW_LOG,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest result (new file) a patch may declare. Default 16 GiB.
+    ///
+    /// ```
+    /// # use deltaswap::{Error, Limits, PatchReader};
+    /// let patch = deltaswap::diff(b"", &[1u8; 100])?;
+    /// let err = PatchReader::with_limits(&patch[..], Limits::default().max_output_len(99)).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_output_len(mut self, bytes: u64) -> Limits {
+        self.max_output_len = bytes;
+        self
+    }
+
+    /// The most bytes of decoded control and delta data buffered for one segment,
+    /// and the most compressed bytes read for them. Default 16 MiB.
+    ///
+    /// ```
+    /// # use deltaswap::{Error, Limits};
+    /// let old: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    /// let mut new = old.clone();
+    /// for i in (0..new.len()).step_by(3) { new[i] ^= 0x55; }
+    /// let patch = deltaswap::diff(&old, &new)?;
+    /// let err = deltaswap::apply_with_limits(&old, &patch, Limits::default().max_segment_buffer(1000)).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_segment_buffer(mut self, bytes: u64) -> Limits {
+        self.max_segment_buffer = bytes;
+        self
+    }
+
+    /// The largest zstd window (as a power of two) accepted for streamed data.
+    /// Default 24 (16 MiB); clamped to 10..=31.
+    ///
+    /// ```
+    /// # use deltaswap::{Error, Limits};
+    /// let new: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    /// let patch = deltaswap::diff(b"", &new)?;
+    /// let err = deltaswap::apply_with_limits(b"", &patch, Limits::default().max_window_log(12)).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { .. } | Error::Format(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_window_log(mut self, log: u32) -> Limits {
+        self.max_window_log = log.clamp(10, 31);
+        self
+    }
+
+    /// The configured maximum output length.
+    pub fn get_max_output_len(&self) -> u64 {
+        self.max_output_len
+    }
+}
