@@ -5,7 +5,12 @@ fn main() {
     let mut total_ratio_log = 0.0;
     let mut n = 0;
     for dir in std::env::args().skip(1) {
-        let mut pairs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().join("old").exists()).map(|e| e.path()).collect();
+        let mut pairs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("old").exists())
+            .map(|e| e.path())
+            .collect();
         pairs.sort();
         for p in pairs {
             let old = std::fs::read(p.join("old")).unwrap();
@@ -18,8 +23,20 @@ fn main() {
             let at = t.elapsed().as_secs_f64();
             assert_eq!(out, new);
             let info = deltaswap::inspect(&patch[..]).unwrap();
-            let s: Vec<String> = info.streams().iter().map(|(n, r, s)| format!("{n}={r}/{s}")).collect();
-            println!("{:40} {:>10} diff {:7.3}s apply {:6.3}s segs {} {}", p.file_name().unwrap().to_string_lossy(), patch.len(), dt, at, info.segments(), s.join(" "));
+            let s: Vec<String> = info
+                .streams()
+                .iter()
+                .map(|(n, r, s)| format!("{n}={r}/{s}"))
+                .collect();
+            println!(
+                "{:40} {:>10} diff {:7.3}s apply {:6.3}s segs {} {}",
+                p.file_name().unwrap().to_string_lossy(),
+                patch.len(),
+                dt,
+                at,
+                info.segments(),
+                s.join(" ")
+            );
             let _ = (&mut total_ratio_log, &mut n);
         }
     }

@@ -101,7 +101,11 @@ impl<R: Read> PatchReader<R> {
                 limit: limits.max_output_len,
             });
         }
-        Ok(PatchReader { input, header, limits })
+        Ok(PatchReader {
+            input,
+            header,
+            limits,
+        })
     }
 
     /// The header: sizes and digests of the old and new files.
@@ -162,7 +166,13 @@ impl<R: Read> PatchReader<R> {
         let mut produced: u64 = 0;
         while produced < header.new_len {
             let remaining = header.new_len.saturating_sub(produced);
-            let n = apply_segment(&mut self.input, &self.limits, &mut state, remaining, &mut out)?;
+            let n = apply_segment(
+                &mut self.input,
+                &self.limits,
+                &mut state,
+                remaining,
+                &mut out,
+            )?;
             produced = produced.saturating_add(n);
         }
         self.input.expect_end()?;
@@ -173,7 +183,10 @@ impl<R: Read> PatchReader<R> {
 }
 
 /// Checks the old file's length and SHA-256 against the header.
-pub(crate) fn verify_source<S: Source + ?Sized>(old: &S, header: &PatchHeader) -> Result<(), Error> {
+pub(crate) fn verify_source<S: Source + ?Sized>(
+    old: &S,
+    header: &PatchHeader,
+) -> Result<(), Error> {
     let found = old.len();
     if found != header.old_len {
         return Err(Error::SizeMismatch {
@@ -204,9 +217,12 @@ pub(crate) fn hash_source<S: Source + ?Sized>(src: &S) -> Result<Sha256Digest, E
     let mut buf = vec![0u8; COPY_BUF];
     let mut pos = 0u64;
     while pos < len {
-        let n = usize::try_from(len.saturating_sub(pos)).unwrap_or(usize::MAX).min(COPY_BUF);
+        let n = usize::try_from(len.saturating_sub(pos))
+            .unwrap_or(usize::MAX)
+            .min(COPY_BUF);
         let chunk = buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
-        src.read_at(pos, chunk).map_err(Error::io("reading the old file"))?;
+        src.read_at(pos, chunk)
+            .map_err(Error::io("reading the old file"))?;
         hasher.update(chunk);
         pos = pos.saturating_add(n as u64);
     }
@@ -260,15 +276,21 @@ impl Deltas<'_> {
             }
             let left = buf.len().saturating_sub(i);
             if self.zeros_left > 0 {
-                let k = usize::try_from(self.zeros_left).unwrap_or(usize::MAX).min(left);
+                let k = usize::try_from(self.zeros_left)
+                    .unwrap_or(usize::MAX)
+                    .min(left);
                 i = i.saturating_add(k);
                 self.zeros_left = self.zeros_left.saturating_sub(k as u64);
                 continue;
             }
-            let k = usize::try_from(self.deltas_left).unwrap_or(usize::MAX).min(left);
+            let k = usize::try_from(self.deltas_left)
+                .unwrap_or(usize::MAX)
+                .min(left);
             let add = self.bytes.take(k)?;
             let end = i.saturating_add(k);
-            let dst = buf.get_mut(i..end).ok_or(Error::Bug("delta run past buffer"))?;
+            let dst = buf
+                .get_mut(i..end)
+                .ok_or(Error::Bug("delta run past buffer"))?;
             for (o, d) in dst.iter_mut().zip(add) {
                 *o = o.wrapping_add(*d);
             }
@@ -299,7 +321,8 @@ fn read_buffered_stream<R: Read>(
         return Ok(Vec::new());
     }
     // Lengths were checked against the segment buffer limit by the caller.
-    let raw_len = usize::try_from(desc.raw_len).map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
+    let raw_len =
+        usize::try_from(desc.raw_len).map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
     match desc.codec {
         Codec::Raw => {
             let mut v = vec![0u8; raw_len];
@@ -307,14 +330,23 @@ fn read_buffered_stream<R: Read>(
             Ok(v)
         }
         Codec::Zstd => {
-            let stored = usize::try_from(desc.stored_len).map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
+            let stored = usize::try_from(desc.stored_len)
+                .map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
             let mut packed = vec![0u8; stored];
             let at = input.offset();
             input.read_exact(&mut packed, what)?;
             let mut out = vec![0u8; raw_len];
-            let bad = || Error::Format(crate::error::FormatError::new(at, what, FormatErrorKind::BadCompression));
+            let bad = || {
+                Error::Format(crate::error::FormatError::new(
+                    at,
+                    what,
+                    FormatErrorKind::BadCompression,
+                ))
+            };
             let mut dec = zstd::bulk::Decompressor::new().map_err(|_| bad())?;
-            let n = dec.decompress_to_buffer(&packed, &mut out[..]).map_err(|_| bad())?;
+            let n = dec
+                .decompress_to_buffer(&packed, &mut out[..])
+                .map_err(|_| bad())?;
             if n != raw_len {
                 return Err(bad());
             }
@@ -342,7 +374,13 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     for d in [&ctrl_d, &runs_d, &bytes_d] {
         buffered = buffered
             .checked_add(d.raw_len)
-            .and_then(|b| b.checked_add(if d.codec == Codec::Zstd { d.stored_len } else { 0 }))
+            .and_then(|b| {
+                b.checked_add(if d.codec == Codec::Zstd {
+                    d.stored_len
+                } else {
+                    0
+                })
+            })
             .ok_or_else(|| input.err("segment streams", FormatErrorKind::Overflow))?;
     }
     if buffered > limits.max_segment_buffer {
@@ -368,16 +406,23 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     };
 
     let lit_at = input.offset();
-    let lit_err = |kind| Error::Format(crate::error::FormatError::new(lit_at, "literal stream", kind));
+    let lit_err = |kind| {
+        Error::Format(crate::error::FormatError::new(
+            lit_at,
+            "literal stream",
+            kind,
+        ))
+    };
     let window_log_max = limits.max_window_log;
     let mut literal: Box<dyn Read + '_> = match lit_d.codec {
         _ if lit_d.raw_len == 0 => Box::new(io::empty()),
         Codec::Raw => Box::new(input.by_ref_take(lit_d.stored_len)),
         Codec::Zstd => {
             let take = input.by_ref_take(lit_d.stored_len);
-            let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 << 10, take))
-                .map_err(|_| lit_err(FormatErrorKind::BadCompression))?
-                .single_frame();
+            let mut dec =
+                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 << 10, take))
+                    .map_err(|_| lit_err(FormatErrorKind::BadCompression))?
+                    .single_frame();
             dec.window_log_max(window_log_max)
                 .map_err(|_| lit_err(FormatErrorKind::BadCompression))?;
             Box::new(dec)
@@ -393,25 +438,35 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
         if add_len == 0 && lit_len == 0 {
             return Err(ctrl.err(FormatErrorKind::EmptyOperation));
         }
-        let op_len = add_len.checked_add(lit_len).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        let op_len = add_len
+            .checked_add(lit_len)
+            .ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
         if op_len > seg_left {
             return Err(ctrl.err(FormatErrorKind::OutputOverrun));
         }
         if lit_len > lit_left {
             return Err(ctrl.err(FormatErrorKind::StreamUnderrun));
         }
-        let copy_end = st.old_pos.checked_add(add_len).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        let copy_end = st
+            .old_pos
+            .checked_add(add_len)
+            .ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
         if copy_end > st.old_len {
             return Err(ctrl.err(FormatErrorKind::SourceOutOfBounds));
         }
         // Copy with deltas.
         let mut pos = st.old_pos;
         while pos < copy_end {
-            let n = usize::try_from(copy_end.saturating_sub(pos)).unwrap_or(usize::MAX).min(COPY_BUF);
+            let n = usize::try_from(copy_end.saturating_sub(pos))
+                .unwrap_or(usize::MAX)
+                .min(COPY_BUF);
             let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
-            st.old.read_at(pos, chunk).map_err(Error::io("reading the old file"))?;
+            st.old
+                .read_at(pos, chunk)
+                .map_err(Error::io("reading the old file"))?;
             deltas.apply(chunk)?;
-            out.write_all(chunk).map_err(Error::io("writing the new file"))?;
+            out.write_all(chunk)
+                .map_err(Error::io("writing the new file"))?;
             pos = pos.saturating_add(n as u64);
         }
         // Literal bytes.
@@ -420,20 +475,27 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
             let n = usize::try_from(left).unwrap_or(usize::MAX).min(COPY_BUF);
             let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
             read_literal(&mut literal, chunk).map_err(|e| match e {
-                Some(io) => Error::Io { context: "reading the patch", source: io },
+                Some(io) => Error::Io {
+                    context: "reading the patch",
+                    source: io,
+                },
                 None => lit_err(FormatErrorKind::StreamUnderrun),
             })?;
-            out.write_all(chunk).map_err(Error::io("writing the new file"))?;
+            out.write_all(chunk)
+                .map_err(Error::io("writing the new file"))?;
             left = left.saturating_sub(n as u64);
         }
         lit_left = lit_left.saturating_sub(lit_len);
         seg_left = seg_left.saturating_sub(op_len);
         // Move in the old file; the new position must lie within it.
-        let next = i128::from(copy_end).checked_add(i128::from(seek)).ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
+        let next = i128::from(copy_end)
+            .checked_add(i128::from(seek))
+            .ok_or_else(|| ctrl.err(FormatErrorKind::Overflow))?;
         if next < 0 || next > i128::from(st.old_len) {
             return Err(ctrl.err(FormatErrorKind::SourceOutOfBounds));
         }
-        st.old_pos = u64::try_from(next).map_err(|_| ctrl.err(FormatErrorKind::SourceOutOfBounds))?;
+        st.old_pos =
+            u64::try_from(next).map_err(|_| ctrl.err(FormatErrorKind::SourceOutOfBounds))?;
     }
     if !ctrl.is_empty() {
         return Err(ctrl.err(FormatErrorKind::StreamTrailing));
@@ -474,7 +536,9 @@ fn read_literal(r: &mut dyn Read, buf: &mut [u8]) -> Result<(), Option<io::Error
             // zstd reports corrupt data as io errors of kind Other; a truncated
             // patch surfaces as UnexpectedEof.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(None),
-            Err(e) if e.kind() == io::ErrorKind::Other || e.kind() == io::ErrorKind::InvalidData => {
+            Err(e)
+                if e.kind() == io::ErrorKind::Other || e.kind() == io::ErrorKind::InvalidData =>
+            {
                 return Err(None)
             }
             Err(e) => return Err(Some(e)),
@@ -572,7 +636,9 @@ impl PatchInfo {
 /// ```
 pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
     let reader = PatchReader::new(patch)?;
-    let PatchReader { mut input, header, .. } = reader;
+    let PatchReader {
+        mut input, header, ..
+    } = reader;
     let mut info = PatchInfo {
         header: header.clone(),
         segments: 0,

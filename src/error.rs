@@ -125,7 +125,11 @@ impl Error {
         context: &'static str,
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::File { path, context, source }
+        move |source| Error::File {
+            path,
+            context,
+            source,
+        }
     }
 }
 

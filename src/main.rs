@@ -1,1 +1,7 @@
-fn main(){}
+//! The `deltaswap` command-line tool (feature `cli`).
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::run());
+}

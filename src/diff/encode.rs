@@ -1,7 +1,9 @@
 //! Turning operations into segments of four streams, and compressing them.
 
 use super::matcher::Op;
-use crate::format::{put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET};
+use crate::format::{
+    put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET,
+};
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
@@ -169,9 +171,20 @@ pub(crate) struct Packing {
 
 /// One stream as stored: its descriptor and bytes.
 pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
-    let raw_desc = StreamDesc { raw_len: raw.len() as u64, codec: Codec::Raw, stored_len: raw.len() as u64 };
+    let raw_desc = StreamDesc {
+        raw_len: raw.len() as u64,
+        codec: Codec::Raw,
+        stored_len: raw.len() as u64,
+    };
     if raw.is_empty() {
-        return Ok((StreamDesc { raw_len: 0, codec: Codec::Raw, stored_len: 0 }, Vec::new()));
+        return Ok((
+            StreamDesc {
+                raw_len: 0,
+                codec: Codec::Raw,
+                stored_len: 0,
+            },
+            Vec::new(),
+        ));
     }
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(packing.level)?;
@@ -182,7 +195,11 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
     let packed = c.compress(raw)?;
     if packed.len() < raw.len() {
         Ok((
-            StreamDesc { raw_len: raw.len() as u64, codec: Codec::Zstd, stored_len: packed.len() as u64 },
+            StreamDesc {
+                raw_len: raw.len() as u64,
+                codec: Codec::Zstd,
+                stored_len: packed.len() as u64,
+            },
             packed,
         ))
     } else {

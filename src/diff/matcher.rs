@@ -204,7 +204,7 @@ pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize
     let mut len = 0usize;
     let mut pos = 0usize;
     let mut last_scan = start;
-    let mut last_pos = 0usize;
+    let mut last_pos = start.min(old_len);
     let mut last_offset: isize = 0;
     while scan < end {
         let mut old_score: usize = 0;
@@ -294,4 +294,38 @@ pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize
     // Drop empty operations (possible at a chunk start).
     ops.retain(|op| op.add_len + op.extra_len > 0);
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brute(old: &[u8], needle: &[u8]) -> usize {
+        (0..old.len())
+            .map(|p| common_prefix(&old[p..], needle))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn search_finds_longest() {
+        let mut x = 12345u32;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let old: Vec<u8> = (0..3000).map(|_| (rnd() % 4) as u8).collect();
+        let idx = Index::new(&old, SuffixArray::build(&old).unwrap());
+        for _ in 0..500 {
+            let s = (rnd() as usize) % 2900;
+            let mut needle = old[s..s + 50].to_vec();
+            let k = (rnd() as usize) % 50;
+            needle[k] ^= 1;
+            let (p, l) = idx.search(&needle, 0);
+            assert_eq!(l, brute(&old, &needle));
+            assert_eq!(common_prefix(&old[p..], &needle), l);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::format::{write_segment_header, PatchHeader, SegmentHeader, WRITER_WINDOW_LOG};
 use crate::hash::Sha256Digest;
-use encode::{pack_stream, Packing, PackedSegment, SegmentBuilder};
+use encode::{pack_stream, PackedSegment, Packing, SegmentBuilder};
 use matcher::{scan_chunk, Index, Op};
 
 /// The new file is matched in chunks of this size, in parallel. Fixed so that the
@@ -51,7 +51,10 @@ impl Default for DiffOptions {
 impl DiffOptions {
     /// The defaults: zstd level 19, all available cores.
     pub fn new() -> DiffOptions {
-        DiffOptions { level: DEFAULT_LEVEL, threads: None }
+        DiffOptions {
+            level: DEFAULT_LEVEL,
+            threads: None,
+        }
     }
 
     /// zstd compression level for the streams, 1 (fast) to 22 (smallest).
@@ -90,7 +93,8 @@ impl DiffOptions {
                 .install(run)?,
             None => run()?,
         };
-        out.write_all(&bytes).map_err(Error::io("writing the patch"))?;
+        out.write_all(&bytes)
+            .map_err(Error::io("writing the patch"))?;
         Ok(bytes.len() as u64)
     }
 }
@@ -120,7 +124,15 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
         .par_iter()
         .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
         .collect();
-    Ok(per_chunk.into_iter().flatten().collect())
+    let ops: Vec<Op> = per_chunk.into_iter().flatten().collect();
+    if std::env::var_os("DSW_DEBUG").is_some() {
+        for op in &ops {
+            if op.extra_len > 2000 {
+                eprintln!("{:?}", op);
+            }
+        }
+    }
+    Ok(ops)
 }
 
 fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
@@ -131,19 +143,32 @@ fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
     let ops = ops?;
     let mut builder = SegmentBuilder::new(old, new);
     for (i, op) in ops.iter().enumerate() {
-        let next_old = ops.get(i + 1).map_or(op.old_start + op.add_len, |n| n.old_start);
+        let next_old = ops
+            .get(i + 1)
+            .map_or(op.old_start + op.add_len, |n| n.old_start);
         builder.push(op, next_old);
     }
     let segments = builder.finish();
-    let packing = Packing { level, window_log: WRITER_WINDOW_LOG };
-    let jobs: Vec<(usize, usize)> = (0..segments.len()).flat_map(|s| (0..4).map(move |k| (s, k))).collect();
+    let packing = Packing {
+        level,
+        window_log: WRITER_WINDOW_LOG,
+    };
+    let jobs: Vec<(usize, usize)> = (0..segments.len())
+        .flat_map(|s| (0..4).map(move |k| (s, k)))
+        .collect();
     let packed: Vec<_> = jobs
         .par_iter()
         .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
         .collect::<Result<_, _>>()
         .map_err(Error::io("compressing a stream"))?;
     let mut out = Vec::new();
-    PatchHeader::encode(old.len() as u64, new.len() as u64, &old_hash, &new_hash, &mut out);
+    PatchHeader::encode(
+        old.len() as u64,
+        new.len() as u64,
+        &old_hash,
+        &new_hash,
+        &mut out,
+    );
     let mut it = packed.into_iter();
     for seg in &segments {
         let mut descs = Vec::with_capacity(4);
@@ -154,7 +179,13 @@ fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
             payloads.push(p);
         }
         let streams = [descs[0], descs[1], descs[2], descs[3]];
-        let packed = PackedSegment { header: SegmentHeader { new_len: seg.new_len, streams }, payloads };
+        let packed = PackedSegment {
+            header: SegmentHeader {
+                new_len: seg.new_len,
+                streams,
+            },
+            payloads,
+        };
         write_segment_header(&packed.header, &mut out);
         for p in &packed.payloads {
             out.extend_from_slice(p);
@@ -177,11 +208,16 @@ mod tests {
         let ops = find_ops(&old, &new).unwrap();
         let mut b = SegmentBuilder::with_budget(&old, &new, 1000);
         for (i, op) in ops.iter().enumerate() {
-            let next_old = ops.get(i + 1).map_or(op.old_start + op.add_len, |n| n.old_start);
+            let next_old = ops
+                .get(i + 1)
+                .map_or(op.old_start + op.add_len, |n| n.old_start);
             b.push(op, next_old);
         }
         let segs = b.finish();
         assert!(segs.len() > 10, "{} segments", segs.len());
-        assert_eq!(segs.iter().map(|s| s.new_len).sum::<u64>(), new.len() as u64);
+        assert_eq!(
+            segs.iter().map(|s| s.new_len).sum::<u64>(),
+            new.len() as u64
+        );
     }
 }

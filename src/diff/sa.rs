@@ -24,7 +24,13 @@ impl SuffixArray {
             // SAFETY: `text` has `n` readable bytes and `sa` has `n` writable i32
             // slots; fs = 0 asks for no extra space; freq may be null.
             let rc = unsafe {
-                libsais_sys::libsais::libsais(text.as_ptr(), sa.as_mut_ptr(), n, 0, std::ptr::null_mut())
+                libsais_sys::libsais::libsais(
+                    text.as_ptr(),
+                    sa.as_mut_ptr(),
+                    n,
+                    0,
+                    std::ptr::null_mut(),
+                )
             };
             if rc != 0 {
                 return Err(Error::Bug("libsais failed"));
@@ -35,7 +41,13 @@ impl SuffixArray {
             let mut sa = vec![0i64; text.len()];
             // SAFETY: as above with 64-bit entries.
             let rc = unsafe {
-                libsais_sys::libsais64::libsais64(text.as_ptr(), sa.as_mut_ptr(), n, 0, std::ptr::null_mut())
+                libsais_sys::libsais64::libsais64(
+                    text.as_ptr(),
+                    sa.as_mut_ptr(),
+                    n,
+                    0,
+                    std::ptr::null_mut(),
+                )
             };
             if rc != 0 {
                 return Err(Error::Bug("libsais64 failed"));
@@ -74,7 +86,9 @@ mod tests {
 
     #[test]
     fn sorted_on_random() {
-        let text: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 29) as u8).collect();
+        let text: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 29) as u8)
+            .collect();
         let sa = SuffixArray::build(&text).unwrap();
         for i in 1..sa.len() {
             assert!(text[sa.get(i - 1)..] < text[sa.get(i)..]);

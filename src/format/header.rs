@@ -81,7 +81,10 @@ impl PatchHeader {
         if version != VERSION {
             return Err(input.err(
                 "format version",
-                FormatErrorKind::UnsupportedVersion { found: version, supported: VERSION },
+                FormatErrorKind::UnsupportedVersion {
+                    found: version,
+                    supported: VERSION,
+                },
             ));
         }
         let flags = input.read_u8("flags")?;
@@ -149,13 +152,24 @@ pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
     }
 }
 
-pub(crate) fn read_segment_header<R: Read>(input: &mut PatchInput<R>) -> Result<SegmentHeader, Error> {
-    const WHAT: [&str; STREAMS] = ["control stream", "delta-run stream", "delta-byte stream", "literal stream"];
+pub(crate) fn read_segment_header<R: Read>(
+    input: &mut PatchInput<R>,
+) -> Result<SegmentHeader, Error> {
+    const WHAT: [&str; STREAMS] = [
+        "control stream",
+        "delta-run stream",
+        "delta-byte stream",
+        "literal stream",
+    ];
     let new_len = input.read_varint("segment length")?;
     if new_len == 0 {
         return Err(input.err("segment length", FormatErrorKind::EmptyOperation));
     }
-    let empty = StreamDesc { raw_len: 0, codec: Codec::Raw, stored_len: 0 };
+    let empty = StreamDesc {
+        raw_len: 0,
+        codec: Codec::Raw,
+        stored_len: 0,
+    };
     let mut streams = [empty; STREAMS];
     for (slot, what) in streams.iter_mut().zip(WHAT) {
         let raw_len = input.read_varint(what)?;
@@ -177,7 +191,11 @@ pub(crate) fn read_segment_header<R: Read>(input: &mut PatchInput<R>) -> Result<
                 n
             }
         };
-        *slot = StreamDesc { raw_len, codec, stored_len };
+        *slot = StreamDesc {
+            raw_len,
+            codec,
+            stored_len,
+        };
     }
     Ok(SegmentHeader { new_len, streams })
 }

@@ -98,7 +98,12 @@ impl<R: Read> PatchInput<R> {
                     self.offset = self.offset.saturating_add(n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io { context: "reading the patch", source: e }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: "reading the patch",
+                        source: e,
+                    })
+                }
             }
         }
         Ok(())
@@ -110,7 +115,10 @@ impl<R: Read> PatchInput<R> {
         Ok(b[0])
     }
 
-    pub(crate) fn read_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], Error> {
+    pub(crate) fn read_array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], Error> {
         let mut b = [0u8; N];
         self.read_exact(&mut b, what)?;
         Ok(b)
@@ -128,14 +136,23 @@ impl<R: Read> PatchInput<R> {
                         return Ok(Some(b[0]));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::Io { context: "reading the patch", source: e }),
+                    Err(e) => {
+                        return Err(Error::Io {
+                            context: "reading the patch",
+                            source: e,
+                        })
+                    }
                 }
             }
         });
         match res {
             Ok(v) => Ok(v),
             Err(VarintFault::Truncated) => Err(self.err(what, FormatErrorKind::Truncated)),
-            Err(VarintFault::Bad) => Err(Error::Format(FormatError::new(start, what, FormatErrorKind::BadVarint))),
+            Err(VarintFault::Bad) => Err(Error::Format(FormatError::new(
+                start,
+                what,
+                FormatErrorKind::BadVarint,
+            ))),
             Err(VarintFault::Io(e)) => Err(e),
         }
     }
@@ -148,14 +165,22 @@ impl<R: Read> PatchInput<R> {
                 Ok(0) => return Ok(()),
                 Ok(_) => return Err(self.err("end of patch", FormatErrorKind::TrailingBytes)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io { context: "reading the patch", source: e }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: "reading the patch",
+                        source: e,
+                    })
+                }
             }
         }
     }
 
     /// A reader over the next `len` bytes, for streamed payloads.
     pub(crate) fn by_ref_take(&mut self, len: u64) -> TakeCounted<'_, R> {
-        TakeCounted { input: self, left: len }
+        TakeCounted {
+            input: self,
+            left: len,
+        }
     }
 }
 
@@ -177,7 +202,9 @@ impl<R: Read> Read for TakeCounted<'_, R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let max = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let max = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let dst = buf.get_mut(..max).unwrap_or_default();
         let n = self.input.inner.read(dst)?;
         self.left = self.left.saturating_sub(n as u64);
@@ -197,7 +224,12 @@ pub(crate) struct SliceReader<'a> {
 
 impl<'a> SliceReader<'a> {
     pub(crate) fn new(data: &'a [u8], at: u64, what: &'static str) -> Self {
-        SliceReader { data, pos: 0, at, what }
+        SliceReader {
+            data,
+            pos: 0,
+            at,
+            what,
+        }
     }
 
     pub(crate) fn err(&self, kind: FormatErrorKind) -> Error {
@@ -229,8 +261,14 @@ impl<'a> SliceReader<'a> {
 
     /// The next `len` bytes.
     pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(len).ok_or_else(|| self.err(FormatErrorKind::Overflow))?;
-        let s = self.data.get(self.pos..end).ok_or_else(|| self.err(FormatErrorKind::StreamUnderrun))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or_else(|| self.err(FormatErrorKind::Overflow))?;
+        let s = self
+            .data
+            .get(self.pos..end)
+            .ok_or_else(|| self.err(FormatErrorKind::StreamUnderrun))?;
         self.pos = end;
         Ok(s)
     }
@@ -246,7 +284,17 @@ mod tests {
 
     #[test]
     fn varint_roundtrip_edges() {
-        for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16383,
+            16384,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(dec(&b).unwrap(), v);
@@ -255,13 +303,25 @@ mod tests {
 
     #[test]
     fn varint_rejects_overlong_and_nonminimal() {
-        assert_eq!(dec(&[0x80, 0x00]).unwrap_err().format_kind(), Some(FormatErrorKind::BadVarint));
+        assert_eq!(
+            dec(&[0x80, 0x00]).unwrap_err().format_kind(),
+            Some(FormatErrorKind::BadVarint)
+        );
         let eleven = [0xffu8; 11];
-        assert_eq!(dec(&eleven).unwrap_err().format_kind(), Some(FormatErrorKind::BadVarint));
+        assert_eq!(
+            dec(&eleven).unwrap_err().format_kind(),
+            Some(FormatErrorKind::BadVarint)
+        );
         let mut over = [0xffu8; 10];
         over[9] = 0x02;
-        assert_eq!(dec(&over).unwrap_err().format_kind(), Some(FormatErrorKind::BadVarint));
-        assert_eq!(dec(&[0x80]).unwrap_err().format_kind(), Some(FormatErrorKind::StreamUnderrun));
+        assert_eq!(
+            dec(&over).unwrap_err().format_kind(),
+            Some(FormatErrorKind::BadVarint)
+        );
+        assert_eq!(
+            dec(&[0x80]).unwrap_err().format_kind(),
+            Some(FormatErrorKind::StreamUnderrun)
+        );
     }
 
     #[test]
