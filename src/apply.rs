@@ -16,7 +16,7 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    STREAMS,
+    CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, Sha256Digest};
 use crate::limits::Limits;
@@ -257,6 +257,7 @@ struct ApplyState<'a, S: ?Sized> {
 /// segment laid end to end.
 struct Deltas<'a> {
     runs: SliceReader<'a>,
+    lens: SliceReader<'a>,
     bytes: SliceReader<'a>,
     zeros_left: u64,
     deltas_left: u64,
@@ -269,7 +270,7 @@ impl Deltas<'_> {
         while i < buf.len() {
             if self.zeros_left == 0 && self.deltas_left == 0 {
                 self.zeros_left = self.runs.read_varint()?;
-                self.deltas_left = self.runs.read_varint()?;
+                self.deltas_left = self.lens.read_varint()?;
                 if self.zeros_left == 0 && self.deltas_left == 0 {
                     return Err(self.runs.err(FormatErrorKind::EmptyOperation));
                 }
@@ -303,6 +304,9 @@ impl Deltas<'_> {
     fn finish(&self) -> Result<(), Error> {
         if self.zeros_left != 0 || self.deltas_left != 0 || !self.runs.is_empty() {
             return Err(self.runs.err(FormatErrorKind::StreamTrailing));
+        }
+        if !self.lens.is_empty() {
+            return Err(self.lens.err(FormatErrorKind::StreamTrailing));
         }
         if !self.bytes.is_empty() {
             return Err(self.bytes.err(FormatErrorKind::StreamTrailing));
@@ -368,10 +372,10 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     if seg.new_len > remaining {
         return Err(input.err("segment length", FormatErrorKind::OutputOverrun));
     }
-    let [ctrl_d, runs_d, bytes_d, lit_d] = seg.streams;
+    let lit_d = seg.streams[LITERALS];
     // Decoded and stored sizes of the buffered streams, checked before allocating.
     let mut buffered: u64 = 0;
-    for d in [&ctrl_d, &runs_d, &bytes_d] {
+    for d in seg.streams.iter().take(LITERALS) {
         buffered = buffered
             .checked_add(d.raw_len)
             .and_then(|b| {
@@ -393,14 +397,22 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     if lit_d.raw_len > seg.new_len {
         return Err(input.err("literal stream", FormatErrorKind::OutOfRange));
     }
-    let ctrl_buf = read_buffered_stream(input, &ctrl_d, "control stream")?;
-    let runs_buf = read_buffered_stream(input, &runs_d, "delta-run stream")?;
-    let bytes_buf = read_buffered_stream(input, &bytes_d, "delta-byte stream")?;
+    let mut bufs: [Vec<u8>; LITERALS] = Default::default();
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        let desc = seg.streams.get(i).ok_or(Error::Bug("stream index"))?;
+        *buf = read_buffered_stream(
+            input,
+            desc,
+            STREAM_NAMES.get(i).copied().unwrap_or("stream"),
+        )?;
+    }
+    let [ctrl_buf, runs_buf, lens_buf, bytes_buf] = &bufs;
 
-    let mut ctrl = SliceReader::new(&ctrl_buf, seg_at, "control stream");
+    let mut ctrl = SliceReader::new(ctrl_buf, seg_at, STREAM_NAMES[CONTROL]);
     let mut deltas = Deltas {
-        runs: SliceReader::new(&runs_buf, seg_at, "delta-run stream"),
-        bytes: SliceReader::new(&bytes_buf, seg_at, "delta-byte stream"),
+        runs: SliceReader::new(runs_buf, seg_at, STREAM_NAMES[ZERO_RUNS]),
+        lens: SliceReader::new(lens_buf, seg_at, STREAM_NAMES[DELTA_LENS]),
+        bytes: SliceReader::new(bytes_buf, seg_at, STREAM_NAMES[DELTA_BYTES]),
         zeros_left: 0,
         deltas_left: 0,
     };
@@ -607,9 +619,16 @@ impl PatchInfo {
     pub fn patch_len(&self) -> u64 {
         self.total_len
     }
-    /// Per stream (control, delta runs, delta bytes, literals): `(name, decoded bytes, stored bytes)`.
+    /// Per stream (control, zero runs, delta lengths, delta bytes, literals):
+    /// `(name, decoded bytes, stored bytes)`.
     pub fn streams(&self) -> [(&'static str, u64, u64); STREAMS] {
-        const NAMES: [&str; STREAMS] = ["control", "delta-runs", "delta-bytes", "literals"];
+        const NAMES: [&str; STREAMS] = [
+            "control",
+            "zero-runs",
+            "delta-lengths",
+            "delta-bytes",
+            "literals",
+        ];
         let mut out = [("", 0, 0); STREAMS];
         for (i, o) in out.iter_mut().enumerate() {
             *o = (

@@ -1,13 +1,15 @@
-//! Turning operations into segments of four streams, and compressing them.
+//! Turning operations into segments of five streams, and compressing them.
 
 use super::matcher::Op;
 use crate::format::{
-    put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET,
+    put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES, DELTA_LENS,
+    LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, ZERO_RUNS,
 };
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
-const MERGE_GAP: u64 = 2;
+/// Measured on the corpus: 1 is best or within 0.2% of best on every pair.
+const MERGE_GAP: u64 = 1;
 
 /// One segment's streams before compression.
 #[derive(Default)]
@@ -48,23 +50,24 @@ impl<'a> SegmentBuilder<'a> {
     }
 
     fn buffered(&self) -> usize {
-        self.cur.streams[0].len() + self.cur.streams[1].len() + self.cur.streams[2].len()
+        self.cur.streams[..LITERALS].iter().map(Vec::len).sum()
+    }
+
+    fn put_pair(&mut self, zeros: u64, deltas: u64) {
+        put_varint(&mut self.cur.streams[ZERO_RUNS], zeros);
+        put_varint(&mut self.cur.streams[DELTA_LENS], deltas);
     }
 
     fn flush_runs(&mut self) {
-        let runs = &mut self.cur.streams[1];
         if self.pending_delta > 0 {
-            put_varint(runs, self.pending_zeros);
-            put_varint(runs, self.pending_delta);
+            self.put_pair(self.pending_zeros, self.pending_delta);
             if self.gap > 0 {
-                put_varint(runs, self.gap);
-                put_varint(runs, 0);
+                self.put_pair(self.gap, 0);
             }
         } else {
             let z = self.pending_zeros + self.gap;
             if z > 0 {
-                put_varint(runs, z);
-                put_varint(runs, 0);
+                self.put_pair(z, 0);
             }
         }
         self.pending_zeros = 0;
@@ -80,7 +83,7 @@ impl<'a> SegmentBuilder<'a> {
     }
 
     fn push_ctrl(&mut self, add: usize, lit: usize, seek: i64) {
-        let c = &mut self.cur.streams[0];
+        let c = &mut self.cur.streams[CONTROL];
         put_varint(c, add as u64);
         put_varint(c, lit as u64);
         put_varint(c, zigzag_encode(seek));
@@ -107,23 +110,22 @@ impl<'a> SegmentBuilder<'a> {
                 self.gap += 1;
                 continue;
             }
-            let bytes = &mut self.cur.streams[2];
+            let bytes = &mut self.cur.streams[DELTA_BYTES];
             if self.pending_delta > 0 && self.gap <= MERGE_GAP {
                 bytes.extend(std::iter::repeat_n(0u8, self.gap as usize));
                 self.pending_delta += self.gap;
             } else if self.pending_delta > 0 {
-                let runs = &mut self.cur.streams[1];
-                put_varint(runs, self.pending_zeros);
-                put_varint(runs, self.pending_delta);
+                put_varint(&mut self.cur.streams[ZERO_RUNS], self.pending_zeros);
+                put_varint(&mut self.cur.streams[DELTA_LENS], self.pending_delta);
                 self.pending_zeros = self.gap;
                 self.pending_delta = 0;
             } else {
                 self.pending_zeros += self.gap;
             }
             self.gap = 0;
-            self.cur.streams[2].push(d);
+            self.cur.streams[DELTA_BYTES].push(d);
             self.pending_delta += 1;
-            if self.cur.streams[2].len() & 0xffff == 0 && self.buffered() >= self.budget {
+            if self.cur.streams[DELTA_BYTES].len() & 0xffff == 0 && self.buffered() >= self.budget {
                 return i;
             }
         }
@@ -148,7 +150,7 @@ impl<'a> SegmentBuilder<'a> {
             add -= used;
         }
         let lit = &self.new[new_start + add..new_start + add + op.extra_len];
-        self.cur.streams[3].extend_from_slice(lit);
+        self.cur.streams[LITERALS].extend_from_slice(lit);
         let seek = next_old as i64 - (old_start + add) as i64;
         self.push_ctrl(add, op.extra_len, seek);
         if self.buffered() >= self.budget {

@@ -11,7 +11,9 @@ use std::num::NonZeroUsize;
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::format::{write_segment_header, PatchHeader, SegmentHeader, WRITER_WINDOW_LOG};
+use crate::format::{
+    write_segment_header, PatchHeader, SegmentHeader, StreamDesc, STREAMS, WRITER_WINDOW_LOG,
+};
 use crate::hash::Sha256Digest;
 use encode::{pack_stream, PackedSegment, Packing, SegmentBuilder};
 use matcher::{scan_chunk, Index, Op};
@@ -154,7 +156,7 @@ fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
         window_log: WRITER_WINDOW_LOG,
     };
     let jobs: Vec<(usize, usize)> = (0..segments.len())
-        .flat_map(|s| (0..4).map(move |k| (s, k)))
+        .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
         .collect();
     let packed: Vec<_> = jobs
         .par_iter()
@@ -171,14 +173,13 @@ fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
     );
     let mut it = packed.into_iter();
     for seg in &segments {
-        let mut descs = Vec::with_capacity(4);
-        let mut payloads = Vec::with_capacity(4);
-        for _ in 0..4 {
+        let mut streams = [StreamDesc::EMPTY; STREAMS];
+        let mut payloads = Vec::with_capacity(STREAMS);
+        for slot in streams.iter_mut() {
             let (d, p) = it.next().ok_or(Error::Bug("stream count"))?;
-            descs.push(d);
+            *slot = d;
             payloads.push(p);
         }
-        let streams = [descs[0], descs[1], descs[2], descs[3]];
         let packed = PackedSegment {
             header: SegmentHeader {
                 new_len: seg.new_len,

@@ -128,9 +128,36 @@ pub(crate) struct StreamDesc {
     pub(crate) stored_len: u64,
 }
 
+impl StreamDesc {
+    /// An absent (empty) stream.
+    pub(crate) const EMPTY: StreamDesc = StreamDesc {
+        raw_len: 0,
+        codec: Codec::Raw,
+        stored_len: 0,
+    };
+}
+
 /// The streams of a segment, in the order their payloads follow the descriptors:
-/// control, delta runs, delta bytes, literal bytes.
-pub(crate) const STREAMS: usize = 4;
+/// control, zero runs, delta lengths, delta bytes, literal bytes.
+pub(crate) const STREAMS: usize = 5;
+/// Index of the control stream (three varints per operation).
+pub(crate) const CONTROL: usize = 0;
+/// Index of the zero-run stream (bytes copied unchanged, one varint per run).
+pub(crate) const ZERO_RUNS: usize = 1;
+/// Index of the delta-length stream (bytes changed after each zero run).
+pub(crate) const DELTA_LENS: usize = 2;
+/// Index of the delta-byte stream (what is added to the old bytes).
+pub(crate) const DELTA_BYTES: usize = 3;
+/// Index of the literal stream (new bytes not taken from the old file).
+pub(crate) const LITERALS: usize = 4;
+/// Stream names, for errors and `info`.
+pub(crate) const STREAM_NAMES: [&str; STREAMS] = [
+    "control stream",
+    "zero-run stream",
+    "delta-length stream",
+    "delta-byte stream",
+    "literal stream",
+];
 
 /// A segment's header: how many bytes of the new file it produces, and its streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,12 +182,6 @@ pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
 pub(crate) fn read_segment_header<R: Read>(
     input: &mut PatchInput<R>,
 ) -> Result<SegmentHeader, Error> {
-    const WHAT: [&str; STREAMS] = [
-        "control stream",
-        "delta-run stream",
-        "delta-byte stream",
-        "literal stream",
-    ];
     let new_len = input.read_varint("segment length")?;
     if new_len == 0 {
         return Err(input.err("segment length", FormatErrorKind::EmptyOperation));
@@ -171,7 +192,7 @@ pub(crate) fn read_segment_header<R: Read>(
         stored_len: 0,
     };
     let mut streams = [empty; STREAMS];
-    for (slot, what) in streams.iter_mut().zip(WHAT) {
+    for (slot, what) in streams.iter_mut().zip(STREAM_NAMES) {
         let raw_len = input.read_varint(what)?;
         if raw_len == 0 {
             continue;
