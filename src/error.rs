@@ -91,6 +91,74 @@ pub enum Error {
     /// An internal invariant was violated; this is a bug in deltaswap, please report it.
     #[error("internal invariant violated: {0}; please report a bug")]
     Bug(&'static str),
+    /// The file to patch is a symbolic link and the caller did not ask to follow it.
+    #[error("{} is a symbolic link; refusing to patch through it", path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The file to patch is not a regular file (a directory, FIFO, socket or device).
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is, for example "a directory".
+        kind: &'static str,
+    },
+    /// The file to patch has more than one hard link and the caller did not opt in.
+    ///
+    /// Patching replaces one name only; the other links would keep the old version.
+    #[error("{} has {links} hard links; patching would leave the other links at the old version", path.display())]
+    HardLinks {
+        /// The file.
+        path: PathBuf,
+        /// Its link count.
+        links: u64,
+    },
+    /// The file system holding the file has too little free space for the new version.
+    #[error("not enough free space beside {} for the new version: {needed} bytes needed, {} available", path.display(), match available { Some(a) => a.to_string(), None => "none".to_string() })]
+    NoSpace {
+        /// The file being patched.
+        path: PathBuf,
+        /// Bytes the new version needs.
+        needed: u64,
+        /// Bytes available when checked up front, or `None` when the file system
+        /// reported itself full while the new version was being written.
+        available: Option<u64>,
+    },
+    /// The file system holding the file is mounted read-only.
+    #[error("{} is on a read-only file system", path.display())]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Another process is patching the same file (its lock is held) and the
+    /// caller asked not to wait.
+    #[error("{} is being patched by another process (its lock is held)", path.display())]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was replaced or changed by someone else while it was being patched;
+    /// nothing was committed.
+    #[error("{} changed while it was being patched; nothing was replaced", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The new version is in place, but a step after the swap failed, so it is
+    /// not known whether the change survives a power loss. Never a success:
+    /// check the file and run [`recover`](crate::recover) on its directory.
+    #[error("{} now holds the new version, but {operation} failed: durability unknown", path.display())]
+    DurabilityUnknown {
+        /// The patched file.
+        path: PathBuf,
+        /// The step that failed, for example "fsync of the directory".
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -104,7 +172,24 @@ impl Error {
                 | Error::SizeMismatch { .. }
                 | Error::HashMismatch { .. }
                 | Error::Unsupported { .. }
+                | Error::Symlink { .. }
+                | Error::NotRegularFile { .. }
+                | Error::HardLinks { .. }
         )
+    }
+
+    /// True when the new version was swapped in before the error occurred
+    /// ([`Error::DurabilityUnknown`]): the file is the new version, but it may
+    /// not survive a power loss.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = deltaswap::apply(b"old", b"not a patch").unwrap_err();
+    /// assert!(!err.is_committed());
+    /// ```
+    pub fn is_committed(&self) -> bool {
+        matches!(self, Error::DurabilityUnknown { .. })
     }
 
     /// The [`FormatErrorKind`] if this is a malformed-patch error.

@@ -126,15 +126,28 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
         .par_iter()
         .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
         .collect();
-    let ops: Vec<Op> = per_chunk.into_iter().flatten().collect();
-    if std::env::var_os("DSW_DEBUG").is_some() {
-        for op in &ops {
-            if op.extra_len > 2000 {
-                eprintln!("{:?}", op);
+    Ok(merge_ops(per_chunk.into_iter().flatten()))
+}
+
+/// Joins an operation with the next when nothing separates them: no literal bytes
+/// and no seek in between. Chunk boundaries cut long copies; this undoes that.
+fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::new();
+    for op in ops {
+        if let Some(last) = out.last_mut() {
+            if last.extra_len == 0 && last.old_start + last.add_len == op.old_start {
+                last.add_len += op.add_len;
+                last.extra_len = op.extra_len;
+                continue;
+            }
+            if op.add_len == 0 {
+                last.extra_len += op.extra_len;
+                continue;
             }
         }
+        out.push(op);
     }
-    Ok(ops)
+    out
 }
 
 fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
