@@ -4,6 +4,9 @@
 //! * [`diff`] / [`DiffOptions`]: old + new → patch (feature `diff`, on by default).
 //! * [`apply`] / [`PatchReader`]: old + patch → new, streaming, bounded memory,
 //!   with the old file's and the result's SHA-256 checked.
+//! * [`patch_in_place`] / [`recover`]: patch an installed file atomically and
+//!   crash-safely (old or new version at every instant, never a mix), keeping
+//!   its owner, mode and extended attributes. See `docs/GUARANTEES.md`.
 //!
 //! # Example
 //!
@@ -26,6 +29,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod apply;
+mod atomic;
 #[cfg(feature = "diff")]
 mod diff;
 mod error;
@@ -37,6 +41,7 @@ mod source;
 
 // The public interface is:
 pub use apply::{apply, apply_with_limits, inspect, PatchInfo, PatchReader, Verified};
+pub use atomic::{patch_in_place, recover, PatchOptions, PatchOutcome, RecoveryReport, SwapMethod};
 #[cfg(feature = "diff")]
 pub use diff::{diff, DiffOptions};
 pub use error::{Error, FormatError, FormatErrorKind, Subject};

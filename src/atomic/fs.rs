@@ -116,8 +116,13 @@ pub(crate) trait Fs {
         to: &OsStr,
     ) -> io::Result<()>;
     /// `linkat` without following symbolic links.
-    fn link(&self, from_dir: &Self::Dir, from: &OsStr, to_dir: &Self::Dir, to: &OsStr)
-        -> io::Result<()>;
+    fn link(
+        &self,
+        from_dir: &Self::Dir,
+        from: &OsStr,
+        to_dir: &Self::Dir,
+        to: &OsStr,
+    ) -> io::Result<()>;
     /// `unlinkat` of a non-directory.
     fn unlink(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
     /// `fsync` of a directory, making its entries durable.
@@ -306,11 +311,23 @@ impl Fs for RealFs {
         retry(|| rustix::fs::renameat_with(dir, a, dir, b, RenameFlags::EXCHANGE))
     }
 
-    fn rename(&self, from_dir: &OwnedFd, from: &OsStr, to_dir: &OwnedFd, to: &OsStr) -> io::Result<()> {
+    fn rename(
+        &self,
+        from_dir: &OwnedFd,
+        from: &OsStr,
+        to_dir: &OwnedFd,
+        to: &OsStr,
+    ) -> io::Result<()> {
         retry(|| rustix::fs::renameat(from_dir, from, to_dir, to))
     }
 
-    fn link(&self, from_dir: &OwnedFd, from: &OsStr, to_dir: &OwnedFd, to: &OsStr) -> io::Result<()> {
+    fn link(
+        &self,
+        from_dir: &OwnedFd,
+        from: &OsStr,
+        to_dir: &OwnedFd,
+        to: &OsStr,
+    ) -> io::Result<()> {
         retry(|| rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()))
     }
 

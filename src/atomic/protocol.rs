@@ -162,7 +162,7 @@ fn split(path: &Path) -> Result<(PathBuf, OsString), Error> {
 }
 
 /// A fresh temporary name for a file beside `target`.
-fn temp_name(target: &OsStr) -> OsString {
+fn fresh_temp_name(target: &OsStr) -> OsString {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut bytes = format!("{TEMP_PREFIX}{}.{n}.", std::process::id()).into_bytes();
@@ -258,11 +258,10 @@ impl<F: Fs> Source for FsSource<'_, F> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
+        offset
             .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.len)
+            .filter(|&end| end <= self.len)
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read outside the file"))?;
-        let _ = end;
         self.fs.read_at(self.file, offset, buf)
     }
 }
@@ -302,7 +301,7 @@ impl<F: Fs> TempSink<'_, F> {
             return Ok(());
         }
         for _ in 0..TEMP_ATTEMPTS {
-            let name = temp_name(self.target);
+            let name = fresh_temp_name(self.target);
             match self.fs.create_new(self.dir, &name) {
                 Ok(file) => {
                     // Recorded before locking so that a failure below still
@@ -369,14 +368,16 @@ struct Keep<F: Fs> {
     name: OsString,
 }
 
-fn prepare_keep<F: Fs>(fs: &F, keep: &Path, target: &Stat, ctx: &Ctx) -> Result<Keep<F>, Error> {
+fn prepare_keep<F: Fs>(fs: &F, keep: &Path, target: &Stat) -> Result<Keep<F>, Error> {
     let (dir_path, name) = split(keep)?;
-    let dir = fs
-        .open_dir(&dir_path)
-        .map_err(Error::file(&dir_path, "opening the rollback copy's directory"))?;
-    let here = fs
-        .stat_at(&dir, OsStr::new("."))
-        .map_err(Error::file(&dir_path, "examining the rollback copy's directory"))?;
+    let dir = fs.open_dir(&dir_path).map_err(Error::file(
+        &dir_path,
+        "opening the rollback copy's directory",
+    ))?;
+    let here = fs.stat_at(&dir, OsStr::new(".")).map_err(Error::file(
+        &dir_path,
+        "examining the rollback copy's directory",
+    ))?;
     if here.dev != target.dev {
         return Err(Error::File {
             path: keep.to_path_buf(),
@@ -398,7 +399,6 @@ fn prepare_keep<F: Fs>(fs: &F, keep: &Path, target: &Stat, ctx: &Ctx) -> Result<
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::file(keep, "examining the rollback path")(e)),
     }
-    let _ = ctx;
     Ok(Keep {
         path: keep.to_path_buf(),
         dir,
@@ -451,7 +451,7 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
         });
     }
     let keep = match &opts.keep_old {
-        Some(k) => Some(prepare_keep::<F>(fs, k, &st, &ctx)?),
+        Some(k) => Some(prepare_keep::<F>(fs, k, &st)?),
         None => None,
     };
 
@@ -529,20 +529,24 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
             failure.get_or_insert((op, e));
         }
     };
-    match &keep {
-        Some(k) => note(
+    match (&keep, &old_name) {
+        (Some(k), Some(old)) => note(
             "moving the old version to the rollback path",
-            fs.rename(&dir, &old_name, &k.dir, &k.name),
+            fs.rename(&dir, old, &k.dir, &k.name),
         ),
-        None => note(
+        (None, Some(old)) => note(
             "removing the old version's temporary name",
-            fs.unlink(&dir, &old_name),
+            fs.unlink(&dir, old),
         ),
+        (_, None) => {}
     }
     if !knobs.skip_dir_sync() {
         note("fsync of the directory", fs.sync_dir(&dir));
         if let Some(k) = &keep {
-            note("fsync of the rollback copy's directory", fs.sync_dir(&k.dir));
+            note(
+                "fsync of the rollback copy's directory",
+                fs.sync_dir(&k.dir),
+            );
         }
     }
     drop(target); // releases the lock
@@ -630,7 +634,7 @@ fn prepare_and_swap<F: Fs>(
     keep: bool,
     ctx: &Ctx,
     knobs: Knobs,
-) -> Result<(SwapMethod, OsString), Error> {
+) -> Result<(SwapMethod, Option<OsString>), Error> {
     let tst = fs
         .stat(temp)
         .map_err(|e| ctx.fail("examining the new version", e))?;
@@ -658,28 +662,27 @@ fn prepare_and_swap<F: Fs>(
         });
     }
     match fs.exchange(dir, temp_name, name) {
-        Ok(()) => return Ok((SwapMethod::Exchanged, temp_name.to_os_string())),
+        Ok(()) => return Ok((SwapMethod::Exchanged, Some(temp_name.to_os_string()))),
         Err(e) if exchange_unsupported(&e) => {}
         Err(e) => return Err(ctx.fail("swapping in the new version", e)),
     }
     // Fallback: plain rename. The old inode loses its name at the rename, so
     // a rollback copy needs a second name first.
-    let old_name = temp_name_for_old(name);
-    if keep {
+    let old_name = if keep {
+        let old_name = fresh_temp_name(name);
         fs.link(dir, name, dir, &old_name)
             .map_err(|e| ctx.fail("linking the old version for the rollback copy", e))?;
-    }
+        Some(old_name)
+    } else {
+        None
+    };
     if let Err(e) = fs.rename(dir, temp_name, dir, name) {
-        if keep {
-            let _ = fs.unlink(dir, &old_name);
+        if let Some(old) = &old_name {
+            let _ = fs.unlink(dir, old);
         }
         return Err(ctx.fail("renaming the new version into place", e));
     }
     Ok((SwapMethod::Renamed, old_name))
-}
-
-fn temp_name_for_old(name: &OsStr) -> OsString {
-    temp_name(name)
 }
 
 fn exchange_unsupported(e: &io::Error) -> bool {

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 
 use deltaswap::{DiffOptions, Error, MappedFile, PatchReader};
 
+mod patch;
+
 const EXIT_OK: i32 = 0;
 const EXIT_USAGE: i32 = 1;
 const EXIT_REJECTED: i32 = 2;
@@ -79,6 +81,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Patch TARGET in place with PATCH, atomically and crash-safely: TARGET is
+    /// the old or the new version at every instant.
+    Patch(patch::PatchArgs),
+    /// Remove what interrupted patches left in DIR (files named .deltaswap-tmp.*).
+    Recover(patch::RecoverArgs),
 }
 
 /// A CLI failure: exit status and message.
@@ -170,6 +177,8 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         } => cmd_diff(&old, &new, &patch, level, threads),
         Command::Apply { old, patch, out } => cmd_apply(&old, &patch, &out),
         Command::Info { patch, json } => cmd_info(&patch, json),
+        Command::Patch(args) => patch::cmd_patch(args),
+        Command::Recover(args) => patch::cmd_recover(args),
     }
 }
 

@@ -1,0 +1,128 @@
+//! `deltaswap patch` and `deltaswap recover`: the atomic in-place patcher.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use deltaswap::{Error, PatchOptions, SwapMethod};
+
+use super::{Failure, AFTER_HELP};
+
+/// Arguments of `deltaswap patch`.
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub(super) struct PatchArgs {
+    /// The installed file to patch in place.
+    target: PathBuf,
+    /// The patch.
+    patch: PathBuf,
+    /// Keep the old version (same inode) at PATH after the swap: the rollback
+    /// copy. PATH must be on the same file system; an existing file is replaced.
+    #[arg(long, value_name = "PATH")]
+    keep_old: Option<PathBuf>,
+    /// If TARGET is a symbolic link, patch the file it points to (default: refuse).
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Patch TARGET even if it has other hard links; they keep the old version.
+    #[arg(long)]
+    allow_hard_links: bool,
+    /// Fail at once if another process is patching TARGET (default: wait).
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// Arguments of `deltaswap recover`.
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub(super) struct RecoverArgs {
+    /// The directory holding files that were being patched.
+    dir: PathBuf,
+}
+
+pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
+    let PatchArgs {
+        target,
+        patch,
+        keep_old,
+        follow_symlinks,
+        allow_hard_links,
+        no_wait,
+    } = args;
+    let patch_file = File::open(&patch)
+        .map_err(|e| Failure::io(format!("cannot read PATCH '{}'", patch.display()), e))?;
+    let mut opts = PatchOptions::new()
+        .follow_symlinks(follow_symlinks)
+        .allow_hard_links(allow_hard_links)
+        .wait_for_lock(!no_wait);
+    if let Some(k) = keep_old {
+        opts = opts.keep_old(k);
+    }
+    let reader = BufReader::with_capacity(1 << 16, patch_file);
+    match deltaswap::patch_in_place(&target, reader, &opts) {
+        Ok(outcome) => {
+            let how = match outcome.method() {
+                SwapMethod::Exchanged => "swapped in with RENAME_EXCHANGE",
+                SwapMethod::Renamed => "renamed into place",
+                SwapMethod::AlreadyApplied => "already the new version; left as it is",
+                _ => "done",
+            };
+            eprintln!(
+                "deltaswap: patched {} ({} bytes, sha256 {}): {how}",
+                target.display(),
+                outcome.len(),
+                outcome.sha256()
+            );
+            if let Some(k) = outcome.kept_old() {
+                eprintln!("deltaswap: old version kept at {}", k.display());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let mut f = Failure::from_lib(
+                format!("patching '{}' with '{}'", target.display(), patch.display()),
+                &e,
+            );
+            match &e {
+                Error::DurabilityUnknown { .. } => f.message.push_str(
+                    " (the file is the new version but may not survive a power loss: run 'sync', then 'deltaswap recover' on its directory)",
+                ),
+                Error::Symlink { .. } => {
+                    f.message.push_str(" (pass --follow-symlinks to patch the file it points to)")
+                }
+                Error::HardLinks { .. } => f
+                    .message
+                    .push_str(" (pass --allow-hard-links to patch this name only)"),
+                _ => {}
+            }
+            Err(f)
+        }
+    }
+}
+
+pub(super) fn cmd_recover(args: RecoverArgs) -> Result<(), Failure> {
+    let report = deltaswap::recover(&args.dir)
+        .map_err(|e| Failure::from_lib(format!("recovering '{}'", args.dir.display()), &e))?;
+    for p in report.removed() {
+        eprintln!("deltaswap: removed leftover {}", p.display());
+    }
+    for p in report.busy() {
+        eprintln!(
+            "deltaswap: left {} alone: a running patch holds it",
+            p.display()
+        );
+    }
+    for p in report.skipped() {
+        eprintln!(
+            "deltaswap: left {} alone: not created by deltaswap",
+            p.display()
+        );
+    }
+    eprintln!(
+        "deltaswap: recovered {}: {} leftover(s) removed",
+        args.dir.display(),
+        report.removed().len()
+    );
+    Ok(())
+}
