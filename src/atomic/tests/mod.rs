@@ -1,1 +1,12 @@
-//! Tests of the atomic patcher.
+//! Tests of the atomic patcher: an in-memory live/durable model, a fault and
+//! power-cut wrapper for any [`Fs`](super::fs::Fs), and the test suites.
+
+mod faulty;
+mod model;
+
+#[cfg(feature = "diff")]
+mod enumerate;
+#[cfg(feature = "diff")]
+mod powercut;
+#[cfg(feature = "diff")]
+mod real;
