@@ -116,7 +116,7 @@ pub enum Error {
         links: u64,
     },
     /// The file system holding the file has too little free space for the new version.
-    #[error("not enough free space beside {} for the new version: {needed} bytes needed, {} available", path.display(), match available { Some(a) => a.to_string(), None => "none".to_string() })]
+    #[error("not enough free space beside {} for the new version ({needed} bytes): {}", path.display(), NoSpaceDetail(*available))]
     NoSpace {
         /// The file being patched.
         path: PathBuf,
@@ -214,6 +214,18 @@ impl Error {
             path,
             context,
             source,
+        }
+    }
+}
+
+/// The end of [`Error::NoSpace`]'s message.
+struct NoSpaceDetail(Option<u64>);
+
+impl fmt::Display for NoSpaceDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a} bytes available"),
+            None => f.write_str("the file system filled up while it was written"),
         }
     }
 }

@@ -12,7 +12,7 @@
 
 mod fs;
 mod protocol;
-#[cfg(test)]
+#[cfg(all(test, feature = "diff"))]
 mod tests;
 
 use std::io::Read;

@@ -23,6 +23,13 @@
 //!
 //! Any failure before 7 removes the temporary file and leaves the target
 //! untouched; any failure after it is [`Error::DurabilityUnknown`].
+//!
+//! Why a named `O_EXCL` temporary file rather than `O_TMPFILE` + `linkat`: the
+//! new version needs a name anyway before `RENAME_EXCHANGE`; linking an
+//! `O_TMPFILE` by descriptor needs `CAP_DAC_READ_SEARCH` or `/proc`; not every
+//! file system supports `O_TMPFILE`; and a named file can be locked so that a
+//! concurrent [`recover`](crate::recover) recognizes it as in use. The price —
+//! a crash can leave the name behind — is what `recover` is for.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufWriter, Read, Write};
@@ -65,6 +72,7 @@ const SLACK_BLOCKS: u64 = 16;
 
 /// Switches that break the protocol on purpose, to prove the crash tests can fail.
 #[cfg(test)]
+#[cfg_attr(not(feature = "diff"), allow(dead_code))] // the tests need `diff`
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Mutant {
     /// The correct protocol.

@@ -4,9 +4,6 @@
 mod faulty;
 mod model;
 
-#[cfg(feature = "diff")]
 mod enumerate;
-#[cfg(feature = "diff")]
 mod powercut;
-#[cfg(feature = "diff")]
 mod real;
