@@ -543,3 +543,59 @@ fn model_refusals_touch_nothing() {
     );
     println!("patch operations: {}", log.join(" "));
 }
+
+/// An I/O error at every operation of `recover` (a compound fault: recovery
+/// after a crash fails too): the target never changes, and a second recovery
+/// cleans up.
+#[test]
+fn recover_error_at_every_operation() {
+    let (mut points, mut bad) = (0, Vec::new());
+    for s in scenarios() {
+        let case = Case::new(s);
+        let (n, _) = op_count(&case, Mutant::None);
+        // Crash images that hold leftovers, from power cuts before the end.
+        for k in 0..n {
+            let mem = MemFs::new(case.model());
+            let _ = case.run(&Faulty::new(&mem, Plan::PowerCutAfter(k)), Mutant::None);
+            for img in mem.m.borrow().crash_images() {
+                if strays(&img).is_empty() {
+                    continue;
+                }
+                let state = case.state(&img);
+                let probe = MemFs::new(img.clone());
+                let counter = Faulty::new(&probe, Plan::Pass);
+                recover_all(&counter).expect("recover");
+                for j in 0..counter.count() {
+                    points += 1;
+                    let again = MemFs::new(img.clone());
+                    let f = Faulty::new(
+                        &again,
+                        Plan::FailAt {
+                            k: j,
+                            errno: EIO,
+                            persistent: false,
+                        },
+                    );
+                    if recover_all(&f).is_ok() {
+                        bad.push(format!("{} k={k} j={j}: recover hid an I/O error", s.name));
+                    }
+                    if case.state(&again.m.borrow()) != state {
+                        bad.push(format!("{} k={k} j={j}: target changed", s.name));
+                    }
+                    if recover_all(&again).is_err() || !strays(&again.m.borrow()).is_empty() {
+                        bad.push(format!(
+                            "{} k={k} j={j}: second recovery left litter",
+                            s.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "fault-inject recover: points={points} violations={}",
+        bad.len()
+    );
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(points > 0);
+}
