@@ -1,0 +1,1029 @@
+//! Malformed patches and wrong files: every one is refused with the specific
+//! typed error, never accepted, never a panic, never a read outside the old file.
+
+use deltaswap::{Error, FormatErrorKind as K, Limits, PatchReader, Sha256Digest, Subject};
+
+use crate::builder::{
+    assemble, op, plan, random_bytes, sample, sha256, varint, zigzag, zstd_frame, Codec, Header,
+    Patch, Sample, Segment, SegmentData, Stream, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS,
+    ZERO_RUNS,
+};
+use crate::{apply_all, naive, stream_apply, OneByteWriter};
+
+/// Asserts that every applier and the oracle refuse the patch; returns the error.
+fn reject(old: &[u8], patch: &[u8]) -> Error {
+    match apply_all(old, patch) {
+        Ok(out) => panic!("accepted a malformed patch ({} bytes out)", out.len()),
+        Err(e) => e,
+    }
+}
+
+/// The `FormatErrorKind` the patch is refused with.
+fn kind(old: &[u8], patch: &[u8]) -> K {
+    let e = reject(old, patch);
+    match e.format_kind() {
+        Some(k) => k,
+        None => panic!("expected a format error, got {e:?}"),
+    }
+}
+
+const CODEC_MIXES: [[Codec; 5]; 3] = [
+    [Codec::Raw; 5],
+    [Codec::Zstd; 5],
+    [
+        Codec::Zstd,
+        Codec::Raw,
+        Codec::Zstd,
+        Codec::Raw,
+        Codec::Zstd,
+    ],
+];
+
+fn sample_patch(s: &Sample, codecs: [Codec; 5]) -> Patch {
+    Patch {
+        header: Header::for_files(&s.old, &s.new),
+        segments: s.segs.iter().map(|d| d.encode(codecs)).collect(),
+        trailer: Vec::new(),
+    }
+}
+
+/// A segment from explicit control triples, run pairs, delta bytes and literals.
+fn seg(ctrl: &[(u64, u64, i64)], runs: &[(u64, u64)], deltas: &[u8], lits: &[u8]) -> SegmentData {
+    let mut d = SegmentData::default();
+    for &(c, l, s) in ctrl {
+        d.streams[CONTROL].extend(varint(c));
+        d.streams[CONTROL].extend(varint(l));
+        d.streams[CONTROL].extend(varint(zigzag(s)));
+        d.seg_len = d.seg_len.wrapping_add(c.wrapping_add(l));
+    }
+    for &(z, c) in runs {
+        d.streams[ZERO_RUNS].extend(varint(z));
+        d.streams[DELTA_LENS].extend(varint(c));
+    }
+    d.streams[DELTA_BYTES] = deltas.to_vec();
+    d.streams[LITERALS] = lits.to_vec();
+    d
+}
+
+/// A patch for `old` with the given segments; the header's new_len is the sum
+/// of the segment lengths and its new_sha256 is that of `new`.
+fn custom_patch(old: &[u8], new: &[u8], segs: &[SegmentData]) -> Vec<u8> {
+    let mut p = assemble(old, new, segs, Codec::Raw);
+    p.header.new_len = varint(segs.iter().map(|s| s.seg_len).sum());
+    p.bytes()
+}
+
+fn old400() -> Vec<u8> {
+    random_bytes(1, 400)
+}
+
+#[test]
+fn crafted_sample_is_valid_with_every_codec_mix() {
+    let s = sample();
+    for codecs in CODEC_MIXES {
+        let p = sample_patch(&s, codecs);
+        let bytes = p.bytes();
+        assert_eq!(apply_all(&s.old, &bytes).unwrap(), s.new);
+        assert_eq!(naive::apply(&s.old, &bytes).unwrap(), s.new);
+        let info = deltaswap::inspect(&bytes[..]).unwrap();
+        assert_eq!(info.segments(), 2);
+        assert_eq!(info.patch_len(), bytes.len() as u64);
+        assert_eq!(info.header().new_len(), s.new.len() as u64);
+        assert_eq!(info.header().old_sha256(), Sha256Digest(sha256(&s.old)));
+        for (k, (_, raw, stored)) in info.streams().into_iter().enumerate() {
+            let want_raw: usize = s.segs.iter().map(|d| d.streams[k].len()).sum();
+            let want_stored: usize = p.segments.iter().map(|g| g.streams[k].payload.len()).sum();
+            assert_eq!(raw, want_raw as u64, "stream {k} decoded total");
+            assert_eq!(stored, want_stored as u64, "stream {k} stored total");
+        }
+    }
+}
+
+// ---- truncation -------------------------------------------------------------
+
+#[test]
+fn every_truncation_is_refused() {
+    let s = sample();
+    for codecs in CODEC_MIXES {
+        let p = sample_patch(&s, codecs);
+        let bytes = p.bytes();
+        let header_len = p.header.bytes().len();
+        let literal_ranges: Vec<_> = (0..2).map(|i| p.payload_range(i, LITERALS)).collect();
+        for len in 0..bytes.len() {
+            let cut = &bytes[..len];
+            let e = reject(&s.old, cut);
+            let Error::Format(f) = &e else {
+                panic!("prefix {len}: {e:?}")
+            };
+            // inspect reads the structure only: a cut anywhere is Truncated.
+            let ie = deltaswap::inspect(cut).unwrap_err();
+            assert_eq!(
+                ie.format_kind(),
+                Some(K::Truncated),
+                "inspect, prefix {len}"
+            );
+            if len < header_len {
+                assert_eq!(f.kind(), K::Truncated, "prefix {len}");
+                assert!(PatchReader::new(cut).is_err());
+                continue;
+            }
+            let in_literals = literal_ranges.iter().any(|r| r.start <= len && len < r.end);
+            if in_literals {
+                // The literal stream is streamed: it runs dry.
+                assert!(
+                    matches!(f.kind(), K::StreamUnderrun | K::Truncated),
+                    "prefix {len} (literal stream, {codecs:?}): {e:?}"
+                );
+            } else {
+                assert_eq!(f.kind(), K::Truncated, "prefix {len} ({codecs:?}): {e:?}");
+                assert_eq!(f.offset(), len as u64, "prefix {len}: offset of the end");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_of_a_diff_patch_is_refused() {
+    let old = random_bytes(3, 3000);
+    let mut new = old.clone();
+    new[100] ^= 0x55;
+    new.splice(2000..2000, random_bytes(4, 200));
+    new.truncate(2900);
+    let patch = deltaswap::diff(&old, &new).unwrap();
+    assert_eq!(apply_all(&old, &patch).unwrap(), new);
+    for len in 0..patch.len() {
+        let e = reject(&old, &patch[..len]);
+        assert!(
+            matches!(
+                e.format_kind(),
+                Some(K::Truncated | K::StreamUnderrun | K::BadCompression)
+            ),
+            "prefix {len}: {e:?}"
+        );
+    }
+}
+
+// ---- header fields ------------------------------------------------------------
+
+fn sample_with(f: impl FnOnce(&mut Header)) -> (Sample, Vec<u8>) {
+    let s = sample();
+    let mut p = sample_patch(&s, [Codec::Zstd; 5]);
+    f(&mut p.header);
+    let bytes = p.bytes();
+    (s, bytes)
+}
+
+#[test]
+fn bad_magic() {
+    for i in 0..4 {
+        for x in [0x01u8, 0x20, 0x80, 0xff] {
+            let (s, p) = sample_with(|h| h.magic[i] ^= x);
+            assert_eq!(kind(&s.old, &p), K::BadMagic, "byte {i} ^ {x:#x}");
+        }
+    }
+    let (s, p) = sample_with(|h| h.magic.clear());
+    assert_eq!(kind(&s.old, &p), K::BadMagic);
+    assert_eq!(kind(b"", b"DSW"), K::Truncated);
+    assert_eq!(kind(b"", b""), K::Truncated);
+    assert_eq!(kind(b"", b"BSDIFF40"), K::BadMagic);
+}
+
+#[test]
+fn unsupported_version() {
+    for v in [0u8, 2, 255] {
+        let (s, p) = sample_with(|h| h.version = v);
+        assert_eq!(
+            kind(&s.old, &p),
+            K::UnsupportedVersion {
+                found: v,
+                supported: 1
+            }
+        );
+    }
+    // The version is checked before the later fields.
+    let (s, p) = sample_with(|h| {
+        h.version = 2;
+        h.flags = 1;
+        h.reserved = 9;
+    });
+    assert!(matches!(
+        kind(&s.old, &p),
+        K::UnsupportedVersion { found: 2, .. }
+    ));
+}
+
+#[test]
+fn unknown_flags_transform_reserved() {
+    for v in [1u8, 2, 0x80, 0xff] {
+        let (s, p) = sample_with(|h| h.flags = v);
+        assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
+    }
+    for v in [1u8, 2, 255] {
+        let (s, p) = sample_with(|h| h.transform = v);
+        assert_eq!(kind(&s.old, &p), K::UnknownTransform(v));
+    }
+    for v in [1u8, 0x80, 255] {
+        let (s, p) = sample_with(|h| h.reserved = v);
+        assert_eq!(kind(&s.old, &p), K::Reserved);
+    }
+}
+
+#[test]
+fn old_len_extremes_are_size_mismatches() {
+    for v in [0u64, 1, 399, 401, 1 << 40, 1 << 63, u64::MAX] {
+        let (s, p) = sample_with(|h| h.old_len = varint(v));
+        let r = PatchReader::new(&p[..]).expect("a large old_len is a valid header");
+        assert_eq!(r.header().old_len(), v);
+        let e = reject(&s.old, &p);
+        assert!(
+            matches!(
+                e,
+                Error::SizeMismatch {
+                    subject: Subject::Source,
+                    expected,
+                    found: 400
+                } if expected == v
+            ),
+            "old_len {v}: {e:?}"
+        );
+        let (_, written) = stream_apply(&s.old, &p, false);
+        assert!(written.is_empty());
+    }
+}
+
+#[test]
+fn varint_encodings_in_the_header() {
+    // Non-minimal encodings of 400, of 0, 11-byte and over-64-bit varints.
+    let bad: [&[u8]; 6] = [
+        &[0x90, 0x83, 0x00],
+        &[0x80, 0x00],
+        &[0x90, 0x83, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
+        &[
+            0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+        ],
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+        &[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ],
+    ];
+    let header_start = 8u64;
+    for b in bad {
+        let (s, p) = sample_with(|h| h.old_len = b.to_vec());
+        let e = reject(&s.old, &p);
+        assert_eq!(e.format_kind(), Some(K::BadVarint), "old_len {b:x?}");
+        let Error::Format(f) = e else { unreachable!() };
+        assert_eq!(f.offset(), header_start, "offset names the varint's start");
+        let (s, p) = sample_with(|h| h.new_len = b.to_vec());
+        assert_eq!(kind(&s.old, &p), K::BadVarint, "new_len {b:x?}");
+    }
+    // The longest valid encodings: 2^63 and u64::MAX in 10 bytes.
+    let (_, p) = sample_with(|h| h.old_len = [&[0x80u8; 9][..], &[0x01]].concat());
+    assert_eq!(
+        PatchReader::new(&p[..]).unwrap().header().old_len(),
+        1 << 63
+    );
+    let (_, p) = sample_with(|h| h.old_len = [&[0xffu8; 9][..], &[0x01]].concat());
+    assert_eq!(
+        PatchReader::new(&p[..]).unwrap().header().old_len(),
+        u64::MAX
+    );
+    // Varints cut by the end of the patch.
+    let (_, p) = sample_with(|_| {});
+    assert_eq!(
+        PatchReader::new(&[&p[..8], &[0x90]].concat()[..])
+            .err()
+            .and_then(|e| e.format_kind()),
+        Some(K::Truncated)
+    );
+}
+
+#[test]
+fn new_len_extremes() {
+    let s = sample();
+    let real = s.new.len() as u64;
+    // new_len 0: no segment expected, so the first segment is trailing.
+    let (_, p) = sample_with(|h| h.new_len = varint(0));
+    assert_eq!(kind(&s.old, &p), K::TrailingBytes);
+    // Too small for the first or the second segment.
+    let (_, p) = sample_with(|h| h.new_len = varint(1));
+    assert_eq!(kind(&s.old, &p), K::OutputOverrun);
+    let (_, p) = sample_with(|h| h.new_len = varint(real - 1));
+    assert_eq!(kind(&s.old, &p), K::OutputOverrun);
+    // Larger than the segments: the patch ends where a segment should start.
+    for v in [real + 1, 16 << 30] {
+        let (_, p) = sample_with(|h| h.new_len = varint(v));
+        assert_eq!(kind(&s.old, &p), K::Truncated, "new_len {v}");
+    }
+    // Over the output limit: refused when the header is read.
+    for v in [(16 << 30) + 1, 1 << 62, u64::MAX] {
+        let (_, p) = sample_with(|h| h.new_len = varint(v));
+        let e = PatchReader::new(&p[..]).err().expect("over the limit");
+        assert!(
+            matches!(e, Error::LimitExceeded { what: "target length", actual, limit } if actual == v && limit == 16 << 30),
+            "{e:?}"
+        );
+        reject(&s.old, &p);
+    }
+    // A configured limit: inclusive.
+    let (_, p) = sample_with(|_| {});
+    let ok = PatchReader::with_limits(&p[..], Limits::default().max_output_len(real)).unwrap();
+    let mut out = Vec::new();
+    let v = ok.apply_to(&s.old[..], &mut out).unwrap();
+    assert_eq!(out, s.new);
+    assert_eq!(v.len(), real);
+    let e = deltaswap::apply_with_limits(&s.old, &p, Limits::default().max_output_len(real - 1));
+    assert!(matches!(e, Err(Error::LimitExceeded { actual, .. }) if actual == real));
+}
+
+#[test]
+fn empty_new_file_patches() {
+    let old = old400();
+    let mut h = Header::for_files(&old, b"");
+    let p = h.bytes();
+    assert_eq!(apply_all(&old, &p).unwrap(), b"");
+    // A trailing byte, or a whole segment, after an empty new file.
+    assert_eq!(kind(&old, &[&p[..], &[0]].concat()), K::TrailingBytes);
+    let s = sample();
+    let extra = s.segs[0].encode([Codec::Raw; 5]).bytes();
+    assert_eq!(kind(&old, &[&p[..], &extra[..]].concat()), K::TrailingBytes);
+    // new_sha256 of something else.
+    h.new_sha256 = sha256(b"x");
+    let e = reject(&old, &h.bytes());
+    assert!(matches!(
+        e,
+        Error::HashMismatch {
+            subject: Subject::Target,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn wrong_old_sha256_writes_nothing() {
+    for i in [0usize, 17, 31] {
+        let (s, p) = sample_with(|h| h.old_sha256[i] ^= 0x01);
+        let e = reject(&s.old, &p);
+        let mut want = sha256(&s.old);
+        want[i] ^= 1;
+        assert!(
+            matches!(
+                &e,
+                Error::HashMismatch { subject: Subject::Source, expected, found }
+                    if expected.0 == want && found.0 == sha256(&s.old)
+            ),
+            "{e:?}"
+        );
+        let src = crate::ReadAtOnly::new(&s.old);
+        let mut w = OneByteWriter::default();
+        let r = PatchReader::new(&p[..]).unwrap().apply_to(&src, &mut w);
+        assert!(r.is_err());
+        assert_eq!(
+            w.calls, 0,
+            "nothing may be written before the old file is verified"
+        );
+    }
+}
+
+#[test]
+fn wrong_old_file_writes_nothing() {
+    let s = sample();
+    let patch = sample_patch(&s, [Codec::Zstd; 5]).bytes();
+    let diffed = deltaswap::diff(&s.old, &s.new).unwrap();
+    let mut flipped = Vec::new();
+    for i in [0usize, 200, 399] {
+        let mut o = s.old.clone();
+        o[i] ^= 0x80;
+        flipped.push(o);
+    }
+    for p in [&patch, &diffed] {
+        for wrong in [&s.old[..399], &[&s.old[..], b"!"].concat()[..], &[][..]] {
+            let (r, written) = stream_apply(wrong, p, false);
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::SizeMismatch { subject: Subject::Source, expected: 400, found })
+                        if found == wrong.len() as u64
+                ),
+                "{r:?}"
+            );
+            assert!(written.is_empty());
+            reject(wrong, p);
+        }
+        for wrong in &flipped {
+            let (r, written) = stream_apply(wrong, p, false);
+            assert!(
+                matches!(
+                    &r,
+                    Err(Error::HashMismatch { subject: Subject::Source, expected, found })
+                        if expected.0 == sha256(&s.old) && found.0 == sha256(wrong)
+                ),
+                "{r:?}"
+            );
+            assert!(written.is_empty());
+            let e = reject(wrong, p);
+            assert!(e.is_rejected_input());
+        }
+    }
+}
+
+#[test]
+fn altered_new_sha256_is_a_target_mismatch() {
+    for i in [0usize, 31] {
+        let (s, p) = sample_with(|h| h.new_sha256[i] ^= 0x40);
+        let e = reject(&s.old, &p);
+        let mut want = sha256(&s.new);
+        want[i] ^= 0x40;
+        assert!(
+            matches!(
+                &e,
+                Error::HashMismatch { subject: Subject::Target, expected, found }
+                    if expected.0 == want && found.0 == sha256(&s.new)
+            ),
+            "{e:?}"
+        );
+    }
+}
+
+// ---- segments -----------------------------------------------------------------
+
+/// The sample with its segment `i` changed by `f`, codecs all zstd or all raw.
+fn sample_seg(codec: Codec, i: usize, f: impl FnOnce(&mut Segment)) -> (Sample, Vec<u8>) {
+    let s = sample();
+    let mut p = sample_patch(&s, [codec; 5]);
+    f(&mut p.segments[i]);
+    let b = p.bytes();
+    (s, b)
+}
+
+#[test]
+fn segment_length_faults() {
+    let s = sample();
+    let seg0 = s.segs[0].seg_len;
+    for codec in [Codec::Raw, Codec::Zstd] {
+        let cases: [(Vec<u8>, K); 6] = [
+            (varint(0), K::EmptyOperation),
+            // Longer than what remains of the new file.
+            (varint(s.new.len() as u64 + 1), K::OutputOverrun),
+            (varint(u64::MAX), K::OutputOverrun),
+            // Shorter than its operations.
+            (varint(seg0 - 1), K::OutputOverrun),
+            (vec![0x80, 0x00], K::BadVarint),
+            ([&[0xffu8; 10][..], &[0x01]].concat(), K::BadVarint),
+        ];
+        for (v, want) in cases {
+            let (s, p) = sample_seg(codec, 0, |g| g.seg_len = v.clone());
+            assert_eq!(kind(&s.old, &p), want, "seg_len {v:x?} ({codec:?})");
+        }
+        // Longer than its operations (but within the file): the control stream runs dry.
+        let (s, p) = sample_seg(codec, 0, |g| g.seg_len = varint(seg0 + 1));
+        assert_eq!(kind(&s.old, &p), K::StreamUnderrun);
+    }
+}
+
+#[test]
+fn unknown_codec_in_every_stream() {
+    for k in 0..5 {
+        for c in [2u8, 3, 0x80, 0xff] {
+            let (s, p) = sample_seg(Codec::Raw, 1, |g| {
+                let st = &mut g.streams[k];
+                let raw_len = st.payload.len() as u64;
+                *st = Stream::custom(raw_len.max(1), c, None, &st.payload.clone());
+            });
+            assert_eq!(kind(&s.old, &p), K::UnknownCodec(c), "stream {k} codec {c}");
+        }
+    }
+}
+
+#[test]
+fn zstd_stored_len_zero() {
+    for k in 0..5 {
+        let (s, p) = sample_seg(Codec::Zstd, 0, |g| {
+            g.streams[k] = Stream::custom(5, 1, Some(0), &[]);
+        });
+        assert_eq!(kind(&s.old, &p), K::OutOfRange, "stream {k}");
+    }
+}
+
+#[test]
+fn raw_len_lies() {
+    let s = sample();
+    for k in 0..4 {
+        for delta in [-1i64, 1] {
+            // zstd: the frame decodes to a different length than declared.
+            let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+                let raw = s.segs[0].streams[k].len() as i64 + delta;
+                let payload = g.streams[k].payload.clone();
+                g.streams[k] = Stream::zstd_payload(raw as u64, payload);
+            });
+            assert_eq!(
+                kind(&s.old, &p),
+                K::BadCompression,
+                "stream {k} raw_len {delta:+}"
+            );
+        }
+    }
+    // The literal stream declares one byte more than the operations consume...
+    let lit = &s.segs[0].streams[LITERALS];
+    let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+        g.streams[LITERALS] = Stream::zstd_payload(lit.len() as u64 + 1, zstd_frame(lit));
+    });
+    assert_eq!(kind(&s.old, &p), K::StreamTrailing);
+    // ...or one byte less than they need (declared and stored).
+    let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+        g.streams[LITERALS] = Stream::zstd(&lit[..lit.len() - 1]);
+    });
+    assert_eq!(kind(&s.old, &p), K::StreamUnderrun);
+    let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+        g.streams[LITERALS] = Stream::raw(&lit[..lit.len() - 1]);
+    });
+    assert_eq!(kind(&s.old, &p), K::StreamUnderrun);
+    // A literal stream longer than its segment is refused up front.
+    let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+        g.streams[LITERALS] = Stream::custom(1 << 40, 0, None, lit);
+    });
+    assert_eq!(kind(&s.old, &p), K::OutOfRange);
+    // Raw streams whose raw_len is off by one swallow or leave a byte of the
+    // next payload: still refused.
+    for k in 0..5 {
+        for delta in [-1i64, 1] {
+            let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+                let raw = g.streams[k].payload.len() as i64 + delta;
+                let payload = g.streams[k].payload.clone();
+                g.streams[k] = Stream::custom(raw as u64, 0, None, &payload);
+            });
+            reject(&s.old, &p);
+        }
+    }
+}
+
+#[test]
+fn stream_buffer_limit_counts_decoded_and_stored_bytes() {
+    let s = sample();
+    let p = sample_patch(
+        &s,
+        [
+            Codec::Zstd,
+            Codec::Raw,
+            Codec::Zstd,
+            Codec::Zstd,
+            Codec::Raw,
+        ],
+    );
+    let need = p
+        .segments
+        .iter()
+        .zip(&s.segs)
+        .map(|(g, d)| {
+            (0..4)
+                .map(|k| {
+                    let stored = if g.streams[k]
+                        .desc
+                        .get(varint(d.streams[k].len() as u64).len())
+                        == Some(&1)
+                    {
+                        g.streams[k].payload.len()
+                    } else {
+                        0
+                    };
+                    d.streams[k].len() + stored
+                })
+                .sum::<usize>() as u64
+        })
+        .max()
+        .unwrap();
+    let bytes = p.bytes();
+    let ok =
+        deltaswap::apply_with_limits(&s.old, &bytes, Limits::default().max_segment_buffer(need));
+    assert_eq!(ok.unwrap(), s.new);
+    let e = deltaswap::apply_with_limits(
+        &s.old,
+        &bytes,
+        Limits::default().max_segment_buffer(need - 1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::LimitExceeded { actual, limit, .. } if actual == need && limit == need - 1),
+        "{e:?}"
+    );
+    // Declared sizes far over the default limit are refused before allocation.
+    let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+        g.streams[DELTA_BYTES] = Stream::custom(1 << 40, 0, None, &[]);
+    });
+    assert!(matches!(reject(&s.old, &p), Error::LimitExceeded { .. }));
+    let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+        g.streams[CONTROL] = Stream::custom(1 << 20, 1, Some(1 << 30), &[]);
+    });
+    assert!(matches!(reject(&s.old, &p), Error::LimitExceeded { .. }));
+    // Two declared lengths whose sum overflows.
+    let (_, p) = sample_seg(Codec::Raw, 0, |g| {
+        g.streams[CONTROL] = Stream::custom(u64::MAX, 0, None, &[]);
+        g.streams[ZERO_RUNS] = Stream::custom(u64::MAX, 0, None, &[]);
+    });
+    assert_eq!(kind(&s.old, &p), K::Overflow);
+}
+
+#[test]
+fn copies_must_stay_inside_the_old_file() {
+    let old = old400();
+    // 10 literals, seek to 350, then a copy of 50: exactly to the end, valid.
+    let lits = random_bytes(9, 10);
+    let new: Vec<u8> = [&lits[..], &old[350..400]].concat();
+    let good = seg(&[(0, 10, 350), (50, 0, 0)], &[(50, 0)], &[], &lits);
+    assert_eq!(
+        apply_all(&old, &custom_patch(&old, &new, &[good])).unwrap(),
+        new
+    );
+    // A copy of 51 from 350 reads past the end.
+    let bad = seg(&[(0, 10, 350), (51, 0, 0)], &[(51, 0)], &[], &lits);
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::SourceOutOfBounds
+    );
+    // A copy of the whole file plus one byte.
+    let bad = seg(&[(401, 0, 0)], &[(401, 0)], &[], &[]);
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::SourceOutOfBounds
+    );
+    // Any copy from an empty old file.
+    let bad = seg(&[(1, 0, 0)], &[(1, 0)], &[], &[]);
+    assert_eq!(
+        kind(b"", &custom_patch(b"", b"x", &[bad])),
+        K::SourceOutOfBounds
+    );
+    // copy_len + literal_len overflows.
+    let bad = seg(&[(u64::MAX, 1, 0)], &[], &[], &[]);
+    let mut p = assemble(&old, &new, &[bad], Codec::Raw);
+    p.segments[0].seg_len = varint(10);
+    p.header.new_len = varint(10);
+    assert_eq!(kind(&old, &p.bytes()), K::Overflow);
+    // A huge copy is refused as longer than the segment.
+    let bad = seg(&[(u64::MAX, 0, 0)], &[], &[], &[]);
+    let mut p = assemble(&old, &new, &[bad], Codec::Raw);
+    p.segments[0].seg_len = varint(10);
+    p.header.new_len = varint(10);
+    assert_eq!(kind(&old, &p.bytes()), K::OutputOverrun);
+}
+
+#[test]
+fn seeks_must_stay_inside_the_old_file() {
+    let old = old400();
+    // Copy 10, seek back to 0, copy 10 again: valid.
+    let new: Vec<u8> = [&old[..10], &old[..10]].concat();
+    let good = seg(&[(10, 0, -10), (10, 0, 0)], &[(20, 0)], &[], &[]);
+    assert_eq!(
+        apply_all(&old, &custom_patch(&old, &new, &[good])).unwrap(),
+        new
+    );
+    // Seek to exactly the end, then a literal: valid.
+    let new2: Vec<u8> = [&old[..10], b"z"].concat();
+    let good = seg(&[(10, 0, 390), (0, 1, 0)], &[(10, 0)], &[], b"z");
+    assert_eq!(
+        apply_all(&old, &custom_patch(&old, &new2, &[good])).unwrap(),
+        new2
+    );
+    // Before 0, past the end, and the extremes, also on the last operation.
+    for (s, last) in [
+        (-11i64, -21i64),
+        (391, 381),
+        (i64::MIN, i64::MIN),
+        (i64::MAX, i64::MAX),
+        (i64::MIN + 1, i64::MIN + 1),
+    ] {
+        let bad = seg(&[(10, 0, s), (10, 0, 0)], &[(20, 0)], &[], &[]);
+        assert_eq!(
+            kind(&old, &custom_patch(&old, &new, &[bad])),
+            K::SourceOutOfBounds,
+            "seek {s}"
+        );
+        // After a copy of old[10..20], -21 is just before 0 and 381 just past 400.
+        let bad = seg(&[(10, 0, 0), (10, 0, last)], &[(20, 0)], &[], &[]);
+        let newx: Vec<u8> = old[..20].to_vec();
+        assert_eq!(
+            kind(&old, &custom_patch(&old, &newx, &[bad])),
+            K::SourceOutOfBounds,
+            "seek {last} on the last operation"
+        );
+    }
+    // The position is carried from one segment to the next: a seek to 395 in
+    // segment 0 makes a copy of 10 in segment 1 run past the end.
+    let a = seg(&[(0, 1, 395)], &[], &[], b"a");
+    let b = seg(&[(10, 0, 0)], &[(10, 0)], &[], &[]);
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &old[..11], &[a, b])),
+        K::SourceOutOfBounds
+    );
+}
+
+#[test]
+fn zero_progress_operations() {
+    let old = old400();
+    let new = old[..10].to_vec();
+    for seek in [0i64, 5, -1] {
+        let bad = seg(&[(0, 0, seek), (10, 0, 0)], &[(10, 0)], &[], &[]);
+        assert_eq!(
+            kind(&old, &custom_patch(&old, &new, &[bad])),
+            K::EmptyOperation
+        );
+    }
+    // A (0, 0) run pair.
+    let bad = seg(&[(10, 0, 0)], &[(0, 0), (10, 0)], &[], &[]);
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::EmptyOperation
+    );
+    // Pairs (z, 0) and (0, c) are fine.
+    let mut new2 = new.clone();
+    new2[4] = new2[4].wrapping_add(3);
+    let good = seg(&[(10, 0, 0)], &[(4, 0), (0, 1), (5, 0)], &[3], &[]);
+    assert_eq!(
+        apply_all(&old, &custom_patch(&old, &new2, &[good])).unwrap(),
+        new2
+    );
+}
+
+#[test]
+fn run_pairs_must_cover_the_copies_exactly() {
+    let old = old400();
+    let mut new = [&old[..10], b"L", &old[10..20]].concat();
+    new[3] = new[3].wrapping_add(1);
+    new[15] = new[15].wrapping_add(2); // copy byte 14 of 20
+    let ctrl = [(10, 1, 0), (10, 0, 0)];
+    // Runs span the two copies laid end to end: (3,1) then (10,1) then (5,0).
+    let good = seg(&ctrl, &[(3, 1), (10, 1), (5, 0)], &[1, 2], b"L");
+    assert_eq!(
+        apply_all(&old, &custom_patch(&old, &new, &[good])).unwrap(),
+        new
+    );
+    // Short of the end: the run streams run dry.
+    let bad = seg(&ctrl, &[(3, 1), (10, 1), (4, 0)], &[1, 2], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamUnderrun
+    );
+    // Past the end.
+    let bad = seg(&ctrl, &[(3, 1), (10, 1), (6, 0)], &[1, 2], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamTrailing
+    );
+    // A delta run past the copies: the last pair does not end with them.
+    let bad = seg(&ctrl, &[(3, 1), (15, 2)], &[1, 0, 0], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamTrailing
+    );
+    // Fewer delta bytes than the delta lengths claim.
+    let bad = seg(&ctrl, &[(3, 1), (10, 1), (5, 0)], &[1], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamUnderrun
+    );
+    // Copies but no run streams at all.
+    let bad = seg(&ctrl, &[], &[], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamUnderrun
+    );
+    // Run pairs in a segment without copies.
+    let bad = seg(&[(0, 1, 0)], &[(1, 0)], &[], b"L");
+    assert_eq!(
+        kind(&old, &custom_patch(&old, b"L", &[bad])),
+        K::StreamTrailing
+    );
+    // A control varint that is not minimal, or cut.
+    let mut bad = seg(&ctrl, &[(3, 1), (10, 1), (5, 0)], &[1, 2], b"L");
+    bad.streams[CONTROL][0] |= 0x80;
+    bad.streams[CONTROL].insert(1, 0x00);
+    assert_eq!(kind(&old, &custom_patch(&old, &new, &[bad])), K::BadVarint);
+    let mut bad = seg(&ctrl, &[(3, 1), (10, 1), (5, 0)], &[1, 2], b"L");
+    *bad.streams[CONTROL].last_mut().unwrap() = 0x80;
+    assert_eq!(
+        kind(&old, &custom_patch(&old, &new, &[bad])),
+        K::StreamUnderrun
+    );
+}
+
+#[test]
+fn trailing_bytes_after_the_last_segment() {
+    let s = sample();
+    for codec in [Codec::Raw, Codec::Zstd] {
+        let p = sample_patch(&s, [codec; 5]);
+        let extra_seg = p.segments[1].bytes();
+        for trailer in [vec![0u8], vec![0xff; 100], extra_seg] {
+            let mut q = p.clone();
+            q.trailer = trailer;
+            assert_eq!(kind(&s.old, &q.bytes()), K::TrailingBytes);
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_inside_buffered_streams() {
+    let s = sample();
+    for codec in [Codec::Raw, Codec::Zstd] {
+        // An extra operation in the control stream.
+        let mut d = s.segs.clone();
+        d[1].streams[CONTROL].extend([1, 0, 0]);
+        let p = assemble(&s.old, &s.new, &d, codec).bytes();
+        assert_eq!(kind(&s.old, &p), K::StreamTrailing, "control ({codec:?})");
+        // An extra run pair, an extra zero run, an extra delta length, an extra delta byte.
+        for (k, extra) in [
+            (ZERO_RUNS, vec![5u8]),
+            (DELTA_LENS, vec![1u8]),
+            (DELTA_BYTES, vec![7u8]),
+        ] {
+            let mut d = s.segs.clone();
+            d[0].streams[k].extend(&extra);
+            let p = assemble(&s.old, &s.new, &d, codec).bytes();
+            assert_eq!(
+                kind(&s.old, &p),
+                K::StreamTrailing,
+                "stream {k} ({codec:?})"
+            );
+        }
+        let mut d = s.segs.clone();
+        d[0].streams[ZERO_RUNS].push(5);
+        d[0].streams[DELTA_LENS].push(0);
+        let p = assemble(&s.old, &s.new, &d, codec).bytes();
+        assert_eq!(
+            kind(&s.old, &p),
+            K::StreamTrailing,
+            "extra pair ({codec:?})"
+        );
+        // An extra literal byte.
+        let mut d = s.segs.clone();
+        d[1].streams[LITERALS].push(b'!');
+        let p = assemble(&s.old, &s.new, &d, codec).bytes();
+        assert_eq!(kind(&s.old, &p), K::StreamTrailing, "literals ({codec:?})");
+    }
+    // A zstd frame followed by garbage inside a buffered stream's stored bytes.
+    for k in 0..4 {
+        let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+            let mut payload = zstd_frame(&s.segs[0].streams[k]);
+            payload.extend([0xde, 0xad, 0xbe, 0xef]);
+            g.streams[k] = Stream::zstd_payload(s.segs[0].streams[k].len() as u64, payload);
+        });
+        assert_eq!(kind(&s.old, &p), K::BadCompression, "stream {k}");
+    }
+}
+
+/// A skippable zstd frame: magic 0x184D2A50, 4-byte length, content.
+fn skippable_frame(content: &[u8]) -> Vec<u8> {
+    let mut f = 0x184D_2A50u32.to_le_bytes().to_vec();
+    f.extend((content.len() as u32).to_le_bytes());
+    f.extend_from_slice(content);
+    f
+}
+
+/// The format says codec 1 is one zstd frame holding exactly raw_len bytes: a
+/// buffered stream stored as two frames, or as a frame plus a skippable frame,
+/// is not that.
+#[test]
+#[ignore = "bug: buffered zstd streams accept several frames (apply.rs read_buffered_stream uses a multi-frame decompress)"]
+fn buffered_stream_must_be_one_zstd_frame() {
+    let s = sample();
+    for k in 0..4 {
+        let data = &s.segs[0].streams[k];
+        let half = data.len() / 2;
+        let two = [zstd_frame(&data[..half]), zstd_frame(&data[half..])].concat();
+        let skip = [zstd_frame(data), skippable_frame(b"hidden")].concat();
+        for payload in [two, skip] {
+            let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+                g.streams[k] = Stream::zstd_payload(data.len() as u64, payload);
+            });
+            assert_eq!(kind(&s.old, &p), K::BadCompression, "stream {k}");
+        }
+    }
+}
+
+/// The format says every stored byte of the literal stream must be consumed
+/// (`StreamTrailing`): bytes after the frame inside its stored_len are not.
+#[test]
+#[ignore = "bug: bytes after the literal stream's zstd frame (inside stored_len) are accepted: apply.rs buffers them in a BufReader and counts them as consumed"]
+fn literal_stream_bytes_after_the_frame() {
+    let s = sample();
+    let lit = &s.segs[1].streams[LITERALS];
+    let tails = [
+        vec![0u8],
+        vec![0xde, 0xad, 0xbe, 0xef],
+        skippable_frame(b"hidden"),
+        zstd_frame(b"more"),
+    ];
+    for tail in tails {
+        let (_, p) = sample_seg(Codec::Zstd, 1, |g| {
+            let payload = [zstd_frame(lit), tail.clone()].concat();
+            g.streams[LITERALS] = Stream::zstd_payload(lit.len() as u64, payload);
+        });
+        assert_eq!(kind(&s.old, &p), K::StreamTrailing, "tail {tail:x?}");
+    }
+}
+
+/// Every single-bit flip (bit 0 and bit 7) of every byte of the crafted patches
+/// is refused: the old file is random, so any change to what is copied from
+/// where shows in the result's SHA-256 if not earlier.
+#[test]
+fn flipped_bytes_anywhere_are_refused() {
+    let s = sample();
+    for codecs in CODEC_MIXES {
+        let p = sample_patch(&s, codecs);
+        let bytes = p.bytes();
+        let streams: Vec<_> = (0..2)
+            .flat_map(|i| (0..5).map(move |k| (i, k)))
+            .map(|(i, k)| (i, k, p.payload_range(i, k)))
+            .collect();
+        for at in 0..bytes.len() {
+            for x in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[at] ^= x;
+                let e = reject(&s.old, &b);
+                let in_stream = streams.iter().find(|(_, _, r)| r.contains(&at));
+                if let Some((i, k, _)) = in_stream {
+                    // Inside a stream: a format error, or a wrong result.
+                    assert!(
+                        matches!(
+                            e,
+                            Error::Format(_)
+                                | Error::HashMismatch {
+                                    subject: Subject::Target,
+                                    ..
+                                }
+                        ),
+                        "segment {i} stream {k} byte {at} ^ {x:#x}: {e:?}"
+                    );
+                } else {
+                    assert!(e.is_rejected_input(), "byte {at}: {e:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failing_writer_is_an_io_error() {
+    struct Broken;
+    impl std::io::Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let s = sample();
+    let p = sample_patch(&s, [Codec::Zstd; 5]).bytes();
+    let e = PatchReader::new(&p[..])
+        .unwrap()
+        .apply_to(&s.old[..], Broken)
+        .unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(!e.is_rejected_input());
+}
+
+#[test]
+fn plan_helper_matches_the_sample() {
+    // The builder's plan for one plain copy is what the format describes.
+    let old = b"abcdef".to_vec();
+    let new = b"abXdefQ".to_vec();
+    let d = plan(&old, &new, &[vec![op(6, 1, 0)]]);
+    assert_eq!(d[0].seg_len, 7);
+    assert_eq!(d[0].streams[CONTROL], [6, 1, 0]);
+    assert_eq!(d[0].streams[ZERO_RUNS], [2, 3]);
+    assert_eq!(d[0].streams[DELTA_LENS], [1, 0]);
+    assert_eq!(d[0].streams[DELTA_BYTES], [b'X'.wrapping_sub(b'c')]);
+    assert_eq!(d[0].streams[LITERALS], b"Q");
+    assert_eq!(
+        apply_all(&old, &assemble(&old, &new, &d, Codec::Raw).bytes()).unwrap(),
+        new
+    );
+}
+
+#[test]
+fn descriptor_varints_must_be_minimal() {
+    let s = sample();
+    for k in 0..5 {
+        // raw_len with a redundant zero byte, zstd and raw.
+        let data = &s.segs[0].streams[k];
+        for codec in [Codec::Raw, Codec::Zstd] {
+            let (_, p) = sample_seg(codec, 0, |g| {
+                let st = &mut g.streams[k];
+                let n = varint(data.len() as u64).len();
+                st.desc[n - 1] |= 0x80;
+                st.desc.insert(n, 0x00);
+            });
+            assert_eq!(
+                kind(&s.old, &p),
+                K::BadVarint,
+                "stream {k} raw_len ({codec:?})"
+            );
+        }
+        // zstd stored_len with a redundant zero byte.
+        let (_, p) = sample_seg(Codec::Zstd, 0, |g| {
+            let st = &mut g.streams[k];
+            let last = st.desc.len() - 1;
+            st.desc[last] |= 0x80;
+            st.desc.push(0x00);
+        });
+        assert_eq!(kind(&s.old, &p), K::BadVarint, "stream {k} stored_len");
+    }
+}
