@@ -4,11 +4,13 @@
 //! the old or the new version, `recover` must leave no `.deltaswap-tmp.*`
 //! litter, and patching again must converge.
 //!
-//! Random delays mostly hit the start of the patch, so the delay is tuned
-//! online: part of the kills aim at the window between the swap and the end of
-//! the child (its delay follows a stochastic approximation that balances
-//! "killed before the swap" against "finished"), and the share of aimed kills
-//! is adjusted so that about a third of all kills land in that window.
+//! The delay is tuned online: part of the kills aim at the window between the
+//! swap and the end of the child (their delay follows a stochastic
+//! approximation that balances "killed before the swap" against "finished"),
+//! the others are spread uniformly over the time before the swap (itself
+//! estimated by probes, half of which should land after it), and the
+//! share of aimed kills is adjusted so that about a third of all kills land in
+//! the window.
 //!
 //! Run with `cargo test --test crash_kill`; `DELTASWAP_KILL_ITERS` overrides the
 //! number of kills. Prints one summary line.
@@ -143,6 +145,8 @@ fn parent() {
     // Aimed delay (seconds) and share of aimed kills.
     let mut aim = total.as_secs_f64() * 0.8;
     let mut aimed_share = 0.5f64;
+    // Estimated delay of the swap (probed: half the probes land after it).
+    let mut swap_at = total.as_secs_f64() * 0.5;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut uniform = || {
         rng ^= rng << 13;
@@ -159,10 +163,14 @@ fn parent() {
             (old_sha, new_sha)
         };
         let aimed = uniform() < aimed_share;
+        let probe = !aimed && uniform() < 0.3;
         let delay = if aimed {
             (aim * (0.9 + 0.3 * uniform())).max(0.0)
+        } else if probe {
+            swap_at
         } else {
-            total.as_secs_f64() * uniform()
+            // Spread the others over the time before the window.
+            swap_at * uniform()
         };
         let mut child = spawn(&exe, &target, patch);
         wait_ready(&mut child);
@@ -207,8 +215,16 @@ fn parent() {
             }
             aim = aim.clamp(0.0, total.as_secs_f64() * 3.0);
         }
+        if probe {
+            let step = total.as_secs_f64() * 0.02;
+            match landed {
+                Landed::BeforeTemp | Landed::Writing => swap_at += step,
+                Landed::AfterSwap | Landed::Completed => swap_at -= step,
+            }
+            swap_at = swap_at.clamp(0.0, total.as_secs_f64() * 3.0);
+        }
         let share = counts[Landed::AfterSwap as usize] as f64 / (i + 1) as f64;
-        aimed_share = (aimed_share + if share < 1.0 / 3.0 { 0.01 } else { -0.01 }).clamp(0.2, 0.95);
+        aimed_share = (aimed_share + if share < 1.0 / 3.0 { 0.01 } else { -0.01 }).clamp(0.0, 0.95);
     }
     let after = counts[Landed::AfterSwap as usize];
     let killed_total = iters - counts[Landed::Completed as usize];
