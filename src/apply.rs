@@ -16,7 +16,7 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
+    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, Sha256Digest};
 use crate::limits::Limits;
@@ -73,6 +73,15 @@ pub struct PatchReader<R> {
     input: PatchInput<R>,
     header: PatchHeader,
     limits: Limits,
+}
+
+impl<R> std::fmt::Debug for PatchReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchReader")
+            .field("header", &self.header)
+            .field("offset", &self.input.offset())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Read> PatchReader<R> {
@@ -347,6 +356,11 @@ fn read_buffered_stream<R: Read>(
                     FormatErrorKind::BadCompression,
                 ))
             };
+            // Exactly one frame, filling exactly raw_len bytes.
+            match zstd::zstd_safe::find_frame_compressed_size(&packed) {
+                Ok(n) if n == packed.len() => {}
+                _ => return Err(bad()),
+            }
             let mut dec = zstd::bulk::Decompressor::new().map_err(|_| bad())?;
             let n = dec
                 .decompress_to_buffer(&packed, &mut out[..])
@@ -425,19 +439,18 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
             kind,
         ))
     };
-    let window_log_max = limits.max_window_log;
-    let mut literal: Box<dyn Read + '_> = match lit_d.codec {
-        _ if lit_d.raw_len == 0 => Box::new(io::empty()),
-        Codec::Raw => Box::new(input.by_ref_take(lit_d.stored_len)),
+    let mut literal = match lit_d.codec {
+        _ if lit_d.raw_len == 0 => Literal::Empty,
+        Codec::Raw => Literal::Raw(input.by_ref_take(lit_d.stored_len)),
         Codec::Zstd => {
             let take = input.by_ref_take(lit_d.stored_len);
             let mut dec =
                 zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 << 10, take))
                     .map_err(|_| lit_err(FormatErrorKind::BadCompression))?
                     .single_frame();
-            dec.window_log_max(window_log_max)
+            dec.window_log_max(limits.max_window_log)
                 .map_err(|_| lit_err(FormatErrorKind::BadCompression))?;
-            Box::new(dec)
+            Literal::Zstd(dec)
         }
     };
 
@@ -516,28 +529,54 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     if lit_left != 0 {
         return Err(lit_err(FormatErrorKind::StreamTrailing));
     }
-    // The literal stream must end exactly here: no more decoded bytes, no unread stored bytes.
+    // The literal stream must end exactly here: no more decoded bytes, and every
+    // stored byte consumed by the decoder (not merely buffered).
     let mut probe = [0u8; 1];
     match literal.read(&mut probe) {
         Ok(0) => {}
         Ok(_) => return Err(lit_err(FormatErrorKind::StreamTrailing)),
         Err(_) => return Err(lit_err(FormatErrorKind::BadCompression)),
     }
-    drop(literal);
-    let consumed = input.offset().saturating_sub(lit_at);
-    if consumed != lit_d.stored_len {
-        // A zstd frame that ends before its stored length leaves unread bytes; skip
-        // none of them: they are trailing garbage.
-        if consumed < lit_d.stored_len {
-            return Err(lit_err(FormatErrorKind::StreamTrailing));
-        }
-        return Err(Error::Bug("literal stream read past its stored length"));
+    if !literal.fully_consumed() {
+        return Err(lit_err(FormatErrorKind::StreamTrailing));
     }
     Ok(seg.new_len)
 }
 
+/// The literal stream of a segment: absent, stored raw, or one zstd frame.
+enum Literal<'a, R> {
+    Empty,
+    Raw(TakeCounted<'a, R>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<TakeCounted<'a, R>>>),
+}
+
+impl<R: Read> Read for Literal<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Literal::Empty => Ok(0),
+            Literal::Raw(r) => r.read(buf),
+            Literal::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+impl<R: Read> Literal<'_, R> {
+    /// True when no stored byte is left: none unread and none read ahead but
+    /// unused by the decoder (bytes after the zstd frame are trailing garbage).
+    fn fully_consumed(self) -> bool {
+        match self {
+            Literal::Empty => true,
+            Literal::Raw(r) => r.left() == 0,
+            Literal::Zstd(d) => {
+                let buffered = d.finish();
+                buffered.buffer().is_empty() && buffered.get_ref().left() == 0
+            }
+        }
+    }
+}
+
 /// Fills `buf` from the literal stream. `Err(None)` means the stream ended early.
-fn read_literal(r: &mut dyn Read, buf: &mut [u8]) -> Result<(), Option<io::Error>> {
+fn read_literal(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Option<io::Error>> {
     let mut filled = 0usize;
     while filled < buf.len() {
         let dst = buf.get_mut(filled..).unwrap_or_default();

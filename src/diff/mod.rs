@@ -126,7 +126,46 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
         .par_iter()
         .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
         .collect();
-    Ok(merge_ops(per_chunk.into_iter().flatten()))
+    Ok(anchor_start(merge_ops(per_chunk.into_iter().flatten())))
+}
+
+/// Apply starts at old position 0 and moves only by the seek after an operation.
+/// The first operation must therefore not copy from anywhere else: if it does,
+/// its first byte becomes a literal whose seek carries the position there.
+fn anchor_start(mut ops: Vec<Op>) -> Vec<Op> {
+    let Some(first) = ops.first_mut() else {
+        return ops;
+    };
+    if first.add_len == 0 {
+        first.old_start = 0;
+        return ops;
+    }
+    if first.old_start == 0 {
+        return ops;
+    }
+    let f = *first;
+    let literal = Op {
+        new_start: f.new_start,
+        old_start: 0,
+        add_len: 0,
+        extra_len: 1,
+    };
+    let rest = Op {
+        new_start: f.new_start + 1,
+        old_start: f.old_start + 1,
+        add_len: f.add_len - 1,
+        extra_len: f.extra_len,
+    };
+    if rest.add_len == 0 {
+        ops[0] = Op {
+            extra_len: 1 + f.extra_len,
+            ..literal
+        };
+    } else {
+        ops[0] = rest;
+        ops.insert(0, literal);
+    }
+    ops
 }
 
 /// Joins an operation with the next when nothing separates them: no literal bytes

@@ -13,7 +13,9 @@ pub(crate) use header::{
     read_segment_header, write_segment_header, Codec, SegmentHeader, StreamDesc, CONTROL,
     DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
 };
-pub(crate) use varint::{put_varint, zigzag_decode, zigzag_encode, PatchInput, SliceReader};
+pub(crate) use varint::{
+    put_varint, zigzag_decode, zigzag_encode, PatchInput, SliceReader, TakeCounted,
+};
 
 /// The four bytes every deltaswap patch starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"DSWP";

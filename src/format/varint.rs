@@ -66,13 +66,15 @@ pub(crate) struct PatchInput<R> {
     offset: u64,
 }
 
+impl<R> PatchInput<R> {
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
 impl<R: Read> PatchInput<R> {
     pub(crate) fn new(inner: R) -> Self {
         PatchInput { inner, offset: 0 }
-    }
-
-    pub(crate) fn offset(&self) -> u64 {
-        self.offset
     }
 
     #[allow(dead_code)]
@@ -191,7 +193,6 @@ pub(crate) struct TakeCounted<'a, R> {
 }
 
 impl<R> TakeCounted<'_, R> {
-    #[allow(dead_code)]
     pub(crate) fn left(&self) -> u64 {
         self.left
     }
