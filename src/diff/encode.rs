@@ -171,6 +171,26 @@ pub(crate) struct Packing {
     pub(crate) window_log: u32,
 }
 
+/// Streams at least this long are first compressed at [`PROBE_LEVEL`].
+const PROBE_MIN: usize = 1 << 20;
+/// The fast level used to detect incompressible streams.
+const PROBE_LEVEL: i32 = 3;
+/// A stream whose fast compression keeps more than this share of its size is
+/// stored with the fast result.
+const INCOMPRESSIBLE: f64 = 0.95;
+
+/// One zstd frame with the format's fixed parameters: no checksum (the patch has
+/// SHA-256), no dictionary id, content size recorded, window capped.
+fn zstd_frame(raw: &[u8], level: i32, window_log: u32) -> std::io::Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.set_parameter(CParameter::WindowLog(window_log))?;
+    c.set_parameter(CParameter::ChecksumFlag(false))?;
+    c.set_parameter(CParameter::DictIdFlag(false))?;
+    c.set_parameter(CParameter::ContentSizeFlag(true))?;
+    c.compress(raw)
+}
+
 /// One stream as stored: its descriptor and bytes.
 pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
     let raw_desc = StreamDesc {
@@ -188,13 +208,20 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
             Vec::new(),
         ));
     }
-    use zstd::zstd_safe::CParameter;
-    let mut c = zstd::bulk::Compressor::new(packing.level)?;
-    c.set_parameter(CParameter::WindowLog(packing.window_log))?;
-    c.set_parameter(CParameter::ChecksumFlag(false))?;
-    c.set_parameter(CParameter::DictIdFlag(false))?;
-    c.set_parameter(CParameter::ContentSizeFlag(true))?;
-    let packed = c.compress(raw)?;
+    // Large streams that barely compress at a fast level (already-compressed
+    // resources) are not worth the strong level: it costs seconds per MiB and
+    // gains a fraction of a percent.
+    let mut packed = None;
+    if raw.len() >= PROBE_MIN && packing.level > PROBE_LEVEL {
+        let fast = zstd_frame(raw, PROBE_LEVEL, packing.window_log)?;
+        if fast.len() as f64 > raw.len() as f64 * INCOMPRESSIBLE {
+            packed = Some(fast);
+        }
+    }
+    let packed = match packed {
+        Some(p) => p,
+        None => zstd_frame(raw, packing.level, packing.window_log)?,
+    };
     if packed.len() < raw.len() {
         Ok((
             StreamDesc {

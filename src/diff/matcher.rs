@@ -28,10 +28,12 @@ pub(crate) struct Op {
     pub(crate) extra_len: usize,
 }
 
-/// Suffix array plus a table of SA ranges by the first two bytes.
+/// Suffix array plus a table of SA ranges by the first two bytes, and a filter
+/// of the old file's 8-byte windows.
 pub(crate) struct Index<'a> {
     old: &'a [u8],
     sa: SuffixArray,
+    grams: GramFilter,
     /// `buckets[k]..buckets[k + 1]` is the SA range of suffixes whose first two
     /// bytes are `k` (a one-byte suffix `x` counts as `x, 0`).
     buckets: Vec<u32>,
@@ -66,7 +68,24 @@ impl<'a> Index<'a> {
         } else {
             buckets.clear();
         }
-        Index { old, sa, buckets }
+        Index {
+            old,
+            sa,
+            buckets,
+            grams: GramFilter::default(),
+        }
+    }
+
+    /// Attaches the 8-byte window filter (built in parallel with the suffix array).
+    pub(crate) fn with_grams(mut self, grams: GramFilter) -> Index<'a> {
+        self.grams = grams;
+        self
+    }
+
+    /// False when no match of [`GRAM`] bytes or more can start with `needle`.
+    #[inline]
+    pub(crate) fn may_match(&self, needle: &[u8]) -> bool {
+        self.grams.may_contain(needle)
     }
 
     /// The SA range to search for a needle starting with bytes `a, b`.
@@ -159,6 +178,57 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Window length of the filter. A new match is only accepted when it is longer
+/// than the current alignment's score plus 8, so where no 8-byte window of the
+/// new file occurs in the old one, the suffix-array lookup can be skipped.
+pub(crate) const GRAM: usize = 8;
+
+/// A bitmap of hashed 8-byte windows of the old file: a clear bit proves that a
+/// window occurs nowhere in it. About one byte per byte of old.
+#[derive(Default)]
+pub(crate) struct GramFilter {
+    bits: Vec<u64>,
+    nbits: u64,
+}
+
+impl GramFilter {
+    pub(crate) fn build(old: &[u8]) -> GramFilter {
+        if old.len() < GRAM {
+            return GramFilter::default();
+        }
+        // Eight bits per window: one byte per byte of old, about 12% false positives.
+        let words = (old.len() / 8).max(1 << 10);
+        let mut bits = vec![0u64; words];
+        let nbits = (words as u64) * 64;
+        for w in old.windows(GRAM) {
+            let h = gram_hash(w, nbits);
+            if let Some(word) = bits.get_mut(h >> 6) {
+                *word |= 1u64 << (h & 63);
+            }
+        }
+        GramFilter { bits, nbits }
+    }
+
+    #[inline]
+    fn may_contain(&self, needle: &[u8]) -> bool {
+        if self.bits.is_empty() || needle.len() < GRAM {
+            return true;
+        }
+        let h = gram_hash(&needle[..GRAM], self.nbits);
+        self.bits
+            .get(h >> 6)
+            .is_none_or(|word| word & (1u64 << (h & 63)) != 0)
+    }
+}
+
+/// Maps a window to a bit index below `nbits` (multiply, then scale the high half).
+#[inline]
+fn gram_hash(w: &[u8], nbits: u64) -> usize {
+    let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+    let h = v.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v >> 29);
+    ((u128::from(h.wrapping_mul(0xBF58_476D_1CE4_E5B9)) * u128::from(nbits)) >> 64) as usize
+}
+
 fn key(text: &[u8], i: usize) -> usize {
     let a = text.get(i).copied().unwrap_or(0);
     let b = text.get(i + 1).copied().unwrap_or(0);
@@ -213,9 +283,22 @@ pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize
         while scan < end {
             let prefer = (scan as isize + last_offset).max(0) as usize;
             let needle = &new[scan..end];
-            let (p, l) = index.search(needle, prefer);
-            pos = p;
-            len = l;
+            if index.may_match(needle) {
+                let (p, l) = index.search(needle, prefer);
+                pos = p;
+                len = l;
+            } else {
+                // No match of 8 bytes or more starts here, so none can be
+                // accepted: skip the lookup. Keep the score of the current
+                // alignment counted up to and including this byte.
+                len = 0;
+                if scsc <= scan {
+                    if eq_at(old, scan as isize + last_offset, new, scan) {
+                        old_score += 1;
+                    }
+                    scsc = scan + 1;
+                }
+            }
             while scsc < scan + len {
                 if eq_at(old, scsc as isize + last_offset, new, scsc) {
                     old_score += 1;

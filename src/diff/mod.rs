@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::hash::Sha256Digest;
 use encode::{pack_stream, PackedSegment, Packing, SegmentBuilder};
-use matcher::{scan_chunk, Index, Op};
+use matcher::{scan_chunk, GramFilter, Index, Op};
 
 /// The new file is matched in chunks of this size, in parallel. Fixed so that the
 /// patch does not depend on the thread count.
@@ -120,7 +120,8 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let index = Index::new(old, sa::SuffixArray::build(old)?);
+    let (sa, grams) = rayon::join(|| sa::SuffixArray::build(old), || GramFilter::build(old));
+    let index = Index::new(old, sa?).with_grams(grams);
     let starts: Vec<usize> = (0..new.len()).step_by(CHUNK).collect();
     let per_chunk: Vec<Vec<Op>> = starts
         .par_iter()
