@@ -3,13 +3,16 @@
 use super::matcher::Op;
 use crate::format::{
     put_varint, zigzag_encode, Codec, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES, DELTA_LENS,
-    LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, ZERO_RUNS,
+    LITERALS, STREAMS, ZERO_RUNS,
 };
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
 /// Measured on the corpus: 1 is best or within 0.2% of best on every pair.
 const MERGE_GAP: u64 = 1;
+
+/// Inside a long copy, the segment budget is checked every this many delta bytes.
+const BUDGET_CHECK: usize = 4096;
 
 /// One segment's streams before compression.
 #[derive(Default)]
@@ -32,10 +35,6 @@ pub(crate) struct SegmentBuilder<'a> {
 }
 
 impl<'a> SegmentBuilder<'a> {
-    pub(crate) fn new(old: &'a [u8], new: &'a [u8]) -> Self {
-        SegmentBuilder::with_budget(old, new, WRITER_SEGMENT_BUDGET)
-    }
-
     pub(crate) fn with_budget(old: &'a [u8], new: &'a [u8], budget: usize) -> Self {
         SegmentBuilder {
             old,
@@ -125,7 +124,9 @@ impl<'a> SegmentBuilder<'a> {
             self.gap = 0;
             self.cur.streams[DELTA_BYTES].push(d);
             self.pending_delta += 1;
-            if self.cur.streams[DELTA_BYTES].len() & 0xffff == 0 && self.buffered() >= self.budget {
+            if self.cur.streams[DELTA_BYTES].len() % BUDGET_CHECK == 0
+                && self.buffered() >= self.budget
+            {
                 return i;
             }
         }

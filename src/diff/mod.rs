@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::format::{
-    write_segment_header, PatchHeader, SegmentHeader, StreamDesc, STREAMS, WRITER_WINDOW_LOG,
+    write_segment_header, PatchHeader, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET,
+    WRITER_WINDOW_LOG,
 };
 use crate::hash::Sha256Digest;
 use encode::{pack_stream, PackedSegment, Packing, SegmentBuilder};
@@ -191,12 +192,21 @@ fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
 }
 
 fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
+    build_patch_with_budget(old, new, level, WRITER_SEGMENT_BUDGET)
+}
+
+fn build_patch_with_budget(
+    old: &[u8],
+    new: &[u8],
+    level: i32,
+    budget: usize,
+) -> Result<Vec<u8>, Error> {
     let (ops, (old_hash, new_hash)) = rayon::join(
         || find_ops(old, new),
         || rayon::join(|| Sha256Digest::of(old), || Sha256Digest::of(new)),
     );
     let ops = ops?;
-    let mut builder = SegmentBuilder::new(old, new);
+    let mut builder = SegmentBuilder::with_budget(old, new, budget);
     for (i, op) in ops.iter().enumerate() {
         let next_old = ops
             .get(i + 1)
@@ -253,25 +263,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_split_under_a_small_budget() {
+    fn segments_split_under_a_small_budget_and_apply() {
         let old: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut new = old.clone();
-        for i in (0..new.len()).step_by(2) {
+        for i in (0..new.len()).step_by(5) {
             new[i] = new[i].wrapping_add(1);
         }
-        let ops = find_ops(&old, &new).unwrap();
-        let mut b = SegmentBuilder::with_budget(&old, &new, 1000);
-        for (i, op) in ops.iter().enumerate() {
-            let next_old = ops
-                .get(i + 1)
-                .map_or(op.old_start + op.add_len, |n| n.old_start);
-            b.push(op, next_old);
-        }
-        let segs = b.finish();
-        assert!(segs.len() > 10, "{} segments", segs.len());
-        assert_eq!(
-            segs.iter().map(|s| s.new_len).sum::<u64>(),
-            new.len() as u64
-        );
+        new.extend_from_slice(b"a literal tail");
+        let patch = build_patch_with_budget(&old, &new, 3, 1000).unwrap();
+        let info = crate::inspect(&patch[..]).unwrap();
+        assert!(info.segments() >= 5, "{} segments", info.segments());
+        assert_eq!(crate::apply(&old, &patch).unwrap(), new);
+        let one = build_patch(&old, &new, 3).unwrap();
+        assert_eq!(crate::inspect(&one[..]).unwrap().segments(), 1);
     }
 }
