@@ -3,6 +3,7 @@
 
 mod encode;
 mod matcher;
+mod realign;
 mod sa;
 
 use std::io::Write;
@@ -128,7 +129,10 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
         .par_iter()
         .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
         .collect();
-    Ok(anchor_start(merge_ops(per_chunk.into_iter().flatten())))
+    let ops = merge_ops(per_chunk.into_iter().flatten());
+    Ok(anchor_start(merge_ops(
+        realign::realign(ops, old, new).into_iter(),
+    )))
 }
 
 /// Apply starts at old position 0 and moves only by the seek after an operation.

@@ -1,0 +1,134 @@
+//! A second look at the alignment of long copies.
+//!
+//! The bsdiff-style scan is greedy: once it follows an alignment it keeps it for
+//! as long as half the bytes agree, even where a neighbouring alignment would
+//! agree on far more (measured on libnode: a 485 KB copy followed an offset with
+//! 16% differing bytes where the next copy's offset had 5%). This pass walks
+//! each long copy in blocks and, block by block, moves it to the alignment of
+//! the previous or next copy where that removes clearly more differences than
+//! the extra operation costs. It only changes where bytes are copied from, never
+//! which new bytes are produced.
+
+use super::matcher::Op;
+
+/// Granularity of the search, in bytes.
+const BLOCK: usize = 512;
+/// A block moves to another alignment only if that removes at least this many
+/// differing bytes: a new operation costs a few bytes of control and breaks
+/// the runs of the delta streams.
+const MIN_GAIN: usize = 24;
+
+/// Differing bytes between `new[n..n+len]` and `old[o..o+len]`.
+fn mismatches(old: &[u8], o: usize, new: &[u8], n: usize, len: usize) -> usize {
+    match (old.get(o..o + len), new.get(n..n + len)) {
+        (Some(a), Some(b)) => a.iter().zip(b).filter(|(x, y)| x != y).count(),
+        _ => usize::MAX,
+    }
+}
+
+/// Rewrites `ops` so that long copies take each block from the best of their
+/// own, the previous and the next copy's alignment.
+pub(crate) fn realign(ops: Vec<Op>, old: &[u8], new: &[u8]) -> Vec<Op> {
+    let offsets: Vec<Option<isize>> = ops
+        .iter()
+        .map(|op| (op.add_len > 0).then(|| op.old_start as isize - op.new_start as isize))
+        .collect();
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        if op.add_len < 2 * BLOCK {
+            out.push(*op);
+            continue;
+        }
+        let own = op.old_start as isize - op.new_start as isize;
+        let mut cands: Vec<isize> = Vec::with_capacity(3);
+        for o in [
+            i.checked_sub(1).and_then(|j| offsets[j]),
+            offsets.get(i + 1).copied().flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if o != own && !cands.contains(&o) {
+                cands.push(o);
+            }
+        }
+        if cands.is_empty() {
+            out.push(*op);
+            continue;
+        }
+        // Choose an offset per block.
+        let mut pieces: Vec<(usize, usize, isize)> = Vec::new(); // (new_start, len, offset)
+        let mut n = op.new_start;
+        let end = op.new_start + op.add_len;
+        while n < end {
+            let len = BLOCK.min(end - n);
+            let base = mismatches(old, (n as isize + own) as usize, new, n, len);
+            let mut best = (base, own);
+            for &c in &cands {
+                let o = n as isize + c;
+                if o < 0 {
+                    continue;
+                }
+                let m = mismatches(old, o as usize, new, n, len);
+                if m.saturating_add(MIN_GAIN) <= best.0 && m < best.0 {
+                    best = (m, c);
+                }
+            }
+            match pieces.last_mut() {
+                Some(last) if last.2 == best.1 => last.1 += len,
+                _ => pieces.push((n, len, best.1)),
+            }
+            n += len;
+        }
+        let count = pieces.len();
+        for (k, (ns, len, off)) in pieces.into_iter().enumerate() {
+            out.push(Op {
+                new_start: ns,
+                old_start: (ns as isize + off) as usize,
+                add_len: len,
+                extra_len: if k + 1 == count { op.extra_len } else { 0 },
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_moves_to_the_better_neighbouring_alignment() {
+        // new = old shifted by 8, except that the copy before uses offset 0.
+        let old: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        let new: Vec<u8> = old[8..].to_vec();
+        let ops = vec![
+            Op {
+                new_start: 0,
+                old_start: 8,
+                add_len: 16,
+                extra_len: 0,
+            },
+            // A poor alignment (offset 0) for a long copy whose true offset is 8.
+            Op {
+                new_start: 16,
+                old_start: 16,
+                add_len: 4000,
+                extra_len: 0,
+            },
+        ];
+        let out = realign(ops, &old, &new);
+        let moved: usize = out
+            .iter()
+            .filter(|o| o.old_start as isize - o.new_start as isize == 8)
+            .map(|o| o.add_len)
+            .sum();
+        assert!(moved >= 4000, "{out:?}");
+        assert_eq!(
+            out.iter().map(|o| o.add_len + o.extra_len).sum::<usize>(),
+            4016
+        );
+    }
+}
