@@ -1,0 +1,5 @@
+//! Input split into an old file and a patch (see `checks::check_any_old`).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| deltaswap_fuzz::checks::check_any_old(data));

@@ -1,0 +1,10 @@
+//! diff → apply must reproduce the new file (small inputs; see
+//! `checks::check_roundtrip` for how the bytes are read).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() <= 64 << 10 {
+        deltaswap_fuzz::checks::check_roundtrip(data);
+    }
+});

@@ -1,0 +1,392 @@
+//! What every fuzz target checks, as plain functions over bytes.
+//!
+//! Shared through `#[path]` by the fuzz crate (`fuzz/src/lib.rs`) and by the main
+//! crate's `tests/fuzz_regressions.rs`, which replays every saved crash input
+//! through the same function the fuzzer ran. Both roots declare `naive` (the
+//! oracle applier of `tests/codec/naive.rs`) and `heap` (the counting allocator
+//! of `fuzz/src/heap.rs`) next to this module.
+//!
+//! A violated property panics, which libFuzzer reports as a crash.
+
+use std::cell::Cell;
+use std::io::{self, Read};
+
+use deltaswap::{Error, Limits, PatchReader, Sha256Digest, Source};
+
+use crate::heap::peak_during;
+use crate::naive;
+
+/// Largest new file the fuzz targets accept.
+pub const MAX_OUTPUT: u64 = 1 << 20;
+/// Decoded control/delta bytes (plus stored compressed ones) per segment.
+pub const MAX_SEGMENT_BUFFER: u64 = 1 << 20;
+/// Largest zstd window for the literal stream: 2^20.
+pub const MAX_WINDOW_LOG: u32 = 20;
+
+/// Heap bytes (Rust allocations) apply may hold at once under [`limits`]: the
+/// output vector (at most `MAX_OUTPUT`), one segment's buffered streams with
+/// their compressed copies (`MAX_SEGMENT_BUFFER`), the 256 KiB copy buffer, a
+/// 256 KiB hashing buffer, the 64 KiB literal read buffer, and 1 MiB of slack.
+/// Going over it is a finding: something was sized by an unchecked field.
+pub const APPLY_HEAP_BUDGET: usize = (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + (2 << 20);
+
+/// Heap bytes `inspect` and the header parser may hold: they buffer nothing.
+pub const INSPECT_HEAP_BUDGET: usize = 256 << 10;
+
+/// The small limits the fuzz targets apply with, so that a memory or CPU bomb
+/// inside them is cut short and one outside them is a finding.
+pub fn limits() -> Limits {
+    Limits::default()
+        .max_output_len(MAX_OUTPUT)
+        .max_segment_buffer(MAX_SEGMENT_BUFFER)
+        .max_window_log(MAX_WINDOW_LOG)
+}
+
+/// The fixed old file of `apply_fixed_old`: 4 KiB, half pseudo-random, half
+/// repetitive text, so that both copies and literals are plausible.
+pub fn fixed_old() -> Vec<u8> {
+    let mut out = splitmix_bytes(0x00dd_5eed, 2048);
+    let text = b"deltaswap fixed old file: the quick brown fox jumps over the lazy dog. ";
+    while out.len() < 4096 {
+        let n = text.len().min(4096 - out.len());
+        out.extend_from_slice(&text[..n]);
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes (splitmix64).
+pub fn splitmix_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An old file offering only `read_at`; panics if apply reads outside it.
+pub struct ReadAtOnly<'a>(pub &'a [u8]);
+
+impl Source for ReadAtOnly<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .expect("read_at offset overflows");
+        assert!(
+            end <= self.0.len() as u64,
+            "apply read old[{offset}..{end}] outside an old file of {} bytes",
+            self.0.len()
+        );
+        buf.copy_from_slice(&self.0[offset as usize..end as usize]);
+        Ok(())
+    }
+}
+
+/// A patch reader handing out 1 to 7 bytes per call, with an `Interrupted`
+/// error every 11th call.
+pub struct Trickle<'a> {
+    data: &'a [u8],
+    pos: usize,
+    calls: Cell<usize>,
+}
+
+impl<'a> Trickle<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Trickle {
+            data,
+            pos: 0,
+            calls: Cell::new(0),
+        }
+    }
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let c = self.calls.get() + 1;
+        self.calls.set(c);
+        if c % 11 == 0 {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "again"));
+        }
+        let n = (c % 7 + 1).min(buf.len()).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Errors that may come out of parsing or applying untrusted bytes. `Bug`, I/O
+/// errors (all readers and writers here are in memory) and file errors are findings.
+fn assert_rejection(e: &Error, ctx: &str) {
+    assert!(
+        e.is_rejected_input(),
+        "{ctx}: an error that is not a rejection of the input: {e:?}"
+    );
+    if let Error::LimitExceeded { actual, limit, .. } = e {
+        assert!(
+            actual > limit,
+            "{ctx}: LimitExceeded under its limit: {e:?}"
+        );
+    }
+}
+
+fn same_error(a: &Error, b: &Error) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b) && a.format_kind() == b.format_kind()
+}
+
+/// `patch_header`: the header parser and `inspect` on arbitrary bytes.
+pub fn check_header(data: &[u8]) {
+    let (r, peak) = peak_during(|| PatchReader::new(data).map(|r| r.header().clone()));
+    assert!(
+        peak <= INSPECT_HEAP_BUDGET,
+        "header parse held {peak} heap bytes"
+    );
+    let small = PatchReader::with_limits(data, limits()).map(|r| r.header().clone());
+    let naive_header = naive::header(data);
+    match &r {
+        Ok(h) => {
+            let n = naive_header.expect("the oracle refuses a header the crate accepts");
+            assert_eq!(h.old_len(), n.old_len);
+            assert_eq!(h.new_len(), n.new_len);
+            assert_eq!(h.old_sha256(), Sha256Digest(n.old_sha256));
+            assert_eq!(h.new_sha256(), Sha256Digest(n.new_sha256));
+            match &small {
+                Ok(s) => assert_eq!(s, h),
+                Err(Error::LimitExceeded { actual, .. }) => {
+                    assert!(h.new_len() > MAX_OUTPUT);
+                    assert_eq!(*actual, h.new_len());
+                }
+                Err(e) => panic!("small limits give {e:?} for a header accepted by default"),
+            }
+        }
+        Err(e) => {
+            assert_rejection(e, "header");
+            if !matches!(e, Error::LimitExceeded { .. }) {
+                assert!(
+                    naive_header.is_err(),
+                    "the oracle accepts a header the crate refuses: {e:?}"
+                );
+            }
+            assert!(small.is_err());
+        }
+    }
+    let (info, peak) = peak_during(|| deltaswap::inspect(data));
+    assert!(
+        peak <= INSPECT_HEAP_BUDGET,
+        "inspect held {peak} heap bytes"
+    );
+    let streamed = deltaswap::inspect(Trickle::new(data));
+    match (&info, &streamed) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert_eq!(a.patch_len(), data.len() as u64);
+            assert_eq!(Some(a.header()), r.as_ref().ok());
+            assert!(a.segments() <= a.header().new_len());
+            let stored: u64 = a.streams().iter().map(|s| s.2).sum();
+            assert!(stored < data.len() as u64);
+        }
+        (Err(a), Err(b)) => {
+            assert_rejection(a, "inspect");
+            assert!(same_error(a, b), "inspect on a slice {a:?}, trickled {b:?}");
+        }
+        _ => panic!("inspect on a slice and trickled disagree: {info:?} / {streamed:?}"),
+    }
+}
+
+/// `apply_fixed_old` / `apply_any_old`: a patch against an old file. The
+/// streaming applier, the slice applier and the oracle must agree; apply never
+/// reads outside `old`, never holds more than [`APPLY_HEAP_BUDGET`] heap bytes,
+/// and only returns bytes whose SHA-256 the patch declared.
+pub fn check_apply(old: &[u8], patch: &[u8]) {
+    let (res, peak) = peak_during(|| deltaswap::apply_with_limits(old, patch, limits()));
+    assert!(
+        peak <= APPLY_HEAP_BUDGET,
+        "apply held {peak} heap bytes (budget {APPLY_HEAP_BUDGET})"
+    );
+    let mut streamed_out = Vec::new();
+    let streamed = PatchReader::with_limits(Trickle::new(patch), limits())
+        .and_then(|r| r.apply_to(&ReadAtOnly(old), &mut streamed_out));
+    match (&res, &streamed) {
+        (Ok(out), Ok(v)) => {
+            assert_eq!(&streamed_out, out, "streaming and slice outputs differ");
+            assert_eq!(v.len(), out.len() as u64);
+            assert_eq!(v.sha256(), Sha256Digest::of(out));
+            assert!(out.len() as u64 <= MAX_OUTPUT);
+            let h = PatchReader::new(patch).expect("header of an applied patch");
+            assert_eq!(h.header().new_sha256(), Sha256Digest::of(out));
+            assert_eq!(h.header().old_sha256(), Sha256Digest::of(old));
+            let info = deltaswap::inspect(patch).expect("inspect refuses an applied patch");
+            assert_eq!(info.patch_len(), patch.len() as u64);
+        }
+        (Err(a), Err(b)) => {
+            assert_rejection(a, "apply");
+            assert!(same_error(a, b), "slice apply {a:?}, streamed {b:?}");
+        }
+        _ => panic!("slice and streaming apply disagree: {res:?} / {streamed:?}"),
+    }
+    // The oracle. Skipped past a limit: it applies the default limits, and with
+    // the small ones out of the way the inputs it would decode are unbounded.
+    if matches!(res, Err(Error::LimitExceeded { .. })) {
+        return;
+    }
+    let oracle = naive::apply(old, patch);
+    match (&res, &oracle) {
+        (Ok(a), Ok(b)) => assert!(a == b, "the oracle's output differs"),
+        (Err(_), Err(_)) => {}
+        (Ok(_), Err(e)) => panic!("the crate accepts a patch the oracle refuses: {e}"),
+        (Err(e), Ok(b)) => {
+            // The crate refused under the fuzzing limits (for example a literal
+            // frame with a window over 2^20): with the defaults it must agree.
+            match deltaswap::apply(old, patch) {
+                Ok(a) => assert!(&a == b, "the oracle's output differs (default limits)"),
+                Err(d) => panic!(
+                    "the oracle accepts a patch the crate refuses: {e:?} / default limits {d:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// `apply_any_old`: the first two bytes give the old file's length (little
+/// endian; the top bit asks to rewrite the patch header's old length and
+/// SHA-256 to match the old file, so mutations of the old file still reach the
+/// body), then the old file, then the patch.
+pub fn check_any_old(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = u16::from_le_bytes(*len);
+    let fix = n & 0x8000 != 0;
+    let n = usize::from(n & 0x7fff).min(rest.len());
+    let (old, patch) = rest.split_at(n);
+    if fix {
+        let fixed = fix_old_fields(patch, old);
+        check_apply(old, &fixed);
+    } else {
+        check_apply(old, patch);
+    }
+}
+
+/// Rewrites the old length and old SHA-256 of a patch header to those of `old`,
+/// when the header parses as far as them.
+pub fn fix_old_fields(patch: &[u8], old: &[u8]) -> Vec<u8> {
+    fn varint_end(p: &[u8], at: usize) -> Option<usize> {
+        (0..10)
+            .map(|i| at + i)
+            .find(|&i| p.get(i).is_some_and(|b| b & 0x80 == 0))
+            .map(|i| i + 1)
+    }
+    let Some(old_len_end) = varint_end(patch, 8) else {
+        return patch.to_vec();
+    };
+    let Some(new_len_end) = varint_end(patch, old_len_end) else {
+        return patch.to_vec();
+    };
+    if patch.len() < new_len_end + 32 {
+        return patch.to_vec();
+    }
+    let mut out = patch[..8].to_vec();
+    let mut v = old.len() as u64;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&patch[old_len_end..new_len_end]);
+    out.extend_from_slice(Sha256Digest::of(old).as_bytes());
+    out.extend_from_slice(&patch[new_len_end + 32..]);
+    out
+}
+
+/// `roundtrip`: the first byte chooses how to read the rest. Bit 0 clear: old
+/// and new are the two halves around a split point given by the next two
+/// bytes. Bit 0 set: old is the next `len` bytes and new is old edited by the
+/// rest, read as 4-byte edits (position, kind, value). Bits 1-2 pick the zstd
+/// level (1, 3, 9 or 19). `diff` must succeed and every applier must rebuild new.
+pub fn check_roundtrip(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+    let (old, new): (Vec<u8>, Vec<u8>) = if mode & 1 == 0 {
+        (rest[..n].to_vec(), rest[n..].to_vec())
+    } else {
+        let old = rest[..n].to_vec();
+        (old.clone(), edit(&old, &rest[n..]))
+    };
+    let level = [1, 3, 9, 19][usize::from((mode >> 1) & 3)];
+    let patch = deltaswap::DiffOptions::new()
+        .level(level)
+        .threads(1)
+        .diff(&old, &new)
+        .expect("diff failed");
+    let out = deltaswap::apply(&old, &patch).expect("apply refuses a patch diff wrote");
+    assert!(out == new, "round trip does not reproduce the new file");
+    let n = naive::apply(&old, &patch).expect("the oracle refuses a patch diff wrote");
+    assert!(n == new, "the oracle does not reproduce the new file");
+    let mut streamed = Vec::new();
+    let v = PatchReader::new(Trickle::new(&patch))
+        .and_then(|r| r.apply_to(&ReadAtOnly(&old), &mut streamed))
+        .expect("streaming apply refuses a patch diff wrote");
+    assert_eq!(v.sha256(), Sha256Digest::of(&new));
+    assert!(streamed == new);
+    let info = deltaswap::inspect(&patch[..]).expect("inspect refuses a patch diff wrote");
+    assert_eq!(info.patch_len(), patch.len() as u64);
+}
+
+/// Applies 4-byte edits `(pos lo, pos hi, kind, value)` to a copy of `old`.
+fn edit(old: &[u8], script: &[u8]) -> Vec<u8> {
+    let mut v = old.to_vec();
+    for e in script.chunks_exact(4) {
+        let pos = usize::from(u16::from_le_bytes([e[0], e[1]]));
+        let pos = if v.is_empty() { 0 } else { pos % (v.len() + 1) };
+        let (kind, val) = (e[2], e[3]);
+        match kind % 5 {
+            0 => {
+                if let Some(b) = v.get_mut(pos) {
+                    *b = val;
+                }
+            }
+            1 => v.insert(pos, val),
+            2 => {
+                let end = (pos + usize::from(val)).min(v.len());
+                v.drain(pos..end);
+            }
+            3 => {
+                // Insert a run of `val` copies of the byte before pos.
+                let b = pos
+                    .checked_sub(1)
+                    .and_then(|i| v.get(i))
+                    .copied()
+                    .unwrap_or(val);
+                v.splice(pos..pos, std::iter::repeat_n(b, usize::from(val)));
+            }
+            _ => {
+                // Move a block: duplicate 64 bytes from an earlier position.
+                let from = usize::from(val) * 16 % (v.len() + 1);
+                let end = (from + 64).min(v.len());
+                let block: Vec<u8> = v[from..end].to_vec();
+                v.splice(pos..pos, block);
+            }
+        }
+        if v.len() > 256 << 10 {
+            break;
+        }
+    }
+    v
+}

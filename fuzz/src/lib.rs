@@ -1,0 +1,20 @@
+//! Shared code of the deltaswap fuzz targets.
+//!
+//! * `checks`: the properties each target asserts (also replayed by the main
+//!   crate's `tests/fuzz_regressions.rs`).
+//! * `structured`: the `arbitrary` model behind `apply_structured`.
+//! * `naive`: the oracle applier of the codec tests (`tests/codec/naive.rs`),
+//!   written from docs/FORMAT.md alone.
+//! * `heap`: a counting global allocator, so that heap use over the budget is a
+//!   finding.
+
+#[path = "../../tests/codec/naive.rs"]
+#[allow(dead_code, clippy::all)]
+pub mod naive;
+
+pub mod checks;
+pub mod heap;
+pub mod structured;
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;

@@ -1,0 +1,246 @@
+//! [P5] Bounded memory: applying a patch to a 1 GiB target holds no more heap
+//! than applying one to a 1 MiB target (within 5 %), and both stay within the
+//! apply memory budget documented on `Limits` (48 MiB).
+//!
+//! The old file is a `Source` that generates zeros on the fly (nothing of it is
+//! stored); the new file is the old one with a delta-changed byte near the
+//! start, five literal bytes in the middle and a changed last byte; the patch is
+//! written field by field (the codec tests' builder), not by `diff`, so that
+//! building it is instant; the output goes into a sink that only counts bytes
+//! (apply itself checks the result's SHA-256).
+//!
+//! Heap is measured by a counting global allocator (Rust allocations); zstd's
+//! C allocations are not counted there, so the process peak RSS (`VmHWM`,
+//! reset through `/proc/self/clear_refs` before each run) is reported and
+//! checked against the budget too.
+//!
+//! `harness = false`: one process, the two sizes run one after the other.
+
+#[path = "codec/builder.rs"]
+#[allow(dead_code)]
+mod builder;
+#[path = "../fuzz/src/heap.rs"]
+mod heap;
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use builder::{
+    varint, zigzag, Codec, Header, Patch, SegmentData, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS,
+    ZERO_RUNS,
+};
+use deltaswap::{PatchReader, Source};
+use sha2::{Digest, Sha256};
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
+
+/// The apply memory budget documented on `deltaswap::Limits` (defaults).
+const BUDGET: usize = 48 << 20;
+
+/// An old file of `len` zeros that exists only as a length.
+struct Zeros(u64);
+
+impl Source for Zeros {
+    fn len(&self) -> u64 {
+        self.0
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        assert!(
+            end.is_some_and(|e| e <= self.0),
+            "read outside the old file"
+        );
+        buf.fill(0);
+        Ok(())
+    }
+}
+
+/// Counts what it is given.
+struct CountingSink(u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+const LIT: &[u8] = b"HELLO";
+
+/// The new file for an old file of `len` zeros: byte 4096 is 1, five literal
+/// bytes are inserted at `len / 2`, the last byte is 7. Returns its SHA-256,
+/// computed in 1 MiB pieces.
+fn new_sha256(len: u64) -> [u8; 32] {
+    let mid = len / 2;
+    let mut h = Sha256::new();
+    let chunk = vec![0u8; 1 << 20];
+    let feed = |from: u64, to: u64, h: &mut Sha256| {
+        let mut p = from;
+        while p < to {
+            let n = (to - p).min(chunk.len() as u64) as usize;
+            h.update(&chunk[..n]);
+            p += n as u64;
+        }
+    };
+    feed(0, 4096, &mut h);
+    h.update([1u8]);
+    feed(4097, mid, &mut h);
+    h.update(LIT);
+    feed(mid, len - 1, &mut h);
+    h.update([7u8]);
+    h.finalize().into()
+}
+
+fn old_sha256(len: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let chunk = vec![0u8; 1 << 20];
+    let mut p = 0;
+    while p < len {
+        let n = (len - p).min(chunk.len() as u64) as usize;
+        h.update(&chunk[..n]);
+        p += n as u64;
+    }
+    h.finalize().into()
+}
+
+/// Two segments: `copy mid, literal 5` then `copy len - mid`, all streams zstd.
+fn patch_for(len: u64) -> Vec<u8> {
+    let mid = len / 2;
+    let mut s1 = SegmentData {
+        seg_len: mid + LIT.len() as u64,
+        ..Default::default()
+    };
+    for v in [mid, LIT.len() as u64, zigzag(0)] {
+        s1.streams[CONTROL].extend(varint(v));
+    }
+    for (z, d) in [(4096, 1), (mid - 4097, 0)] {
+        s1.streams[ZERO_RUNS].extend(varint(z));
+        s1.streams[DELTA_LENS].extend(varint(d));
+    }
+    s1.streams[DELTA_BYTES] = vec![1];
+    s1.streams[LITERALS] = LIT.to_vec();
+    let mut s2 = SegmentData {
+        seg_len: len - mid,
+        ..Default::default()
+    };
+    for v in [len - mid, 0, zigzag(0)] {
+        s2.streams[CONTROL].extend(varint(v));
+    }
+    s2.streams[ZERO_RUNS].extend(varint(len - mid - 1));
+    s2.streams[DELTA_LENS].extend(varint(1));
+    s2.streams[DELTA_BYTES] = vec![7];
+    let header = Header {
+        magic: b"DSWP".to_vec(),
+        version: 1,
+        flags: 0,
+        transform: 0,
+        reserved: 0,
+        old_len: varint(len),
+        new_len: varint(len + LIT.len() as u64),
+        old_sha256: old_sha256(len),
+        new_sha256: new_sha256(len),
+    };
+    Patch {
+        header,
+        segments: vec![s1.encode([Codec::Zstd; 5]), s2.encode([Codec::Zstd; 5])],
+        trailer: Vec::new(),
+    }
+    .bytes()
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn current_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+struct Measured {
+    heap_peak: usize,
+    rss_growth: Option<u64>,
+    secs: f64,
+}
+
+fn measure(len: u64) -> Measured {
+    let patch = patch_for(len);
+    let old = Zeros(len);
+    let rss_before = current_rss();
+    let rss_ok = reset_peak_rss();
+    let t = Instant::now();
+    let (res, heap_peak) = heap::peak_during(|| {
+        let mut sink = CountingSink(0);
+        let v = PatchReader::new(&patch[..]).and_then(|r| r.apply_to(&old, &mut sink));
+        (v, sink.0)
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let (verified, written) = res;
+    let verified = verified.expect("the patch applies");
+    assert_eq!(written, len + LIT.len() as u64);
+    assert_eq!(verified.len(), written);
+    assert_eq!(verified.sha256().as_bytes(), &new_sha256(len));
+    let rss_growth = match (rss_ok, rss_before, peak_rss()) {
+        (true, Some(b), Some(p)) => Some(p.saturating_sub(b)),
+        _ => None,
+    };
+    Measured {
+        heap_peak,
+        rss_growth,
+        secs,
+    }
+}
+
+fn main() {
+    // libtest arguments (--list, filters) are accepted and ignored; `--list`
+    // must print nothing for `cargo test -- --list` to work.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let small = measure(1 << 20);
+    let large = measure(1 << 30);
+    for (name, m) in [("1 MiB", &small), ("1 GiB", &large)] {
+        println!(
+            "bounded_memory: {name} target: peak heap {} bytes ({:.2} MiB), peak RSS growth {}, {:.2} s",
+            m.heap_peak,
+            m.heap_peak as f64 / (1 << 20) as f64,
+            m.rss_growth
+                .map(|r| format!("{r} bytes ({:.2} MiB)", r as f64 / (1 << 20) as f64))
+                .unwrap_or_else(|| "not measured".into()),
+            m.secs
+        );
+    }
+    assert!(
+        large.heap_peak <= BUDGET,
+        "1 GiB apply held {} heap bytes",
+        large.heap_peak
+    );
+    assert!(small.heap_peak <= BUDGET);
+    let ratio = large.heap_peak as f64 / small.heap_peak as f64;
+    println!("bounded_memory: heap peak ratio 1 GiB / 1 MiB = {ratio:.4}");
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "the 1 GiB peak ({}) is not within 5 % of the 1 MiB peak ({})",
+        large.heap_peak,
+        small.heap_peak
+    );
+    if let Some(r) = large.rss_growth {
+        assert!(r <= BUDGET as u64, "1 GiB apply grew RSS by {r} bytes");
+    }
+    println!("bounded_memory: ok");
+}
