@@ -159,6 +159,87 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The bytes are not a valid deltaswap bundle (bad magic, truncated,
+    /// trailing bytes, a field out of range).
+    #[error("malformed bundle: {0}")]
+    BundleFormat(FormatError),
+    /// The bundle is signed by a key that is not among the trusted keys.
+    #[error("bundle is signed by key {key_id}, which is not trusted")]
+    UntrustedKey {
+        /// The signer's key id (first 8 bytes of SHA-256 of the public key, hex).
+        key_id: String,
+    },
+    /// The bundle's signature does not verify: the header or manifest was
+    /// changed after signing, or the signature is damaged.
+    #[error("bundle signature does not verify (key {key_id})")]
+    BadSignature {
+        /// The key id the bundle names.
+        key_id: String,
+    },
+    /// A payload's length or SHA-256 is not the one the signed manifest binds
+    /// (a damaged bundle, or a payload spliced in from another bundle).
+    #[error("payload of component {component} does not match the signed manifest")]
+    PayloadMismatch {
+        /// The component's path.
+        component: String,
+    },
+    /// A bundle path could escape the root or names a reserved entry.
+    #[error("bundle path {path:?} is unsafe: {reason}")]
+    UnsafePath {
+        /// The path as found (lossy UTF-8).
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Two components name the same path (or names differing only in ASCII case).
+    #[error("bundle lists {path:?} more than once")]
+    DuplicatePath {
+        /// The path.
+        path: String,
+    },
+    /// The bundle is for a different baseline than the installed system.
+    #[error("bundle is for baseline {bundle:?}, but the system is at baseline {system:?}")]
+    WrongBaseline {
+        /// The bundle's baseline id.
+        bundle: String,
+        /// The system's baseline id.
+        system: String,
+    },
+    /// The bundle's sequence number is not above the highest one installed
+    /// before (a replayed or older bundle).
+    #[error("bundle sequence {sequence} is not above the highest seen ({highest}); refusing a replay or downgrade")]
+    Downgrade {
+        /// The bundle's sequence number.
+        sequence: u64,
+        /// The highest sequence number seen on this system.
+        highest: u64,
+    },
+    /// An installed component is not the version the bundle or the install
+    /// state expects: it was changed locally (or is missing, or appeared).
+    #[error("component {path} was changed locally: expected {expected}, found {found}")]
+    ComponentModified {
+        /// The component's path.
+        path: String,
+        /// What was expected ("absent" or a SHA-256).
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// An interrupted install or remove left a journal for a different bundle;
+    /// run recovery first.
+    #[error("an interrupted operation for another bundle ({journal}) must be recovered first")]
+    ForeignJournal {
+        /// The bundle id recorded in the journal.
+        journal: Sha256Digest,
+    },
+    /// The install state or journal under the state directory is damaged.
+    #[error("install state {} is damaged: {reason}", path.display())]
+    StateCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -175,6 +256,16 @@ impl Error {
                 | Error::Symlink { .. }
                 | Error::NotRegularFile { .. }
                 | Error::HardLinks { .. }
+                | Error::BundleFormat(_)
+                | Error::UntrustedKey { .. }
+                | Error::BadSignature { .. }
+                | Error::PayloadMismatch { .. }
+                | Error::UnsafePath { .. }
+                | Error::DuplicatePath { .. }
+                | Error::WrongBaseline { .. }
+                | Error::Downgrade { .. }
+                | Error::ComponentModified { .. }
+                | Error::ForeignJournal { .. }
         )
     }
 

@@ -30,6 +30,7 @@
 
 mod apply;
 mod atomic;
+mod bundle;
 #[cfg(feature = "diff")]
 mod diff;
 mod error;
@@ -42,6 +43,12 @@ mod source;
 // The public interface is:
 pub use apply::{apply, apply_with_limits, inspect, PatchInfo, PatchReader, Verified};
 pub use atomic::{patch_in_place, recover, PatchOptions, PatchOutcome, RecoveryReport, SwapMethod};
+#[cfg(feature = "diff")]
+pub use bundle::BundleBuilder;
+pub use bundle::{
+    Bundle, BundleLimits, BundlePath, Component, ComponentKind, FileVersion, InstallReport,
+    Installer, Manifest, PublicKey, Recovery, SecretKey, Status,
+};
 #[cfg(feature = "diff")]
 pub use diff::{diff, DiffOptions};
 pub use error::{Error, FormatError, FormatErrorKind, Subject};

@@ -129,6 +129,13 @@ pub(crate) trait Fs {
     fn sync_dir(&self, dir: &Self::Dir) -> io::Result<()>;
     /// The names in a directory, without `.` and `..`.
     fn list_dir(&self, dir: &Self::Dir) -> io::Result<Vec<OsString>>;
+    /// Opens the subdirectory `name` of `dir` with `O_DIRECTORY | O_NOFOLLOW`:
+    /// a symbolic link fails with `ELOOP`, anything else but a directory with
+    /// `ENOTDIR`. (Bundle installer: walks root-relative paths without
+    /// following links.)
+    fn open_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
+    /// `mkdirat(dir, name, 0o700)`.
+    fn create_dir(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
 }
 
 /// The real file system, through `rustix` on directory file descriptors.
@@ -350,5 +357,20 @@ impl Fs for RealFs {
             }
         }
         Ok(names)
+    }
+
+    fn open_dir_at(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+        retry(|| {
+            rustix::fs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
+    }
+
+    fn create_dir(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        retry(|| rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)))
     }
 }

@@ -10,10 +10,10 @@
 //! The protocol, the crash analysis and what it assumes of the file system are
 //! in `docs/GUARANTEES.md`.
 
-mod fs;
+pub(crate) mod fs;
 mod protocol;
 #[cfg(all(test, feature = "diff"))]
-mod tests;
+pub(crate) mod tests;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

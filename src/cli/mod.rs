@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use deltaswap::{DiffOptions, Error, MappedFile, PatchReader};
 
+mod bundle;
 mod patch;
 
 const EXIT_OK: i32 = 0;
@@ -84,8 +85,20 @@ enum Command {
     /// Patch TARGET in place with PATCH, atomically and crash-safely: TARGET is
     /// the old or the new version at every instant.
     Patch(patch::PatchArgs),
-    /// Remove what interrupted patches left in DIR (files named .deltaswap-tmp.*).
+    /// Remove what interrupted patches left in DIR (files named .deltaswap-tmp.*),
+    /// or with --root finish or undo an interrupted bundle install or remove.
     Recover(patch::RecoverArgs),
+    /// Make an ed25519 key pair for signing bundles (hex text files).
+    Keygen(bundle::KeygenArgs),
+    /// Create or inspect signed bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCmd),
+    /// Install a signed bundle under ROOT, all or nothing.
+    Install(bundle::InstallArgs),
+    /// Return every component of the installed bundle to the baseline.
+    Remove(bundle::RootArgs),
+    /// Show the installed bundle and the install state.
+    Status(bundle::StatusArgs),
 }
 
 /// A CLI failure: exit status and message.
@@ -179,6 +192,7 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         Command::Info { patch, json } => cmd_info(&patch, json),
         Command::Patch(args) => patch::cmd_patch(args),
         Command::Recover(args) => patch::cmd_recover(args),
+        cmd => bundle::dispatch(cmd),
     }
 }
 

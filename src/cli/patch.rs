@@ -38,6 +38,17 @@ pub(super) struct PatchArgs {
 #[command(after_help = AFTER_HELP)]
 pub(super) struct RecoverArgs {
     /// The directory holding files that were being patched.
+    #[arg(required_unless_present = "root", conflicts_with = "root")]
+    dir: Option<PathBuf>,
+    /// Instead: finish or undo an interrupted bundle install or remove under ROOT.
+    #[arg(long)]
+    pub(super) root: Option<PathBuf>,
+    /// With --root: the state directory (default ROOT/.deltaswap).
+    #[arg(long, requires = "root")]
+    pub(super) state_dir: Option<PathBuf>,
+}
+
+struct RecoverDir {
     dir: PathBuf,
 }
 
@@ -102,6 +113,16 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
 }
 
 pub(super) fn cmd_recover(args: RecoverArgs) -> Result<(), Failure> {
+    if let Some(root) = args.root {
+        return super::bundle::cmd_recover_root(root, args.state_dir);
+    }
+    let Some(dir) = args.dir else {
+        return Err(Failure::io(
+            "recover".into(),
+            std::io::Error::other("DIR or --root is required"),
+        ));
+    };
+    let args = RecoverDir { dir };
     let report = deltaswap::recover(&args.dir)
         .map_err(|e| Failure::from_lib(format!("recovering '{}'", args.dir.display()), &e))?;
     for p in report.removed() {

@@ -186,4 +186,12 @@ impl<F: Fs> Fs for Faulty<'_, F> {
         self.gate("list_dir")?;
         self.inner.list_dir(dir)
     }
+    fn open_dir_at(&self, dir: &F::Dir, name: &OsStr) -> io::Result<F::Dir> {
+        self.gate("open_dir_at")?;
+        self.inner.open_dir_at(dir, name)
+    }
+    fn create_dir(&self, dir: &F::Dir, name: &OsStr) -> io::Result<()> {
+        self.gate("create_dir")?;
+        self.inner.create_dir(dir, name)
+    }
 }

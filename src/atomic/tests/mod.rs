@@ -1,8 +1,8 @@
 //! Tests of the atomic patcher: an in-memory live/durable model, a fault and
 //! power-cut wrapper for any [`Fs`](super::fs::Fs), and the test suites.
 
-mod faulty;
-mod model;
+pub(crate) mod faulty;
+pub(crate) mod model;
 
 mod enumerate;
 mod powercut;
