@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use deltaswap::{DiffOptions, Error, MappedFile, PatchReader};
 
 mod bundle;
+mod demo;
 mod patch;
 
 const EXIT_OK: i32 = 0;
@@ -85,6 +86,8 @@ enum Command {
     /// Patch TARGET in place with PATCH, atomically and crash-safely: TARGET is
     /// the old or the new version at every instant.
     Patch(patch::PatchArgs),
+    /// Run a self-contained demonstration in a temporary directory.
+    Demo(demo::DemoArgs),
     /// Remove what interrupted patches left in DIR (files named .deltaswap-tmp.*),
     /// or with --root finish or undo an interrupted bundle install or remove.
     Recover(patch::RecoverArgs),
@@ -191,6 +194,7 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         Command::Apply { old, patch, out } => cmd_apply(&old, &patch, &out),
         Command::Info { patch, json } => cmd_info(&patch, json),
         Command::Patch(args) => patch::cmd_patch(args),
+        Command::Demo(args) => demo::cmd_demo(args),
         Command::Recover(args) => patch::cmd_recover(args),
         cmd => bundle::dispatch(cmd),
     }
