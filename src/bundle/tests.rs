@@ -740,3 +740,39 @@ proptest! {
         }
     }
 }
+
+/// S4 on the real file system: a symbolic link in place of a component's
+/// directory is refused and nothing outside the root is written; (a), (b) over
+/// (a), and remove round-trip through the real `Installer`.
+#[test]
+fn real_fs_symlinked_parent_and_cycle() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    write_tree(&root, &f.baseline);
+    std::fs::rename(root.join("lib"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("lib")).unwrap();
+    let inst = super::Installer::new(&root);
+    let e = inst.install(&open(0)).unwrap_err();
+    assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    for (p, d) in &f.baseline {
+        if let Some(n) = p.strip_prefix("lib/") {
+            assert_eq!(&std::fs::read(outside.join(n)).unwrap(), d);
+        }
+    }
+    std::fs::remove_file(root.join("lib")).unwrap();
+    std::fs::rename(&outside, root.join("lib")).unwrap();
+    let read = |t: &Tree| {
+        for p in PATHS {
+            assert_eq!(std::fs::read(root.join(p)).ok().as_ref(), t.get(p), "{p}");
+        }
+    };
+    inst.install(&open(0)).unwrap();
+    read(&f.bundles[0].0);
+    inst.install(&open(1)).unwrap();
+    read(&f.bundles[1].0);
+    inst.remove().unwrap();
+    read(&f.baseline);
+    assert_eq!(inst.status().unwrap().highest_sequence(), 2);
+}
