@@ -350,7 +350,7 @@ impl fmt::Display for Subject {
 /// assert_eq!(err.format_kind(), Some(FormatErrorKind::BadMagic));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} ({what}) at patch byte {offset}")]
+#[error("{kind} ({what}) at byte {offset}")]
 pub struct FormatError {
     offset: u64,
     what: &'static str,

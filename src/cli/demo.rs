@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use deltaswap::{DiffOptions, Error, PatchOptions};
+use deltaswap::{
+    Bundle, BundleBuilder, DiffOptions, Error, Installer, PatchOptions, SecretKey, Sha256Digest,
+};
 
 use super::Failure;
 
@@ -304,10 +306,256 @@ fn run_demo(dir: &Path) -> Result<(), Failure> {
     });
     println!("    every library is whole and at the fixed version: {intact}");
 
+    bundle_tour(dir, &components, &mut n)?;
+
     println!(
         "\nDone in {:.1}s. Try it on your own files:",
         start.elapsed().as_secs_f64()
     );
     println!("    deltaswap diff OLD NEW PATCH && deltaswap apply OLD PATCH OUT && deltaswap patch TARGET PATCH");
+    println!("    deltaswap keygen sk pk && deltaswap bundle create --from OLD_ROOT --to NEW_ROOT --label L --baseline B --seq N --key sk -o BUNDLE");
+    println!("    deltaswap install --root ROOT --trust pk BUNDLE; deltaswap status --root ROOT; deltaswap remove --root ROOT");
+    Ok(())
+}
+
+fn write_tree(root: &Path, files: &[(&str, &[u8])]) -> Result<(), Failure> {
+    std::fs::create_dir_all(root).map_err(io_fail("cannot create", root))?;
+    for (name, data) in files {
+        let p = root.join(name);
+        std::fs::write(&p, data).map_err(io_fail("cannot write", &p))?;
+    }
+    Ok(())
+}
+
+fn status_line(installer: &Installer) -> Result<String, Failure> {
+    let st = installer.status().map_err(lib_fail("status"))?;
+    Ok(match (st.installed_label(), st.installed_sequence()) {
+        (Some(l), Some(q)) => format!("installed: \"{l}\" (sequence {q})"),
+        _ => "installed: nothing, the system is at its baseline".to_string(),
+    })
+}
+
+/// Hashes of the named files in `root`, to compare whole-system states.
+fn snapshot(root: &Path, names: &[&str]) -> Vec<Option<Sha256Digest>> {
+    names
+        .iter()
+        .map(|n| {
+            std::fs::read(root.join(n))
+                .ok()
+                .map(|b| Sha256Digest::of(&b))
+        })
+        .collect()
+}
+
+type Component = (&'static str, Vec<u8>, Vec<u8>);
+
+/// Signed bundles: (a) and (b) against the baseline, remove, replay refused,
+/// an install killed part-way and recovered.
+fn bundle_tour(dir: &Path, components: &[Component], n: &mut u32) -> Result<(), Failure> {
+    let names: Vec<&str> = components.iter().map(|c| c.0).collect();
+    let baseline: Vec<(&str, &[u8])> = components
+        .iter()
+        .map(|(nm, old, _)| (*nm, old.as_slice()))
+        .collect();
+
+    step(
+        n,
+        "Security responses as signed bundles: the baseline \"26.3\" and a signing key",
+    );
+    let base_tree = dir.join("release-26.3");
+    write_tree(&base_tree, &baseline)?;
+    let root = dir.join("device");
+    write_tree(&root, &baseline)?;
+    let key = SecretKey::generate().map_err(lib_fail("keygen"))?;
+    let trusted = [key.public_key()];
+    println!(
+        "    a device root at {} holds release 26.3; signing key id {}",
+        root.display(),
+        key.public_key().key_id_hex()
+    );
+
+    // (a) fixes libweb and libtls; (b) is cumulative: it also fixes libz and adds a file.
+    let helper = render(&generate_code(&mut Rng(7), 3_000));
+    let files_a: Vec<(&str, &[u8])> = components
+        .iter()
+        .map(|(nm, old, new)| {
+            (
+                *nm,
+                if *nm == "libz.so" {
+                    old.as_slice()
+                } else {
+                    new.as_slice()
+                },
+            )
+        })
+        .collect();
+    let files_b: Vec<(&str, &[u8])> = components
+        .iter()
+        .map(|(nm, _, new)| (*nm, new.as_slice()))
+        .chain(std::iter::once(("libwebhelper.so", helper.as_slice())))
+        .collect();
+    let tree_a = dir.join("release-26.3a");
+    let tree_b = dir.join("release-26.3b");
+    write_tree(&tree_a, &files_a)?;
+    write_tree(&tree_b, &files_b)?;
+    let changed = |files: &[(&str, &[u8])]| -> usize {
+        files
+            .iter()
+            .filter(|f| !baseline.iter().any(|b| b.0 == f.0 && b.1 == f.1))
+            .map(|f| f.1.len())
+            .sum()
+    };
+
+    let t = Instant::now();
+    let build = |label: &str, seq: u64, tree: &Path| {
+        BundleBuilder::new(label, "26.3", seq)
+            .created(1_800_000_000 + seq)
+            .build(&base_tree, tree, &key)
+            .map_err(lib_fail("bundle create"))
+    };
+    let bundle_a = build("26.3 (a)", 1, &tree_a)?;
+    let bundle_b = build("26.3 (b)", 2, &tree_b)?;
+    println!(
+        "    \"26.3 (a)\": 2 changed components: {:.1} KiB signed bundle instead of {:.2} MiB of files",
+        bundle_a.len() as f64 / 1024.0,
+        mib(changed(&files_a))
+    );
+    println!(
+        "    \"26.3 (b)\": 3 changed + 1 new component: {:.1} KiB instead of {:.2} MiB ({:.2}s to build both)",
+        bundle_b.len() as f64 / 1024.0,
+        mib(changed(&files_b)),
+        t.elapsed().as_secs_f64()
+    );
+
+    step(
+        n,
+        "Install \"26.3 (a)\": signature, baseline and sequence checked; all components or none",
+    );
+    let installer = Installer::new(&root);
+    let a = Bundle::open(bundle_a.clone(), &trusted).map_err(lib_fail("open bundle (a)"))?;
+    let t = Instant::now();
+    let rep = installer.install(&a).map_err(lib_fail("install (a)"))?;
+    println!(
+        "    {} component(s) changed in {:.3}s; {}",
+        rep.changed(),
+        t.elapsed().as_secs_f64(),
+        status_line(&installer)?
+    );
+
+    step(
+        n,
+        "Install \"26.3 (b)\" over (a): components are patched from the retained baseline copies",
+    );
+    let b = Bundle::open(bundle_b.clone(), &trusted).map_err(lib_fail("open bundle (b)"))?;
+    let t = Instant::now();
+    let rep = installer.install(&b).map_err(lib_fail("install (b)"))?;
+    let mut all_names = names.clone();
+    all_names.push("libwebhelper.so");
+    let expect_b: Vec<_> = files_b
+        .iter()
+        .map(|f| Some(Sha256Digest::of(f.1)))
+        .collect();
+    println!(
+        "    {} component(s) changed in {:.3}s; {}; every file matches release 26.3 (b): {}",
+        rep.changed(),
+        t.elapsed().as_secs_f64(),
+        status_line(&installer)?,
+        snapshot(&root, &all_names) == expect_b
+    );
+
+    step(
+        n,
+        "Remove it: every component returns to the baseline in one atomic step",
+    );
+    installer.remove().map_err(lib_fail("remove"))?;
+    let expect_base: Vec<_> = baseline
+        .iter()
+        .map(|f| Some(Sha256Digest::of(f.1)))
+        .collect();
+    println!(
+        "    {}; files identical to release 26.3: {}; the added file is gone: {}",
+        status_line(&installer)?,
+        snapshot(&root, &names) == expect_base,
+        !root.join("libwebhelper.so").exists()
+    );
+
+    step(
+        n,
+        "Replay the older, validly signed \"26.3 (a)\": refused (anti-downgrade)",
+    );
+    match installer.install(&a) {
+        Ok(_) => println!("    unexpected: the replayed bundle was installed"),
+        Err(e) => println!("    refused: {e}"),
+    }
+
+    step(
+        n,
+        "Kill an install part-way (SIGKILL), then recover: all old or all new, never a mix",
+    );
+    let bundle_c = build("26.3 (c)", 3, &tree_b)?;
+    let c_path = dir.join("26.3c.bundle");
+    std::fs::write(&c_path, &bundle_c).map_err(io_fail("cannot write", &c_path))?;
+    let pk_path = dir.join("demo.pub");
+    let pk_hex: String = key
+        .public_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&pk_path, format!("{pk_hex}\n")).map_err(io_fail("cannot write", &pk_path))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::io("cannot find the deltaswap binary".into(), e))?;
+    let mut child = std::process::Command::new(&exe)
+        .arg("install")
+        .arg("--root")
+        .arg(&root)
+        .arg("--trust")
+        .arg(&pk_path)
+        .arg(&c_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Failure::io("cannot start deltaswap install".into(), e))?;
+    let t = Instant::now();
+    // Kill it once it has started staging files (or after 2 s at most).
+    while t.elapsed().as_millis() < 2000 {
+        let staged = std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".deltaswap-stage")
+                })
+            })
+            .unwrap_or(false);
+        if staged || matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let finished = matches!(child.try_wait(), Ok(Some(_)));
+    let _ = child.kill();
+    let _ = child.wait();
+    if finished {
+        println!("    (the install finished before the kill)");
+    } else {
+        println!(
+            "    killed `deltaswap install` after {:.0} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let rec = installer.recover().map_err(lib_fail("recover"))?;
+    let snap = snapshot(&root, &names);
+    let state = if snap == expect_base {
+        "every component is at the baseline"
+    } else if snap.as_slice() == expect_b.get(..names.len()).unwrap_or_default() {
+        "every component is at 26.3 (c)"
+    } else {
+        "MIXED (this is a bug: please report it)"
+    };
+    println!(
+        "    recover: {rec:?}; {state}; {}",
+        status_line(&installer)?
+    );
     Ok(())
 }
