@@ -36,13 +36,14 @@ const DEFAULT_LEVEL: i32 = 19;
 /// let old = vec![1u8; 10_000];
 /// let mut new = old.clone();
 /// new[5000] = 2;
-/// let patch = DiffOptions::new().level(3).threads(1).diff(&old, &new)?;
+/// let patch = DiffOptions::new().level(3).window_log(20).threads(1).diff(&old, &new)?;
 /// assert_eq!(deltaswap::apply(&old, &patch)?, new);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
     level: i32,
+    window_log: u32,
     threads: Option<NonZeroUsize>,
 }
 
@@ -57,6 +58,7 @@ impl DiffOptions {
     pub fn new() -> DiffOptions {
         DiffOptions {
             level: DEFAULT_LEVEL,
+            window_log: WRITER_WINDOW_LOG,
             threads: None,
         }
     }
@@ -66,6 +68,15 @@ impl DiffOptions {
     /// 8 MiB whatever the level, so apply memory does not depend on it.
     pub fn level(mut self, level: i32) -> DiffOptions {
         self.level = level.clamp(1, 22);
+        self
+    }
+
+    /// Largest zstd window for the streams, as a power of two, 10 to 24
+    /// (clamped; default 23, 8 MiB). Apply needs this much memory for the
+    /// literal stream; a reader's [`Limits::max_window_log`](crate::Limits::max_window_log)
+    /// (default 24) must be at least this value.
+    pub fn window_log(mut self, log: u32) -> DiffOptions {
+        self.window_log = log.clamp(10, 24);
         self
     }
 
@@ -88,7 +99,11 @@ impl DiffOptions {
 
     /// Computes a patch and writes it to `out`; returns the patch length.
     pub fn diff_to<W: Write>(&self, old: &[u8], new: &[u8], mut out: W) -> Result<u64, Error> {
-        let run = || build_patch(old, new, self.level);
+        let packing = Packing {
+            level: self.level,
+            window_log: self.window_log,
+        };
+        let run = || build_patch(old, new, packing);
         let bytes = match self.threads {
             Some(n) => rayon::ThreadPoolBuilder::new()
                 .num_threads(n.get())
@@ -195,14 +210,14 @@ fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
     out
 }
 
-fn build_patch(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, Error> {
-    build_patch_with_budget(old, new, level, WRITER_SEGMENT_BUDGET)
+fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Error> {
+    build_patch_with_budget(old, new, packing, WRITER_SEGMENT_BUDGET)
 }
 
 fn build_patch_with_budget(
     old: &[u8],
     new: &[u8],
-    level: i32,
+    packing: Packing,
     budget: usize,
 ) -> Result<Vec<u8>, Error> {
     let (ops, (old_hash, new_hash)) = rayon::join(
@@ -218,10 +233,6 @@ fn build_patch_with_budget(
         builder.push(op, next_old);
     }
     let segments = builder.finish();
-    let packing = Packing {
-        level,
-        window_log: WRITER_WINDOW_LOG,
-    };
     let jobs: Vec<(usize, usize)> = (0..segments.len())
         .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
         .collect();
@@ -274,11 +285,28 @@ mod tests {
             new[i] = new[i].wrapping_add(1);
         }
         new.extend_from_slice(b"a literal tail");
-        let patch = build_patch_with_budget(&old, &new, 3, 1000).unwrap();
+        let patch = build_patch_with_budget(
+            &old,
+            &new,
+            Packing {
+                level: 3,
+                window_log: WRITER_WINDOW_LOG,
+            },
+            1000,
+        )
+        .unwrap();
         let info = crate::inspect(&patch[..]).unwrap();
         assert!(info.segments() >= 5, "{} segments", info.segments());
         assert_eq!(crate::apply(&old, &patch).unwrap(), new);
-        let one = build_patch(&old, &new, 3).unwrap();
+        let one = build_patch(
+            &old,
+            &new,
+            Packing {
+                level: 3,
+                window_log: WRITER_WINDOW_LOG,
+            },
+        )
+        .unwrap();
         assert_eq!(crate::inspect(&one[..]).unwrap().segments(), 1);
     }
 }
