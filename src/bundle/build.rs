@@ -76,10 +76,35 @@ impl BundleBuilder {
         self
     }
 
-    /// Also carries, for every changed file, a delta from its version in
-    /// `tree` (for example the previous patch level's tree), so that devices
-    /// whose installed file is that version can patch it directly. The
-    /// installer picks the delta by the installed file's hash.
+    /// Also carries, for every file of the baseline that `tree` (for example
+    /// the previous patch level's tree) has at another version than the new
+    /// tree, a delta from that version, so that devices whose installed file
+    /// is that version can patch it directly, with or without the installer's
+    /// baseline copies (a device freshly imaged at the earlier level). This
+    /// includes files the new tree has at their baseline version (an earlier
+    /// change that is pulled): such a component's baseline and target are
+    /// equal and it carries only deltas from earlier versions. A file `tree`
+    /// lacks gets a delta from the empty file, applied where the file is
+    /// absent. The installer picks the delta by the installed file's hash.
+    /// Give every earlier level devices may be at (not only the last one):
+    /// a level not given is only reachable through the installer's baseline
+    /// copies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let base = tempfile::tempdir()?; let a = tempfile::tempdir()?; let b = tempfile::tempdir()?;
+    /// std::fs::write(base.path().join("libjsc.so"), b"jsc 26.3")?;
+    /// std::fs::write(a.path().join("libjsc.so"), b"jsc 26.3 (a)")?;
+    /// std::fs::write(b.path().join("libjsc.so"), b"jsc 26.3 (b)")?;
+    /// let key = deltaswap::SecretKey::generate()?;
+    /// let bytes = deltaswap::BundleBuilder::new("26.3 (b)", "26.3", 2)
+    ///     .also_from(a.path())
+    ///     .build(base.path(), b.path(), &key)?;
+    /// let bundle = deltaswap::Bundle::open(bytes, &[key.public_key()])?;
+    /// assert_eq!(bundle.manifest().components()[0].sources().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn also_from(mut self, tree: impl Into<PathBuf>) -> BundleBuilder {
         self.also_from.push(tree.into());
         self
@@ -150,22 +175,33 @@ impl BundleBuilder {
             sha256: crate::hash::Sha256Digest::of(blob),
         };
         Ok(match (old, new) {
-            (Some(o), Some(n)) if o.data == n.data && o.mode == n.mode => None,
             (Some(o), Some(n)) => {
-                let mut blobs = vec![opts.diff(&o.data, &n.data)?];
-                let mut payloads = vec![payload(&o.data, &blobs[0])];
+                let mut blobs = Vec::new();
+                let mut payloads = Vec::new();
+                if o.data != n.data || o.mode != n.mode {
+                    let b = opts.diff(&o.data, &n.data)?;
+                    payloads.push(payload(&o.data, &b));
+                    blobs.push(b);
+                }
                 for tree in extra {
-                    if let Some(e) = tree.get(path.as_bytes()) {
-                        let v = FileVersion::of(&e.data);
-                        if e.data != n.data
-                            && payloads.iter().all(|p| p.from != v)
-                            && payloads.len() < usize::from(MAX_SOURCES)
-                        {
-                            let b = opts.diff(&e.data, &n.data)?;
-                            payloads.push(payload(&e.data, &b));
-                            blobs.push(b);
-                        }
+                    // A file the earlier tree lacks gets a delta from the
+                    // empty file (the installer applies it to an absent one).
+                    let e = tree.get(path.as_bytes()).map_or(&[][..], |e| &e.data[..]);
+                    let v = FileVersion::of(e);
+                    if e != n.data
+                        && e != o.data
+                        && payloads.iter().all(|p| p.from != v)
+                        && payloads.len() < usize::from(MAX_SOURCES)
+                    {
+                        let b = opts.diff(e, &n.data)?;
+                        payloads.push(payload(e, &b));
+                        blobs.push(b);
                     }
+                }
+                if payloads.is_empty() {
+                    // Unchanged since the baseline, and at the baseline in
+                    // every earlier tree: nothing to carry.
+                    return Ok(None);
                 }
                 Some((
                     Component {

@@ -547,7 +547,31 @@ fn plan<'m, F: Fs>(
                 }
             }
             Some(c) => {
-                if baseline != c.baseline {
+                // The delta carried from `v`, if any (patch components only:
+                // an added file's single payload is from the empty file).
+                let pick = |v: Option<FileVersion>| {
+                    v.and_then(|v| {
+                        c.payloads
+                            .iter()
+                            .find(|p| c.kind == ComponentKind::Patch && p.from == v)
+                    })
+                };
+                // The component is accepted when the version the installer
+                // starts from (the retained copy, else the live file) is
+                // the bundle's baseline or a version it carries a delta
+                // from, or when the live file already is the new version.
+                // Anything else is a local modification.
+                // An absent live file is patched by a delta from the empty
+                // file (an earlier level removed a file the new one has).
+                let pick_live = || match live {
+                    Some(_) => pick(live).map(|p| (p, From::Live)),
+                    None => pick(Some(FileVersion::of(b""))).map(|p| (p, From::Empty)),
+                };
+                let accepted = baseline == c.baseline
+                    || pick(baseline).is_some()
+                    || pick_live().is_some()
+                    || live == c.target;
+                if !accepted {
                     return Err(modified(path, c.baseline, baseline));
                 }
                 match c.kind {
@@ -555,18 +579,19 @@ fn plan<'m, F: Fs>(
                     ComponentKind::Remove => How::Delete,
                     ComponentKind::Add | ComponentKind::Patch => {
                         let target = c.target.ok_or(Error::Bug("component without target"))?;
-                        if prev.is_some() && live == Some(target) {
+                        // (A delta from the live file that is already the
+                        // target only changes the mode: apply it once.)
+                        if live == Some(target) && (prev.is_some() || pick_live().is_none()) {
                             How::Nothing
+                        } else if prev.is_some() && baseline == Some(target) {
+                            How::LinkBase
                         } else {
-                            let pick = |v: Option<FileVersion>| {
-                                v.and_then(|v| c.payloads.iter().find(|p| p.from == v))
-                            };
                             let (payload, from) = if c.kind == ComponentKind::Add {
                                 (c.payloads.first(), From::Empty)
                             } else if let Some(p) = pick(baseline).filter(|_| prev.is_some()) {
                                 (Some(p), From::BaseCopy)
-                            } else if let Some(p) = pick(live) {
-                                (Some(p), From::Live)
+                            } else if let Some((p, from)) = pick_live() {
+                                (Some(p), from)
                             } else {
                                 (None, From::Live)
                             };

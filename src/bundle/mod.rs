@@ -312,8 +312,10 @@ impl Status {
     pub fn installed_id(&self) -> Option<Sha256Digest> {
         self.state.installed.as_ref().map(|i| i.id)
     }
-    /// The components the installed bundle changed, with their baseline and
-    /// installed versions (`None`: absent).
+    /// The components the installed bundle changed, with their version
+    /// before the first install (the baseline, or the earlier patch level a
+    /// device was imaged at; what [`Installer::remove`] restores) and their
+    /// installed version (`None`: absent).
     pub fn components(&self) -> Vec<(String, Option<FileVersion>, Option<FileVersion>)> {
         self.state
             .installed

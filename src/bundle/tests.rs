@@ -635,24 +635,92 @@ fn refusals_are_typed_and_touch_nothing() {
     };
 }
 
-/// Multi-source deltas: a device whose files are at (a) but whose baseline
-/// copies are gone still installs (b) by the delta from (a).
+/// Multi-source deltas: a device freshly imaged at "26.3 (a)" (its files are
+/// at the (a) level, no install state, no baseline copies) installs (b),
+/// built with `also_from(tree_a)`, by the deltas from (a): in the model and
+/// on the real file system; remove then returns it to (a), the version it had
+/// before; a component changed locally is still refused.
 #[test]
-fn delta_chosen_by_installed_hash() {
+fn device_at_previous_level_installs_by_delta_from_it() {
     let f = fixture();
+    let (tree_a, tree_b) = (&f.bundles[0].0, &f.bundles[1].0);
     let b = open(1);
-    let c0 = b
-        .manifest()
-        .components()
-        .iter()
-        .find(|c| c.path().as_bytes() == b"lib/c0")
+    let comp = |p: &[u8]| {
+        b.manifest()
+            .components()
+            .iter()
+            .find(|c| c.path().as_bytes() == p)
+            .unwrap()
+            .clone()
+    };
+    let va = |p: &str| FileVersion::of(&tree_a[p]);
+    assert_eq!(comp(b"lib/c0").sources().len(), 2);
+    assert!(comp(b"lib/c0").sources().contains(&va("lib/c0")));
+    // c1: changed by (a), pulled by (b): carried as a delta from (a) only.
+    assert_eq!(comp(b"lib/c1").sources(), vec![va("lib/c1")]);
+    assert_eq!(comp(b"lib/c1").target(), comp(b"lib/c1").baseline());
+    // (b) as seen by a device imaged at (a). (a)'s added file n5 is absent
+    // from both the baseline and (b), so (b) cannot name it: it stays.
+    let mut want = tree_b.clone();
+    want.insert("lib/n5", tree_a["lib/n5"].clone());
+
+    // In the model.
+    let fs = MemFs::new(model_with(tree_a));
+    let r = run_with(&fs, &cfg(), Some(&b)).unwrap();
+    assert_eq!(snapshot(&fs.m.borrow()), expect(&want));
+    assert!(strays(&fs.m.borrow()).is_empty());
+    // c0 (a delta from (a)), c1 (back), c3 (from (a)), c4 (from the
+    // baseline), n6 (added).
+    assert_eq!(r.changed(), 5);
+    run_with::<_, Vec<u8>>(&fs, &cfg(), None).unwrap();
+    assert_eq!(snapshot(&fs.m.borrow()), expect(tree_a));
+    assert!(strays(&fs.m.borrow()).is_empty());
+
+    // The same device with c0 changed locally: no carried source matches.
+    let mut t = tree_a.clone();
+    t.insert("lib/c0", edit(&tree_a["lib/c0"], 1));
+    let e = refused(model_with(&t), &b);
+    assert!(
+        matches!(e, Error::ComponentModified { ref path, .. } if path == "lib/c0"),
+        "{e}"
+    );
+
+    // On the real file system, through the public installer, with (c)
+    // (built also_from (b)) over it and remove.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    write_tree(&root, tree_a);
+    let read = |t: &Tree| {
+        for p in PATHS {
+            assert_eq!(std::fs::read(root.join(p)).ok().as_ref(), t.get(p), "{p}");
+        }
+    };
+    let inst = super::Installer::new(&root);
+    inst.install(&b).unwrap();
+    read(&want);
+    // (c), built with every earlier level (a) and (b): c2 (removed by (a)
+    // and (b), back in (c)) comes from the empty file; n6 ((b) only) goes
+    // back to what the device had before its first install: absent.
+    let tree_c = &f.bundles[2].0;
+    for (i, t) in [&f.baseline, tree_a, tree_b, tree_c]
+        .into_iter()
+        .enumerate()
+    {
+        write_tree(&tmp.path().join(format!("t{i}")), t);
+    }
+    let bytes = BundleBuilder::new("26.3 (c)", "26.3", 3)
+        .also_from(tmp.path().join("t1"))
+        .also_from(tmp.path().join("t2"))
+        .build(&tmp.path().join("t0"), &tmp.path().join("t3"), &f.key)
         .unwrap();
-    assert_eq!(c0.sources().len(), 2);
-    // A fresh device whose c0 is at (a) level with no install state: the
-    // bundle's baseline check fails for c0 (it is not the baseline), but the
-    // payload selection itself must find the (a) delta.
-    let va = FileVersion::of(&f.bundles[0].0["lib/c0"]);
-    assert!(c0.sources().contains(&va));
+    let c = Bundle::open(bytes, &[f.key.public_key()]).unwrap();
+    let mut want_c = tree_c.clone();
+    want_c.insert("lib/n5", tree_a["lib/n5"].clone());
+    inst.install(&c).unwrap();
+    read(&want_c);
+    inst.remove().unwrap();
+    read(tree_a);
+    assert!(inst.recover().unwrap() == Recovery::Nothing);
 }
 
 #[derive(Clone, Debug)]
@@ -722,7 +790,13 @@ proptest! {
                         Op::Install(_) => (installed, highest),
                         Op::Remove => (None, highest),
                     };
-                    if snap == expect(&tree(new_inst)) {
+                    // New or old by the install state (two trees may be
+                    // equal: (u) is the baseline), then by the files.
+                    let st = status_with(&fs2, &cfg()).unwrap();
+                    let is_new = st.highest_sequence() == new_high
+                        && st.installed_sequence() == new_inst.map(|i| i as u64 + 1);
+                    if is_new {
+                        prop_assert_eq!(snap, expect(&tree(new_inst)));
                         installed = new_inst;
                         highest = new_high;
                     } else {
