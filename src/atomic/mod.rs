@@ -11,7 +11,7 @@
 //! in `docs/GUARANTEES.md`.
 
 pub(crate) mod fs;
-mod protocol;
+pub(crate) mod protocol;
 #[cfg(all(test, feature = "diff"))]
 pub(crate) mod tests;
 

@@ -716,27 +716,39 @@ fn copy_metadata<F: Fs>(
     }
     fs.set_mode(temp, st.mode)
         .map_err(|e| ctx.fail("setting the new version's mode", e))?;
+    copy_xattrs(fs, target, temp).map_err(|(what, e)| ctx.fail(what, e))
+}
+
+/// Makes `to`'s extended attributes those of `from`: removes the ones `to`
+/// inherited that `from` lacks, then copies every one of `from`'s, with
+/// `security.capability` last (nothing after it may clear it). Call it after
+/// the owner and mode are set. On failure, says what it was doing.
+pub(crate) fn copy_xattrs<F: Fs>(
+    fs: &F,
+    from: &F::File,
+    to: &F::File,
+) -> Result<(), (&'static str, io::Error)> {
     let mut names = fs
-        .xattr_names(target)
-        .map_err(|e| ctx.fail("listing extended attributes", e))?;
+        .xattr_names(from)
+        .map_err(|e| ("listing extended attributes", e))?;
     // Capabilities last: nothing after them may clear them.
     names.sort_by_key(|n| n.as_bytes() == b"security.capability");
     let inherited = fs
-        .xattr_names(temp)
-        .map_err(|e| ctx.fail("listing the new version's extended attributes", e))?;
+        .xattr_names(to)
+        .map_err(|e| ("listing the new version's extended attributes", e))?;
     for extra in inherited.iter().filter(|n| !names.contains(n)) {
-        fs.remove_xattr(temp, extra)
-            .map_err(|e| ctx.fail("removing an inherited extended attribute", e))?;
+        fs.remove_xattr(to, extra)
+            .map_err(|e| ("removing an inherited extended attribute", e))?;
     }
     for n in &names {
-        let value = match fs.get_xattr(target, n) {
+        let value = match fs.get_xattr(from, n) {
             Ok(v) => v,
             // Removed between listing and reading: nothing to carry over.
             Err(e) if e.raw_os_error() == errno(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(ctx.fail("reading an extended attribute", e)),
+            Err(e) => return Err(("reading an extended attribute", e)),
         };
-        fs.set_xattr(temp, n, &value)
-            .map_err(|e| ctx.fail("copying an extended attribute", e))?;
+        fs.set_xattr(to, n, &value)
+            .map_err(|e| ("copying an extended attribute", e))?;
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use crate::apply::PatchReader;
 use crate::atomic::fs::{FileKind, Fs};
+use crate::atomic::protocol::copy_xattrs;
 use crate::error::{Error, Subject};
 use crate::hash::{Hasher, Sha256Digest};
 use crate::limits::Limits;
@@ -661,15 +662,24 @@ fn stage_step<F: Fs, S: Source>(
         } => {
             let bundle = bundle.ok_or(Error::Bug("apply step without a bundle"))?;
             ctx.unlink_quiet(dir, &op.stage, &full)?;
-            let (src_file, owner) = match from {
-                From::Empty => (None, None),
-                From::Live => {
-                    let f = ctx
-                        .fs
-                        .open_read(dir, name)
-                        .map_err(Error::file(&full, "opening"))?;
+            // The file being replaced (absent for an added file): its owner
+            // and extended attributes carry over to the staged file.
+            let live = match ctx.fs.open_read(dir, name) {
+                Ok(f) => {
                     let st = ctx.fs.stat(&f).map_err(Error::file(&full, "examining"))?;
-                    (Some((f, st.size)), Some((st.uid, st.gid)))
+                    Some((f, st))
+                }
+                Err(e) if not_found(&e) => None,
+                Err(e) => return Err(Error::file(&full, "opening")(e)),
+            };
+            let base_copy;
+            let src_file = match from {
+                From::Empty => None,
+                From::Live => {
+                    let (f, st) = live
+                        .as_ref()
+                        .ok_or_else(|| Error::Changed { path: full.clone() })?;
+                    Some((f, st.size))
                 }
                 From::BaseCopy => {
                     let f = ctx
@@ -677,7 +687,8 @@ fn stage_step<F: Fs, S: Source>(
                         .open_read(&ctx.base, &bname)
                         .map_err(Error::file(&bpath, "opening"))?;
                     let st = ctx.fs.stat(&f).map_err(Error::file(&bpath, "examining"))?;
-                    (Some((f, st.size)), Some((st.uid, st.gid)))
+                    base_copy = f;
+                    Some((&base_copy, st.size))
                 }
             };
             let staged = ctx
@@ -741,14 +752,25 @@ fn stage_step<F: Fs, S: Source>(
                     found: verified.sha256(),
                 });
             }
-            if let Some((uid, gid)) = owner {
-                ctx.fs
-                    .set_owner(&staged, uid, gid)
-                    .map_err(Error::file(&full, "setting the staged file's owner"))?;
+            // Owner first (changing it clears set-ID bits and capabilities),
+            // then the bundle's mode, then the extended attributes.
+            if let Some((_, st)) = &live {
+                let sst = ctx
+                    .fs
+                    .stat(&staged)
+                    .map_err(Error::file(&full, "examining the staged file"))?;
+                if (sst.uid, sst.gid) != (st.uid, st.gid) {
+                    ctx.fs
+                        .set_owner(&staged, st.uid, st.gid)
+                        .map_err(Error::file(&full, "setting the staged file's owner"))?;
+                }
             }
             ctx.fs
                 .set_mode(&staged, *mode)
                 .map_err(Error::file(&full, "setting the staged file's mode"))?;
+            if let Some((f, _)) = &live {
+                copy_xattrs(ctx.fs, f, &staged).map_err(|(what, e)| Error::file(&full, what)(e))?;
+            }
             ctx.fs
                 .sync(&staged)
                 .map_err(Error::file(&full, "syncing the staged file"))
