@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use deltaswap::{Bundle, BundleBuilder, Installer, MappedFile, PublicKey, SecretKey};
 
-use super::{Command, Failure, AFTER_HELP};
+use super::{check, note, progress, Command, Failure, AFTER_HELP};
 
 /// Arguments of `deltaswap keygen`.
 #[derive(Args, Debug)]
@@ -142,10 +142,24 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn read_key32(path: &Path, what: &str) -> Result<[u8; 32], Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::io(format!("cannot read {what} '{}'", path.display()), e))?;
-    let t = text.trim().as_bytes();
+/// Reads a 32-byte key written by `deltaswap keygen` (64 hex digits).
+/// `what` is "secret key" or "public key", `flag` the option that named it.
+fn read_key32(path: &Path, what: &str, flag: &str) -> Result<[u8; 32], Failure> {
+    let kind = check::input_file(&format!("{what} file ({flag})"), path)?;
+    let wrong = match kind {
+        check::Kind::Bundle => Some("a bundle"),
+        check::Kind::Patch => Some("a patch"),
+        check::Kind::Other => None,
+    };
+    if let Some(w) = wrong {
+        return Err(check::usage(format!(
+            "{flag} '{}' is {w}, not a {what} file (give the {what} file written by 'deltaswap keygen'; see --help for the argument order)",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| check::read_failure(what, path, e))?;
+    let t = String::from_utf8_lossy(&bytes);
+    let t = t.trim().as_bytes();
     let mut out = [0u8; 32];
     let ok = t.len() == 64
         && out.iter_mut().zip(t.chunks_exact(2)).all(|(o, p)| {
@@ -156,24 +170,99 @@ fn read_key32(path: &Path, what: &str) -> Result<[u8; 32], Failure> {
                 .is_some()
         });
     if !ok {
-        return Err(Failure {
-            code: super::EXIT_REJECTED,
-            message: format!("{what} '{}' is not 64 hex digits", path.display()),
-            causes: Vec::new(),
-        });
+        return Err(check::rejected(format!(
+            "{flag} '{}' is not a {what}: a key file holds 64 hex digits (give the {what} file written by 'deltaswap keygen')",
+            path.display()
+        )));
     }
     Ok(out)
 }
 
-fn trusted(paths: &[PathBuf]) -> Result<Vec<PublicKey>, Failure> {
+/// A `--trust` file: its path, its 32 bytes and the public key they encode
+/// (`None` when they are not a valid ed25519 public key, as a secret key
+/// usually is not).
+struct Trusted {
+    path: PathBuf,
+    bytes: [u8; 32],
+    key: Option<PublicKey>,
+}
+
+/// The trusted keys named by `--trust`.
+fn trusted(paths: &[PathBuf]) -> Result<Vec<Trusted>, Failure> {
     paths
         .iter()
         .map(|p| {
-            let b = read_key32(p, "public key")?;
-            PublicKey::from_bytes(&b)
-                .map_err(|e| Failure::from_lib(format!("public key '{}'", p.display()), &e))
+            let bytes = read_key32(p, "public key", "--trust")?;
+            Ok(Trusted {
+                path: p.clone(),
+                bytes,
+                key: PublicKey::from_bytes(&bytes).ok(),
+            })
         })
         .collect()
+}
+
+/// Explains a bundle signed by a key that is not trusted: a secret key given
+/// to `--trust`, a bundle signed with a public key file given to `--key`, or
+/// simply another key.
+fn untrusted_key(bundle: &Path, key_id: &str, trusted: &[Trusted]) -> Failure {
+    use std::os::unix::fs::PermissionsExt;
+    for t in trusted {
+        if SecretKey::from_bytes(&t.bytes).public_key().key_id_hex() != key_id {
+            continue;
+        }
+        // The bundle was signed with this file's bytes as the secret key.
+        let private = std::fs::metadata(&t.path)
+            .map(|m| m.permissions().mode() & 0o077 == 0)
+            .unwrap_or(false);
+        return if t.key.is_none() || private {
+            check::usage(format!(
+                "--trust '{}' is the SECRET key that signed bundle '{}', not its public key (pass the public key file, the second file written by 'deltaswap keygen', and keep the secret key private)",
+                t.path.display(),
+                bundle.display()
+            ))
+        } else {
+            check::rejected(format!(
+                "bundle '{}' was signed with the public key file '{}' given as --key, so it cannot be verified (rebuild it with 'deltaswap bundle create --key SECRET_KEY', the first file written by 'deltaswap keygen')",
+                bundle.display(),
+                t.path.display()
+            ))
+        };
+    }
+    if let Some(t) = trusted.iter().find(|t| t.key.is_none()) {
+        return check::rejected(format!(
+            "--trust '{}' is not a valid public key; it may be a secret key (pass the public key file, the second file written by 'deltaswap keygen')",
+            t.path.display()
+        ));
+    }
+    let ids: Vec<String> = trusted
+        .iter()
+        .filter_map(|t| {
+            t.key
+                .as_ref()
+                .map(|k| format!("'{}' is key {}", t.path.display(), k.key_id_hex()))
+        })
+        .collect();
+    check::rejected(format!(
+        "bundle '{}' is signed by key {key_id}, which is not trusted ({}): pass --trust with the public key that matches the secret key the bundle was signed with ('deltaswap keygen' prints the key id)",
+        bundle.display(),
+        ids.join(", ")
+    ))
+}
+
+/// ROOT must be an existing directory.
+fn check_root(r: &RootArgs) -> Result<(), Failure> {
+    check::input_dir(
+        "ROOT",
+        &r.root,
+        "the root directory the bundle's paths are relative to",
+    )?;
+    if let Some(s) = &r.state_dir {
+        if s.exists() {
+            check::input_dir("--state-dir", s, "a directory")?;
+        }
+    }
+    Ok(())
 }
 
 fn installer(r: &RootArgs) -> Installer {
@@ -187,6 +276,21 @@ fn installer(r: &RootArgs) -> Installer {
 fn keygen(a: KeygenArgs) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if a.secret_key == a.public_key {
+        return Err(check::usage(format!(
+            "SECRET_KEY and PUBLIC_KEY are the same file '{}' (give two file names, for example 'release.key release.pub')",
+            a.secret_key.display()
+        )));
+    }
+    for (role, p) in [("SECRET_KEY", &a.secret_key), ("PUBLIC_KEY", &a.public_key)] {
+        if p.exists() && !p.is_dir() {
+            return Err(check::usage(format!(
+                "{role} '{}' already exists; keygen never overwrites a key (choose another file name, or delete the old key if it is no longer needed)",
+                p.display()
+            )));
+        }
+        check::output_file(role, p)?;
+    }
     let key =
         SecretKey::generate().map_err(|e| Failure::from_lib("generating a key".into(), &e))?;
     let mut f = std::fs::OpenOptions::new()
@@ -194,17 +298,56 @@ fn keygen(a: KeygenArgs) -> Result<(), Failure> {
         .create_new(true)
         .mode(0o600)
         .open(&a.secret_key)
-        .map_err(|e| Failure::io(format!("cannot create '{}'", a.secret_key.display()), e))?;
+        .map_err(|e| check::write_failure("SECRET_KEY", &a.secret_key, e))?;
     writeln!(f, "{}", hex(&key.to_bytes()))
         .and_then(|()| f.sync_all())
-        .map_err(|e| Failure::io(format!("cannot write '{}'", a.secret_key.display()), e))?;
+        .map_err(|e| check::write_failure("SECRET_KEY", &a.secret_key, e))?;
     std::fs::write(
         &a.public_key,
         format!("{}\n", hex(&key.public_key().to_bytes())),
     )
-    .map_err(|e| Failure::io(format!("cannot write '{}'", a.public_key.display()), e))?;
-    eprintln!("deltaswap: key id {}", key.public_key().key_id_hex());
+    .map_err(|e| check::write_failure("PUBLIC_KEY", &a.public_key, e))?;
+    note(format_args!(
+        "key id {}: sign with --key {}, verify with --trust {}",
+        key.public_key().key_id_hex(),
+        a.secret_key.display(),
+        a.public_key.display()
+    ));
     Ok(())
+}
+
+/// Total size of the regular files under `dir` (for the progress display).
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Warns when the secret key file is readable by others: a hint that it may
+/// be the public key given by mistake.
+fn warn_key_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            note(format_args!(
+                "warning: --key '{}' is readable by other users (mode {mode:03o}); if it is the public key, pass the secret key instead ('deltaswap keygen SECRET PUBLIC' writes the secret one with mode 600)",
+                path.display()
+            ));
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -219,7 +362,21 @@ fn create(
     created: Option<u64>,
     output: &Path,
 ) -> Result<(), Failure> {
-    let key = SecretKey::from_bytes(&read_key32(key, "secret key")?);
+    check::input_dir("--from", from, "the baseline directory tree")?;
+    check::input_dir("--to", to, "the directory tree of the new version")?;
+    for t in &also_from {
+        check::input_dir("--also-from", t, "a directory tree of an earlier version")?;
+    }
+    if from == to {
+        return Err(check::usage(format!(
+            "--from and --to are the same directory '{}' (--from is the baseline tree, --to the new tree)",
+            from.display()
+        )));
+    }
+    let secret = read_key32(key, "secret key", "--key")?;
+    warn_key_mode(key);
+    let key = SecretKey::from_bytes(&secret);
+    check::output_file("--output", output)?;
     let created = created
         .or_else(|| {
             std::env::var("SOURCE_DATE_EPOCH")
@@ -236,18 +393,33 @@ fn create(
     for t in also_from {
         b = b.also_from(t);
     }
-    let bytes = b
-        .build(from, to, &key)
-        .map_err(|e| Failure::from_lib("building the bundle".into(), &e))?;
-    let tmp = output.with_extension("tmp");
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, output))
-        .map_err(|e| Failure::io(format!("cannot write '{}'", output.display()), e))?;
-    eprintln!(
-        "deltaswap: wrote {} ({} bytes)",
-        output.display(),
-        bytes.len()
+    let t = std::time::Instant::now();
+    let total = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tree_size(from) + tree_size(to)
+    } else {
+        0
+    };
+    let bar = progress::spinner(
+        total,
+        format!(
+            "building bundle from {} and {} ({})",
+            from.display(),
+            to.display(),
+            progress::size(total)
+        ),
     );
+    let result = b.build(from, to, &key);
+    bar.finish_and_clear();
+    let bytes = result.map_err(|e| Failure::from_lib("building the bundle".into(), &e))?;
+    super::write_atomically(output, |w| std::io::Write::write_all(w, &bytes))
+        .map_err(|e| check::write_failure("--output", output, e))?;
+    note(format_args!(
+        "wrote {} ({} bytes) in {:.2}s, signed by key {}",
+        output.display(),
+        bytes.len(),
+        t.elapsed().as_secs_f64(),
+        key.public_key().key_id_hex()
+    ));
     Ok(())
 }
 
@@ -272,20 +444,51 @@ fn ver(v: Option<deltaswap::FileVersion>) -> (String, String) {
     }
 }
 
+/// BUNDLE must be a deltaswap bundle.
+fn check_bundle(path: &Path) -> Result<(), Failure> {
+    match check::input_file("BUNDLE", path)? {
+        check::Kind::Bundle => Ok(()),
+        check::Kind::Patch => Err(check::usage(format!(
+            "BUNDLE '{}' is a patch, not a bundle (apply a patch with 'deltaswap patch TARGET PATCH' or 'deltaswap apply OLD PATCH OUT'; show it with 'deltaswap info')",
+            path.display()
+        ))),
+        check::Kind::Other => Err(check::rejected(format!(
+            "BUNDLE '{}' is not a deltaswap bundle: it does not start with \"DSBUNDLE\" (check the path, or fetch the bundle again)",
+            path.display()
+        ))),
+    }
+}
+
+fn open_verified<'a>(
+    path: &Path,
+    map: &'a MappedFile,
+    trusted: &[Trusted],
+) -> Result<Bundle<&'a MappedFile>, Failure> {
+    let keys: Vec<PublicKey> = trusted.iter().filter_map(|t| t.key).collect();
+    if keys.is_empty() {
+        // No valid public key: find out why from the bundle's key id.
+        let key_id = Bundle::open_unverified(map)
+            .map(|b| hex(&b.key_id()))
+            .unwrap_or_default();
+        return Err(untrusted_key(path, &key_id, trusted));
+    }
+    Bundle::open(map, &keys).map_err(|e| match &e {
+        deltaswap::Error::UntrustedKey { key_id } => untrusted_key(path, key_id, trusted),
+        _ => Failure::from_lib(format!("verifying bundle '{}'", path.display()), &e),
+    })
+}
+
 fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<(), Failure> {
-    let map = MappedFile::open(path)
-        .map_err(|e| Failure::io(format!("cannot read BUNDLE '{}'", path.display()), e))?;
-    let (keys, verified) = if trust.is_empty() {
-        (Vec::new(), false)
-    } else {
-        (trusted(trust)?, true)
-    };
+    check_bundle(path)?;
+    let keys = trusted(trust)?;
+    let map = MappedFile::open(path).map_err(|e| check::read_failure("BUNDLE", path, e))?;
+    let verified = !trust.is_empty();
     let bundle = if verified {
-        Bundle::open(&map, &keys)
+        open_verified(path, &map, &keys)?
     } else {
         Bundle::open_unverified(&map)
-    }
-    .map_err(|e| Failure::from_lib(format!("reading bundle '{}'", path.display()), &e))?;
+            .map_err(|e| Failure::from_lib(format!("reading bundle '{}'", path.display()), &e))?
+    };
     let m = bundle.manifest();
     if json {
         let comps: Vec<String> = m
@@ -350,11 +553,12 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<(), Failure> {
 }
 
 fn install(a: InstallArgs) -> Result<(), Failure> {
+    check_bundle(&a.bundle)?;
     let keys = trusted(&a.trust)?;
-    let map = MappedFile::open(&a.bundle)
-        .map_err(|e| Failure::io(format!("cannot read BUNDLE '{}'", a.bundle.display()), e))?;
-    let bundle = Bundle::open(&map, &keys)
-        .map_err(|e| Failure::from_lib(format!("verifying bundle '{}'", a.bundle.display()), &e))?;
+    check_root(&a.root)?;
+    let map =
+        MappedFile::open(&a.bundle).map_err(|e| check::read_failure("BUNDLE", &a.bundle, e))?;
+    let bundle = open_verified(&a.bundle, &map, &keys)?;
     let mut inst = installer(&a.root);
     if let Some(b) = a.baseline {
         inst = inst.expect_baseline(b);
@@ -370,23 +574,24 @@ fn install(a: InstallArgs) -> Result<(), Failure> {
         )
     })?;
     if r.already_done() {
-        eprintln!(
-            "deltaswap: {} (sequence {}) is already installed",
+        note(format_args!(
+            "{} (sequence {}) is already installed",
             r.label(),
             r.sequence()
-        );
+        ));
     } else {
-        eprintln!(
-            "deltaswap: installed {} (sequence {}): {} file(s) changed",
+        note(format_args!(
+            "installed {} (sequence {}): {} file(s) changed",
             r.label(),
             r.sequence(),
             r.changed()
-        );
+        ));
     }
     Ok(())
 }
 
 fn remove(a: RootArgs) -> Result<(), Failure> {
+    check_root(&a)?;
     let r = installer(&a).remove().map_err(|e| {
         Failure::from_lib(
             format!("removing the bundle under '{}'", a.root.display()),
@@ -394,19 +599,20 @@ fn remove(a: RootArgs) -> Result<(), Failure> {
         )
     })?;
     if r.already_done() {
-        eprintln!("deltaswap: nothing installed under {}", a.root.display());
+        note(format_args!("nothing installed under {}", a.root.display()));
     } else {
-        eprintln!(
-            "deltaswap: removed {} (sequence {}): {} file(s) back to the baseline",
+        note(format_args!(
+            "removed {} (sequence {}): {} file(s) back to the baseline",
             r.label(),
             r.sequence(),
             r.changed()
-        );
+        ));
     }
     Ok(())
 }
 
 fn status(a: StatusArgs) -> Result<(), Failure> {
+    check_root(&a.root)?;
     let s = installer(&a.root).status().map_err(|e| {
         Failure::from_lib(
             format!("reading the state under '{}'", a.root.root.display()),
@@ -458,10 +664,12 @@ fn status(a: StatusArgs) -> Result<(), Failure> {
 }
 
 pub(super) fn cmd_recover_root(root: PathBuf, state_dir: Option<PathBuf>) -> Result<(), Failure> {
-    let inst = installer(&RootArgs {
+    let args = RootArgs {
         root: root.clone(),
         state_dir,
-    });
+    };
+    check_root(&args)?;
+    let inst = installer(&args);
     let r = inst
         .recover()
         .map_err(|e| Failure::from_lib(format!("recovering '{}'", root.display()), &e))?;
@@ -475,6 +683,6 @@ pub(super) fn cmd_recover_root(root: PathBuf, state_dir: Option<PathBuf>) -> Res
         }
         _ => "done",
     };
-    eprintln!("deltaswap: {}: {what}", root.display());
+    note(format_args!("{}: {what}", root.display()));
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use deltaswap::{Error, PatchOptions, SwapMethod};
+use deltaswap::{PatchOptions, SwapMethod};
 
-use super::{Failure, AFTER_HELP};
+use super::{check, note, Failure, AFTER_HELP};
 
 /// Arguments of `deltaswap patch`.
 #[derive(Args, Debug)]
@@ -61,8 +61,27 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
         allow_hard_links,
         no_wait,
     } = args;
-    let patch_file = File::open(&patch)
-        .map_err(|e| Failure::io(format!("cannot read PATCH '{}'", patch.display()), e))?;
+    let target_kind = match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() && !follow_symlinks => None,
+        _ => Some(check::input_file("TARGET", &target)?),
+    };
+    let patch_kind = check::input_file("PATCH", &patch)?;
+    check::expect_patch(
+        "patch TARGET PATCH",
+        &patch,
+        patch_kind,
+        target_kind.map(|k| ("TARGET", target.as_path(), k)),
+    )?;
+    if target_kind == Some(check::Kind::Patch) {
+        return Err(check::usage(format!(
+            "TARGET '{}' is itself a deltaswap patch (the usage is 'deltaswap patch TARGET PATCH', TARGET being the installed file to update)",
+            target.display()
+        )));
+    }
+    if let Some(k) = &keep_old {
+        check::output_file("--keep-old", k)?;
+    }
+    let patch_file = File::open(&patch).map_err(|e| check::read_failure("PATCH", &patch, e))?;
     let mut opts = PatchOptions::new()
         .follow_symlinks(follow_symlinks)
         .allow_hard_links(allow_hard_links)
@@ -79,34 +98,22 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
                 SwapMethod::AlreadyApplied => "already the new version; left as it is",
                 _ => "done",
             };
-            eprintln!(
-                "deltaswap: patched {} ({} bytes, sha256 {}): {how}",
+            note(format_args!(
+                "patched {} ({} bytes, sha256 {}): {how}",
                 target.display(),
                 outcome.len(),
                 outcome.sha256()
-            );
+            ));
             if let Some(k) = outcome.kept_old() {
-                eprintln!("deltaswap: old version kept at {}", k.display());
+                note(format_args!("old version kept at {}", k.display()));
             }
             Ok(())
         }
         Err(e) => {
-            let mut f = Failure::from_lib(
+            let f = Failure::from_lib(
                 format!("patching '{}' with '{}'", target.display(), patch.display()),
                 &e,
             );
-            match &e {
-                Error::DurabilityUnknown { .. } => f.message.push_str(
-                    " (the file is the new version but may not survive a power loss: run 'sync', then 'deltaswap recover' on its directory)",
-                ),
-                Error::Symlink { .. } => {
-                    f.message.push_str(" (pass --follow-symlinks to patch the file it points to)")
-                }
-                Error::HardLinks { .. } => f
-                    .message
-                    .push_str(" (pass --allow-hard-links to patch this name only)"),
-                _ => {}
-            }
             Err(f)
         }
     }
@@ -117,33 +124,37 @@ pub(super) fn cmd_recover(args: RecoverArgs) -> Result<(), Failure> {
         return super::bundle::cmd_recover_root(root, args.state_dir);
     }
     let Some(dir) = args.dir else {
-        return Err(Failure::io(
-            "recover".into(),
-            std::io::Error::other("DIR or --root is required"),
+        return Err(check::usage(
+            "recover needs DIR or --root ROOT (see 'deltaswap recover --help')".into(),
         ));
     };
+    check::input_dir(
+        "DIR",
+        &dir,
+        "the directory that holds the patched file, for example the output of 'dirname FILE'",
+    )?;
     let args = RecoverDir { dir };
     let report = deltaswap::recover(&args.dir)
         .map_err(|e| Failure::from_lib(format!("recovering '{}'", args.dir.display()), &e))?;
     for p in report.removed() {
-        eprintln!("deltaswap: removed leftover {}", p.display());
+        note(format_args!("removed leftover {}", p.display()));
     }
     for p in report.busy() {
-        eprintln!(
-            "deltaswap: left {} alone: a running patch holds it",
+        note(format_args!(
+            "left {} alone: a running patch holds it",
             p.display()
-        );
+        ));
     }
     for p in report.skipped() {
-        eprintln!(
-            "deltaswap: left {} alone: not created by deltaswap",
+        note(format_args!(
+            "left {} alone: not created by deltaswap",
             p.display()
-        );
+        ));
     }
-    eprintln!(
-        "deltaswap: recovered {}: {} leftover(s) removed",
+    note(format_args!(
+        "recovered {}: {} leftover(s) removed",
         args.dir.display(),
         report.removed().len()
-    );
+    ));
     Ok(())
 }

@@ -1,0 +1,333 @@
+//! The mistakes a new user makes with the `deltaswap` command line: each ends
+//! in exactly one line on stderr that names what failed, the file and the fix,
+//! with the documented exit status (1 usage, 2 rejected input, 3 I/O).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let o: Output = Command::new(env!("CARGO_BIN_EXE_deltaswap"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run deltaswap");
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Asserts the exit status, that stderr is one error line, and that it
+/// contains every word in `words`.
+#[track_caller]
+fn expect_error(r: &Run, code: i32, words: &[&str]) {
+    assert_eq!(r.code, code, "exit status; stderr: {}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {:?}", r.stderr);
+    assert!(
+        lines[0].starts_with("deltaswap: error: "),
+        "prefix: {:?}",
+        lines[0]
+    );
+    for w in words {
+        assert!(lines[0].contains(w), "{w:?} missing from {:?}", lines[0]);
+    }
+}
+
+/// A working directory with old/new files, a patch `p`, a key pair and a
+/// bundle `b.dsb` built from `base/` to `next/`, and an install root `root/`.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let old: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut new = old.clone();
+        new[1000] ^= 0x55;
+        new.extend_from_slice(b"security fix");
+        fs::write(dir.join("old"), &old).expect("write");
+        fs::write(dir.join("new"), &new).expect("write");
+        for (tree, data) in [("base", &old), ("next", &new), ("root", &old)] {
+            fs::create_dir_all(dir.join(tree).join("lib")).expect("mkdir");
+            fs::write(dir.join(tree).join("lib/libfoo.so"), data).expect("write");
+        }
+        let f = Fixture { _tmp: tmp, dir };
+        let r = f.run(&["diff", "old", "new", "p"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = f.run(&["keygen", "release.key", "release.pub"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = f.run(&[
+            "bundle",
+            "create",
+            "--from",
+            "base",
+            "--to",
+            "next",
+            "--label",
+            "1.1",
+            "--baseline",
+            "1.0",
+            "--seq",
+            "1",
+            "--key",
+            "release.key",
+            "-o",
+            "b.dsb",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        f
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run_in(&self.dir, args)
+    }
+}
+
+#[test]
+fn apply_mistakes() {
+    let f = Fixture::new();
+    // Patch and old file swapped.
+    let r = f.run(&["apply", "p", "old", "out"]);
+    expect_error(
+        &r,
+        1,
+        &["OLD 'p'", "patch", "wrong order", "apply OLD PATCH OUT"],
+    );
+    // Missing patch.
+    let r = f.run(&["apply", "old", "nope.patch", "out"]);
+    expect_error(
+        &r,
+        3,
+        &["PATCH 'nope.patch'", "does not exist", "check the path"],
+    );
+    // A directory where a file is expected.
+    let r = f.run(&["apply", "base", "p", "out"]);
+    expect_error(&r, 1, &["OLD 'base'", "directory"]);
+    // A bundle given to apply.
+    let r = f.run(&["apply", "old", "b.dsb", "out"]);
+    expect_error(&r, 1, &["PATCH 'b.dsb'", "bundle", "deltaswap install"]);
+    // Two plain files: probably meant diff.
+    let r = f.run(&["apply", "old", "new", "out"]);
+    expect_error(
+        &r,
+        2,
+        &["PATCH 'new'", "not a deltaswap patch", "deltaswap diff"],
+    );
+    // The wrong old file.
+    let r = f.run(&["apply", "new", "p", "out"]);
+    expect_error(&r, 2, &["'new'", "different old file", "argument order"]);
+    assert!(!f.dir.join("out").exists());
+    // Output in a directory that does not exist, or where a file is.
+    let r = f.run(&["apply", "old", "p", "no/such/dir/out"]);
+    expect_error(
+        &r,
+        3,
+        &["OUT 'no/such/dir/out'", "does not exist", "create it"],
+    );
+    let r = f.run(&["apply", "old", "p", "old/out"]);
+    expect_error(&r, 1, &["OUT 'old/out'", "not a directory"]);
+    let r = f.run(&["apply", "old", "p", "base"]);
+    expect_error(&r, 1, &["OUT 'base'", "is a directory", "file name"]);
+    // Missing argument: clap's error, on one line, with the usage.
+    let r = f.run(&["apply", "old", "p"]);
+    expect_error(&r, 1, &["<OUT>", "usage: deltaswap apply", "--help"]);
+    // And the right order works.
+    let r = f.run(&["apply", "old", "p", "out"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        fs::read(f.dir.join("out")).expect("read"),
+        fs::read(f.dir.join("new")).expect("read")
+    );
+}
+
+#[test]
+fn diff_info_and_patch_mistakes() {
+    let f = Fixture::new();
+    // `diff OLD PATCH OUT` (apply's order) would overwrite NEW: refused.
+    let r = f.run(&["diff", "old", "p", "new"]);
+    expect_error(&r, 1, &["NEW 'p'", "patch", "deltaswap apply"]);
+    let r = f.run(&["diff", "missing", "new", "p2"]);
+    expect_error(&r, 3, &["OLD 'missing'", "does not exist"]);
+    let r = f.run(&["diff", "old", "new", "nodir/p2"]);
+    expect_error(&r, 3, &["PATCH 'nodir/p2'", "does not exist"]);
+    let r = f.run(&["diff", "--level", "40", "old", "new", "p2"]);
+    expect_error(&r, 1, &["40", "--level", "deltaswap diff --help"]);
+    // info on a bundle or on a plain file.
+    let r = f.run(&["info", "b.dsb"]);
+    expect_error(&r, 1, &["'b.dsb'", "bundle", "bundle inspect"]);
+    let r = f.run(&["info", "old"]);
+    expect_error(&r, 2, &["PATCH 'old'", "not a deltaswap patch"]);
+    // patch in place: swapped arguments, a directory, a bundle.
+    let r = f.run(&["patch", "p", "old"]);
+    expect_error(&r, 1, &["TARGET 'p'", "wrong order", "patch TARGET PATCH"]);
+    let r = f.run(&["patch", "base", "p"]);
+    expect_error(&r, 1, &["TARGET 'base'", "directory"]);
+    let r = f.run(&["patch", "old", "b.dsb"]);
+    expect_error(&r, 1, &["PATCH 'b.dsb'", "bundle"]);
+    fs::write(f.dir.join("other"), b"some other library").expect("write");
+    let r = f.run(&["patch", "other", "p"]);
+    expect_error(&r, 2, &["patching 'other'", "different old file"]);
+    assert_eq!(
+        fs::read(f.dir.join("other")).expect("read"),
+        b"some other library"
+    );
+    // recover takes a directory.
+    let r = f.run(&["recover", "old"]);
+    expect_error(&r, 1, &["DIR 'old'", "not a directory"]);
+}
+
+#[test]
+fn bundle_mistakes() {
+    let f = Fixture::new();
+    // A patch given to install or inspect.
+    let r = f.run(&["install", "--root", "root", "--trust", "release.pub", "p"]);
+    expect_error(
+        &r,
+        1,
+        &["BUNDLE 'p'", "patch, not a bundle", "deltaswap patch"],
+    );
+    let r = f.run(&["bundle", "inspect", "p"]);
+    expect_error(&r, 1, &["BUNDLE 'p'", "patch, not a bundle"]);
+    // The secret key given to --trust.
+    let r = f.run(&[
+        "install",
+        "--root",
+        "root",
+        "--trust",
+        "release.key",
+        "b.dsb",
+    ]);
+    expect_error(&r, 1, &["--trust 'release.key'", "SECRET", "public key"]);
+    // Some other key.
+    assert_eq!(f.run(&["keygen", "other.key", "other.pub"]).code, 0);
+    let r = f.run(&["install", "--root", "root", "--trust", "other.pub", "b.dsb"]);
+    expect_error(
+        &r,
+        2,
+        &["'b.dsb'", "not trusted", "'other.pub' is key", "--trust"],
+    );
+    // Not a key at all.
+    let r = f.run(&["install", "--root", "root", "--trust", "old", "b.dsb"]);
+    expect_error(&r, 2, &["--trust 'old'", "64 hex digits", "keygen"]);
+    let r = f.run(&["install", "--root", "root", "--trust", "b.dsb", "b.dsb"]);
+    expect_error(&r, 1, &["--trust 'b.dsb'", "bundle, not a public key"]);
+    // Missing root, root that is a file, missing bundle.
+    let r = f.run(&[
+        "install",
+        "--root",
+        "nope",
+        "--trust",
+        "release.pub",
+        "b.dsb",
+    ]);
+    expect_error(&r, 3, &["ROOT 'nope'", "does not exist"]);
+    let r = f.run(&["status", "--root", "old"]);
+    expect_error(&r, 1, &["ROOT 'old'", "not a directory"]);
+    let r = f.run(&[
+        "install",
+        "--root",
+        "root",
+        "--trust",
+        "release.pub",
+        "x.dsb",
+    ]);
+    expect_error(&r, 3, &["BUNDLE 'x.dsb'", "does not exist"]);
+    // bundle create: a file for --from, the public key as --key is warned
+    // about, an existing key is never overwritten.
+    let r = f.run(&[
+        "bundle",
+        "create",
+        "--from",
+        "old",
+        "--to",
+        "next",
+        "--label",
+        "x",
+        "--baseline",
+        "1.0",
+        "--seq",
+        "2",
+        "--key",
+        "release.key",
+        "-o",
+        "c.dsb",
+    ]);
+    expect_error(&r, 1, &["--from 'old'", "not a directory", "baseline"]);
+    let r = f.run(&[
+        "bundle",
+        "create",
+        "--from",
+        "base",
+        "--to",
+        "next",
+        "--label",
+        "x",
+        "--baseline",
+        "1.0",
+        "--seq",
+        "2",
+        "--key",
+        "p",
+        "-o",
+        "c.dsb",
+    ]);
+    expect_error(&r, 1, &["--key 'p'", "patch, not a secret key"]);
+    let r = f.run(&["keygen", "release.key", "again.pub"]);
+    expect_error(&r, 1, &["'release.key' already exists", "never overwrites"]);
+    // Install, then a replay is refused with the way out.
+    let r = f.run(&[
+        "install",
+        "--root",
+        "root",
+        "--trust",
+        "release.pub",
+        "b.dsb",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = f.run(&["remove", "--root", "root"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = f.run(&[
+        "install",
+        "--root",
+        "root",
+        "--trust",
+        "release.pub",
+        "b.dsb",
+    ]);
+    expect_error(&r, 2, &["sequence", "--seq"]);
+}
+
+#[test]
+fn quiet_and_verbose() {
+    let f = Fixture::new();
+    let r = f.run(&["--quiet", "apply", "old", "p", "out"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr, "", "--quiet prints nothing on success");
+    let r = f.run(&["apply", "old", "p", "out2"]);
+    assert!(r.stderr.contains("wrote out2"), "{}", r.stderr);
+    // --verbose adds the cause under the one-line error.
+    let r = f.run(&["--verbose", "apply", "old", "missing", "out"]);
+    assert_eq!(r.code, 3);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(lines.len() >= 2, "{}", r.stderr);
+    assert!(lines[1].contains("caused by"), "{}", r.stderr);
+    // Errors still print with --quiet.
+    let r = f.run(&["-q", "apply", "p", "old", "out"]);
+    expect_error(&r, 1, &["wrong order"]);
+    // --help exits 0 and documents the exit statuses.
+    let r = f.run(&["apply", "--help"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("Exit status"), "{}", r.stdout);
+}
