@@ -29,6 +29,18 @@ const COPY_BUF: usize = 256 << 10;
 /// and SHA-256, equal to the ones the patch header declares.
 ///
 /// Only apply creates it, so a value of this type means "verified".
+///
+/// # Examples
+///
+/// ```
+/// let (old, new) = (b"version 1".to_vec(), b"version 2".to_vec());
+/// let patch = deltaswap::diff(&old, &new)?;
+/// let mut out = Vec::new();
+/// let verified = deltaswap::PatchReader::new(&patch[..])?.apply_to(&old, &mut out)?;
+/// assert_eq!(verified.len(), new.len() as u64);
+/// assert_eq!(verified.sha256(), deltaswap::Sha256Digest::of(&new));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "the result is only verified if you act on this value"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -636,6 +648,19 @@ pub fn apply_with_limits(old: &[u8], patch: &[u8], limits: Limits) -> Result<Vec
 }
 
 /// Stream totals of a patch, as reported by [`inspect`].
+///
+/// # Examples
+///
+/// ```
+/// let patch = deltaswap::diff(b"version 1", b"version 2")?;
+/// let info = deltaswap::inspect(&patch[..])?;
+/// assert_eq!(info.patch_len(), patch.len() as u64);
+/// assert_eq!(info.header().new_len(), 9);
+/// for (name, decoded, stored) in info.streams() {
+///     println!("{name}: {decoded} bytes decoded, {stored} stored");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchInfo {
     header: PatchHeader,

@@ -322,6 +322,20 @@ impl fmt::Display for NoSpaceDetail {
 }
 
 /// Which file a size or hash check was about.
+///
+/// # Examples
+///
+/// ```
+/// let patch = deltaswap::diff(b"version 1", b"version 2")?;
+/// match deltaswap::apply(b"version 0!", &patch) {
+///     Err(deltaswap::Error::SizeMismatch { subject, .. })
+///     | Err(deltaswap::Error::HashMismatch { subject, .. }) => {
+///         assert_eq!(subject, deltaswap::Subject::Source)
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Subject {
@@ -379,6 +393,13 @@ impl FormatError {
 }
 
 /// Why a patch was malformed.
+///
+/// # Examples
+///
+/// ```
+/// let err = deltaswap::apply(b"old", b"PK\x03\x04 a zip file").unwrap_err();
+/// assert_eq!(err.format_kind(), Some(deltaswap::FormatErrorKind::BadMagic));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatErrorKind {

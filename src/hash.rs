@@ -45,6 +45,13 @@ impl fmt::Debug for Sha256Digest {
 }
 
 /// The error of parsing a [`Sha256Digest`] from text.
+///
+/// # Examples
+///
+/// ```
+/// let err = "not hex".parse::<deltaswap::Sha256Digest>().unwrap_err();
+/// assert_eq!(err.to_string(), "not a SHA-256 digest: expected 64 hex digits");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a SHA-256 digest: expected 64 hex digits")]
 pub struct ParseDigestError(());

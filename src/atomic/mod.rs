@@ -188,6 +188,21 @@ impl PatchOptions {
 }
 
 /// How the new version was put in place.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let lib = dir.path().join("libfoo.so");
+/// std::fs::write(&lib, b"version 1")?;
+/// let patch = deltaswap::diff(b"version 1", b"version 2")?;
+/// let opts = deltaswap::PatchOptions::new();
+/// let first = deltaswap::patch_in_place(&lib, &patch[..], &opts)?;
+/// assert_ne!(first.method(), deltaswap::SwapMethod::AlreadyApplied);
+/// let again = deltaswap::patch_in_place(&lib, &patch[..], &opts)?;
+/// assert_eq!(again.method(), deltaswap::SwapMethod::AlreadyApplied);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SwapMethod {

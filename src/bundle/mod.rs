@@ -279,6 +279,15 @@ impl InstallReport {
 }
 
 /// What [`Installer::recover`] did.
+///
+/// # Examples
+///
+/// ```
+/// # let root = tempfile::tempdir()?;
+/// let r = deltaswap::Installer::new(root.path()).recover()?;
+/// assert_eq!(r, deltaswap::Recovery::Nothing);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Recovery {
@@ -293,6 +302,17 @@ pub enum Recovery {
 }
 
 /// The install state, from [`Installer::status`].
+///
+/// # Examples
+///
+/// ```
+/// # let root = tempfile::tempdir()?;
+/// let status = deltaswap::Installer::new(root.path()).status()?;
+/// assert_eq!(status.installed_label(), None); // nothing installed: the baseline
+/// assert_eq!(status.highest_sequence(), 0);
+/// assert!(!status.recovery_pending());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Status {
     state: state::State,
