@@ -72,6 +72,27 @@ pub(crate) struct Config {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) limits: Limits,
     pub(crate) expect_baseline: Option<String>,
+    /// Protocol mutant for the tests' sensitivity checks (always `None`
+    /// outside them).
+    pub(crate) mutant: Mutant,
+}
+
+/// A deliberately broken protocol step, to show that the crash tests would
+/// notice its absence (RELIABILITY C5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Mutant {
+    /// The real protocol.
+    #[default]
+    None,
+    /// No `fsync` of each staged file's data.
+    SkipFileSync,
+    /// No `fsync` of the directories holding staged files and new baseline
+    /// copies before the commit point.
+    SkipStageDirSync,
+    /// No `fsync` of the state directory after the committed journal is
+    /// renamed into place (the commit point).
+    SkipCommitSync,
 }
 
 /// Open handles for one operation.
@@ -84,6 +105,7 @@ struct Ctx<'a, F: Fs> {
     /// Parent directories of components, by parent path ("" = root).
     dirs: BTreeMap<Vec<u8>, F::Dir>,
     _lock: F::File,
+    mutant: Mutant,
 }
 
 fn not_found(e: &io::Error) -> bool {
@@ -162,6 +184,7 @@ impl<'a, F: Fs> Ctx<'a, F> {
             base,
             dirs: BTreeMap::new(),
             _lock: lock,
+            mutant: cfg.mutant,
         })
     }
 
@@ -771,6 +794,9 @@ fn stage_step<F: Fs, S: Source>(
             if let Some((f, _)) = &live {
                 copy_xattrs(ctx.fs, f, &staged).map_err(|(what, e)| Error::file(&full, what)(e))?;
             }
+            if ctx.mutant == Mutant::SkipFileSync {
+                return Ok(());
+            }
             ctx.fs
                 .sync(&staged)
                 .map_err(Error::file(&full, "syncing the staged file"))
@@ -1015,6 +1041,9 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         for (step, op) in steps.iter().zip(&journal.ops) {
             stage_step(&ctx, bundle, &cfg.limits, step, op)?;
         }
+        if ctx.mutant == Mutant::SkipStageDirSync {
+            return Ok(());
+        }
         ctx.sync_dirs(&journal.ops)
     })();
     if let Err(e) = staged {
@@ -1056,9 +1085,11 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         let _ = undo(&mut ctx, &journal);
         return Err(Error::file(jpath, "committing the journal")(e));
     }
-    let after = ctx
-        .sync_state()
-        .and_then(|()| roll_forward(&mut ctx, &journal));
+    let commit_sync = match ctx.mutant {
+        Mutant::SkipCommitSync => Ok(()),
+        _ => ctx.sync_state(),
+    };
+    let after = commit_sync.and_then(|()| roll_forward(&mut ctx, &journal));
     if let Err(e) = after {
         return Err(Error::DurabilityUnknown {
             path: ctx.state_path.clone(),

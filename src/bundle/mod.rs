@@ -127,6 +127,7 @@ impl Installer {
                 state_dir: None,
                 limits: Limits::default(),
                 expect_baseline: None,
+                mutant: install::Mutant::None,
             },
         }
     }

@@ -4,6 +4,7 @@
 //! install/remove/crash/recover sequences.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -15,11 +16,13 @@ use crate::atomic::tests::model::{Content, MemFs, Model};
 use crate::error::Error;
 use crate::limits::Limits;
 
-use super::install::{recover_with, run_with, status_with, Config, STAGE_PREFIX};
+use super::install::{recover_with, run_with, status_with, Config, Mutant, STAGE_PREFIX};
 use super::keys::SecretKey;
 use super::path::BundlePath;
 use super::wire::{assemble, Bundle, Component, ComponentKind, FileVersion, Manifest, Payload};
 use super::{BundleBuilder, Recovery};
+
+mod powercut;
 
 type Tree = BTreeMap<&'static str, Vec<u8>>;
 
@@ -130,12 +133,18 @@ fn model_with(t: &Tree) -> Model {
     m
 }
 
+thread_local! {
+    /// The protocol mutant `cfg()` installs with (tests run one per thread).
+    static MUTANT: Cell<Mutant> = const { Cell::new(Mutant::None) };
+}
+
 fn cfg() -> Config {
     Config {
         root: PathBuf::from("/r"),
         state_dir: None,
         limits: Limits::default(),
         expect_baseline: None,
+        mutant: MUTANT.with(|m| m.get()),
     }
 }
 
@@ -932,4 +941,67 @@ fn real_fs_owner_and_xattrs_carry_over() {
     println!(
         "bundle metadata: owner={is_root} user-xattr={user} selinux-label={label} capability={cap}"
     );
+}
+
+/// Harness sensitivity [C5]: with a durability step of the protocol left
+/// out, the crash enumeration must find violations; otherwise it proves
+/// nothing.
+#[test]
+fn crash_enum_catches_mutants() {
+    let f = fixture();
+    let mut missed = Vec::new();
+    for (name, m, op, pre, old, new) in [
+        (
+            "no-staged-file-fsync",
+            Mutant::SkipFileSync,
+            Op::Install(0),
+            &[][..],
+            &f.baseline,
+            &f.bundles[0].0,
+        ),
+        (
+            "no-staged-dir-fsync",
+            Mutant::SkipStageDirSync,
+            Op::Install(0),
+            &[],
+            &f.baseline,
+            &f.bundles[0].0,
+        ),
+        (
+            "no-commit-fsync",
+            Mutant::SkipCommitSync,
+            Op::Install(0),
+            &[],
+            &f.baseline,
+            &f.bundles[0].0,
+        ),
+        (
+            "no-commit-fsync",
+            Mutant::SkipCommitSync,
+            Op::Remove,
+            &[0],
+            &f.bundles[0].0,
+            &f.baseline,
+        ),
+    ] {
+        let what = match op {
+            Op::Install(_) => "install",
+            Op::Remove => "remove",
+        };
+        MUTANT.with(|c| c.set(m));
+        let t = crash_enum(
+            &format!("{what} W5 mutant={name}"),
+            pre,
+            op,
+            old,
+            new,
+            4,
+            false,
+        );
+        MUTANT.with(|c| c.set(Mutant::None));
+        if t.mixed + t.durability + t.stray + t.unrecoverable == 0 {
+            missed.push(format!("{what} {name}"));
+        }
+    }
+    assert!(missed.is_empty(), "mutants not caught: {missed:?}");
 }

@@ -5,5 +5,5 @@ pub(crate) mod faulty;
 pub(crate) mod model;
 
 mod enumerate;
-mod powercut;
+pub(crate) mod powercut;
 mod real;

@@ -30,7 +30,7 @@ fn run(cmd: &str, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-fn tool_missing() -> Option<String> {
+pub(crate) fn tool_missing() -> Option<String> {
     for (tool, arg) in [("xfs_io", "-V"), ("mkfs.xfs", "-V"), ("mkfs.ext4", "-V")] {
         if !run(tool, &[arg]) {
             return Some(format!("{tool} not found (install xfsprogs / e2fsprogs)"));
@@ -39,8 +39,8 @@ fn tool_missing() -> Option<String> {
     None
 }
 
-struct LoopFs {
-    name: &'static str,
+pub(crate) struct LoopFs {
+    pub(crate) name: &'static str,
     img: PathBuf,
     mnt: PathBuf,
     options: &'static str,
@@ -49,7 +49,7 @@ struct LoopFs {
 }
 
 impl LoopFs {
-    fn create(name: &'static str) -> Result<LoopFs, String> {
+    pub(crate) fn create(name: &'static str) -> Result<LoopFs, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
@@ -83,7 +83,7 @@ impl LoopFs {
         Ok(l)
     }
 
-    fn mount(&mut self) -> bool {
+    pub(crate) fn mount(&mut self) -> bool {
         let ok = Command::new("mount")
             .args(["-o", self.options])
             .arg(&self.img)
@@ -95,7 +95,7 @@ impl LoopFs {
         ok
     }
 
-    fn umount(&mut self) {
+    pub(crate) fn umount(&mut self) {
         if self.mounted {
             let ok = run("umount", &[&self.mnt.to_string_lossy()]);
             assert!(ok, "umount {}", self.mnt.display());
@@ -104,7 +104,7 @@ impl LoopFs {
     }
 
     /// A power cut: shut the file system down without flushing its log.
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         let ok = run(
             "xfs_io",
             &["-x", "-c", "shutdown", &self.mnt.to_string_lossy()],
@@ -112,7 +112,7 @@ impl LoopFs {
         assert!(ok, "xfs_io shutdown {}", self.mnt.display());
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.mnt.join("d")
     }
 }
