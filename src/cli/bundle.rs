@@ -7,11 +7,73 @@ use clap::{Args, Subcommand};
 
 use deltaswap::{Bundle, BundleBuilder, Installer, MappedFile, PublicKey, SecretKey};
 
-use super::{check, note, progress, Command, Failure, AFTER_HELP};
+use super::{check, note, progress, Command, Failure};
+
+const KEYGEN_HELP: &str = concat!(
+    "\
+Example:
+  deltaswap keygen release.key release.pub
+
+Sign bundles with the secret key (--key release.key) and keep it private;
+give devices the public key (--trust release.pub). Existing files are never
+overwritten.
+
+",
+    exit_status_help!()
+);
+
+const CREATE_HELP: &str = concat!(
+    "\
+Example:
+  deltaswap bundle create --from rootfs-26.3/ --to rootfs-26.3a/ \\
+      --label \"26.3 (a)\" --baseline 26.3 --seq 1 --key release.key -o 26.3a.dsb
+
+--from and --to are directory trees with the same layout as the installed
+system; only the files that differ go into the bundle. Inputs over 4 MiB
+show a progress spinner on a terminal.
+
+",
+    exit_status_help!()
+);
+
+const INSPECT_HELP: &str = concat!(
+    "\
+Examples:
+  deltaswap bundle inspect --trust release.pub 26.3a.dsb
+  deltaswap bundle inspect --json 26.3a.dsb
+
+",
+    exit_status_help!()
+);
+
+const INSTALL_HELP: &str = concat!(
+    "\
+Example:
+  deltaswap install --root / --trust release.pub 26.3a.dsb
+
+The signature is checked against the --trust keys before anything is read.
+Every component is replaced or none is; after a crash run
+'deltaswap recover --root ROOT'. 'deltaswap remove --root ROOT' goes back to
+the baseline.
+
+",
+    exit_status_help!()
+);
+
+const ROOT_HELP: &str = concat!(
+    "\
+Examples:
+  deltaswap status --root /
+  deltaswap status --root / --json
+  deltaswap remove --root /
+
+",
+    exit_status_help!()
+);
 
 /// Arguments of `deltaswap keygen`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = KEYGEN_HELP)]
 pub(super) struct KeygenArgs {
     /// Where to write the secret key (hex, mode 0600).
     secret_key: PathBuf,
@@ -23,12 +85,12 @@ pub(super) struct KeygenArgs {
 #[derive(Subcommand, Debug)]
 pub(super) enum BundleCmd {
     /// Build a signed bundle from a baseline tree and a new tree.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = CREATE_HELP)]
     Create {
-        /// The baseline tree.
+        /// The baseline tree: the files as installed before any bundle.
         #[arg(long = "from")]
         from: PathBuf,
-        /// The new tree.
+        /// The new tree: the same layout with the fixed files.
         #[arg(long = "to")]
         to: PathBuf,
         /// Label, for example "26.3 (a)".
@@ -40,22 +102,22 @@ pub(super) enum BundleCmd {
         /// Sequence number (must grow with every bundle).
         #[arg(long)]
         seq: u64,
-        /// The secret key file.
+        /// The secret key file (the first file written by 'deltaswap keygen').
         #[arg(long)]
         key: PathBuf,
         /// Also carry deltas from this tree's versions (repeatable).
         #[arg(long = "also-from")]
         also_from: Vec<PathBuf>,
-        /// Creation time (default: $SOURCE_DATE_EPOCH, else now).
+        /// Creation time in Unix seconds (default: $SOURCE_DATE_EPOCH, else now).
         #[arg(long)]
         created: Option<u64>,
-        /// Output bundle.
+        /// Where to write the bundle (created or replaced).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
     /// Show a bundle's manifest. With --trust the signature is verified;
     /// without it the manifest is shown UNVERIFIED.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = INSPECT_HELP)]
     Inspect {
         /// The bundle.
         bundle: PathBuf,
@@ -70,23 +132,24 @@ pub(super) enum BundleCmd {
 
 /// Arguments of `deltaswap install`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = INSTALL_HELP)]
 pub(super) struct InstallArgs {
     #[command(flatten)]
     root: RootArgs,
-    /// Trusted public key file (repeatable).
+    /// Trusted public key file, the second file written by 'deltaswap keygen'
+    /// (repeatable).
     #[arg(long, required = true)]
     trust: Vec<PathBuf>,
     /// Refuse bundles for any other baseline id.
     #[arg(long)]
     baseline: Option<String>,
-    /// The bundle.
+    /// The bundle (made by 'deltaswap bundle create').
     bundle: PathBuf,
 }
 
 /// `--root` and `--state-dir`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = ROOT_HELP)]
 pub(super) struct RootArgs {
     /// The root directory the bundle's paths are relative to.
     #[arg(long)]
@@ -98,7 +161,7 @@ pub(super) struct RootArgs {
 
 /// Arguments of `deltaswap status`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = ROOT_HELP)]
 pub(super) struct StatusArgs {
     #[command(flatten)]
     root: RootArgs,

@@ -16,17 +16,6 @@ use clap::{Parser, Subcommand};
 
 use deltaswap::{DiffOptions, Error, MappedFile, PatchReader};
 
-mod bundle;
-mod check;
-mod demo;
-mod patch;
-mod progress;
-
-const EXIT_OK: i32 = 0;
-const EXIT_USAGE: i32 = 1;
-const EXIT_REJECTED: i32 = 2;
-const EXIT_IO: i32 = 3;
-
 /// The exit statuses, at the end of every `--help`.
 macro_rules! exit_status_help {
     () => {
@@ -45,7 +34,16 @@ Every error is one line: what failed, on which file, and what to do next.
     };
 }
 
-const AFTER_HELP: &str = exit_status_help!();
+mod bundle;
+mod check;
+mod demo;
+mod patch;
+mod progress;
+
+const EXIT_OK: i32 = 0;
+const EXIT_USAGE: i32 = 1;
+const EXIT_REJECTED: i32 = 2;
+const EXIT_IO: i32 = 3;
 
 const MAIN_HELP: &str = concat!(
     "\

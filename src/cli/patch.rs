@@ -8,15 +8,39 @@ use clap::Args;
 
 use deltaswap::{PatchOptions, SwapMethod};
 
-use super::{check, note, Failure, AFTER_HELP};
+use super::{check, note, Failure};
+
+const PATCH_HELP: &str = concat!(
+    "\
+Examples:
+  deltaswap patch /usr/lib/libfoo.so foo.patch
+  deltaswap patch --keep-old /var/lib/rollback/libfoo.so /usr/lib/libfoo.so foo.patch
+
+TARGET is the old version (the file the patch was made from) or already the
+new one (then nothing is done). Any other file is refused untouched. After a
+crash, run 'deltaswap recover DIR' on TARGET's directory.
+
+",
+    exit_status_help!()
+);
+
+const RECOVER_HELP: &str = concat!(
+    "\
+Examples:
+  deltaswap recover /usr/lib                  after a crash during 'deltaswap patch'
+  deltaswap recover --root /                  after a crash during install or remove
+
+",
+    exit_status_help!()
+);
 
 /// Arguments of `deltaswap patch`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = PATCH_HELP)]
 pub(super) struct PatchArgs {
-    /// The installed file to patch in place.
+    /// The installed file to patch in place (the old version).
     target: PathBuf,
-    /// The patch.
+    /// The patch (made by 'deltaswap diff OLD NEW PATCH').
     patch: PathBuf,
     /// Keep the old version (same inode) at PATH after the swap: the rollback
     /// copy. PATH must be on the same file system; an existing file is replaced.
@@ -35,7 +59,7 @@ pub(super) struct PatchArgs {
 
 /// Arguments of `deltaswap recover`.
 #[derive(Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = RECOVER_HELP)]
 pub(super) struct RecoverArgs {
     /// The directory holding files that were being patched.
     #[arg(required_unless_present = "root", conflicts_with = "root")]
