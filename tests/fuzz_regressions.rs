@@ -84,6 +84,14 @@ fn fuzz_regressions_replay() {
             n += 1;
         }
     }
+    // Open findings (see `open_findings_replay`) are replayed too, tolerating
+    // only their known discrepancy: anything else they trigger is a failure.
+    for t in TARGETS {
+        for f in files(&base.join("open").join(t)) {
+            replay(t, &f);
+            n += 1;
+        }
+    }
     eprintln!("{n} regression inputs replayed");
 }
 
@@ -235,5 +243,73 @@ fn write_seed_corpus() {
             &format!("random-{i}"),
             &random_bytes(100 + i as u64, len),
         );
+    }
+}
+
+/// Open findings: crash inputs of bugs in `src/` that are not fixed yet, kept
+/// under `tests/fixtures/fuzz-regressions/open/<target>/` and replayed strictly
+/// here. When the bug is fixed, move the file up into
+/// `tests/fixtures/fuzz-regressions/<target>/` (replayed by every `cargo test`).
+/// See docs/SECURITY.md, "Open findings".
+#[test]
+#[ignore = "open findings in src/: replays inputs that still fail"]
+fn open_findings_replay() {
+    checks::STRICT.with(|s| s.set(true));
+    let base = root().join("tests/fixtures/fuzz-regressions/open");
+    let mut failed = Vec::new();
+    for t in TARGETS {
+        for f in files(&base.join(t)) {
+            let data = fs::read(&f).unwrap();
+            let (old, patch) = match t {
+                "apply_fixed_old" => (checks::fixed_old(), data.clone()),
+                "apply_any_old" => {
+                    let n = u16::from_le_bytes([data[0], data[1]]);
+                    let k = usize::from(n & 0x7fff).min(data.len() - 2);
+                    let (o, p) = data[2..].split_at(k);
+                    let p = if n & 0x8000 != 0 {
+                        checks::fix_old_fields(p, o)
+                    } else {
+                        p.to_vec()
+                    };
+                    (o.to_vec(), p)
+                }
+                _ => (Vec::new(), data.clone()),
+            };
+            // The same patch through readers that differ only in how many
+            // bytes each read call returns.
+            let slice = deltaswap::apply_with_limits(&old, &patch, checks::limits()).err();
+            let mut out = Vec::new();
+            let trickled =
+                deltaswap::PatchReader::with_limits(checks::Trickle::new(&patch), checks::limits())
+                    .and_then(|r| r.apply_to(&old[..], &mut out))
+                    .err();
+            let one = deltaswap::PatchReader::with_limits(OneByte(&patch), checks::limits())
+                .and_then(|r| r.apply_to(&old[..], &mut Vec::new()))
+                .err();
+            eprintln!(
+                "{}:\n  slice:      {slice:?}\n  trickled:   {trickled:?}\n  1 byte/read: {one:?}",
+                f.display()
+            );
+            if std::panic::catch_unwind(|| replay(t, &f)).is_err() {
+                failed.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(failed.is_empty(), "open findings still fail: {failed:?}");
+}
+
+/// A patch reader returning one byte per call.
+struct OneByte<'a>(&'a [u8]);
+
+impl std::io::Read for OneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((b, rest)), Some(dst)) => {
+                *dst = *b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
     }
 }

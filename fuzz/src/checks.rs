@@ -142,6 +142,33 @@ fn same_error(a: &Error, b: &Error) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b) && a.format_kind() == b.format_kind()
 }
 
+/// A failure of the zstd decoder on a segment's literal stream. Where the
+/// decoder notices a corrupt frame depends on how many patch bytes each read
+/// hands it, so the same patch can be refused as `StreamUnderrun` read from a
+/// slice and as `BadCompression`, or an error found later in the segment, read
+/// a few bytes at a time (open finding F1 in docs/SECURITY.md; reproducers in
+/// tests/fixtures/fuzz-regressions/open/). Both are refusals; only the kind
+/// differs. Tolerated unless `DELTASWAP_FUZZ_STRICT` is set, so that fuzzing
+/// goes on past it.
+fn literal_decoder_failure(e: &Error) -> bool {
+    matches!(e, Error::Format(f) if f.what() == "literal stream"
+        && matches!(f.kind(), deltaswap::FormatErrorKind::StreamUnderrun
+            | deltaswap::FormatErrorKind::BadCompression))
+}
+
+thread_local! {
+    /// Set by the replay of open findings: no tolerance for known issues.
+    pub static STRICT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn errors_agree(a: &Error, b: &Error) -> bool {
+    if same_error(a, b) {
+        return true;
+    }
+    let strict = STRICT.with(Cell::get) || std::env::var_os("DELTASWAP_FUZZ_STRICT").is_some();
+    !strict && (literal_decoder_failure(a) || literal_decoder_failure(b))
+}
+
 /// `patch_header`: the header parser and `inspect` on arbitrary bytes.
 pub fn check_header(data: &[u8]) {
     let (r, peak) = peak_during(|| PatchReader::new(data).map(|r| r.header().clone()));
@@ -228,7 +255,7 @@ pub fn check_apply(old: &[u8], patch: &[u8]) {
         }
         (Err(a), Err(b)) => {
             assert_rejection(a, "apply");
-            assert!(same_error(a, b), "slice apply {a:?}, streamed {b:?}");
+            assert!(errors_agree(a, b), "slice apply {a:?}, streamed {b:?}");
         }
         _ => panic!("slice and streaming apply disagree: {res:?} / {streamed:?}"),
     }
@@ -332,7 +359,9 @@ pub fn check_roundtrip(data: &[u8]) {
     let level = [1, 3, 9, 19][usize::from((mode >> 1) & 3)];
     let patch = deltaswap::DiffOptions::new()
         .level(level)
-        .threads(1)
+        // The global rayon pool: `threads(n)` builds a pool per call, whose
+        // exiting workers LeakSanitizer reports (see docs/SECURITY.md).
+        .threads(0)
         .diff(&old, &new)
         .expect("diff failed");
     let out = deltaswap::apply(&old, &patch).expect("apply refuses a patch diff wrote");
