@@ -62,6 +62,10 @@ const LOCK: &str = "lock";
 const MAX_STATE_LEN: u64 = 64 << 20;
 /// Longest part of a target's name copied into its staging name.
 const NAME_PART_MAX: usize = 96;
+/// Attempts to take the state directory's lock before [`Error::Locked`], and
+/// the pause between them (about 100 ms in all).
+const LOCK_TRIES: u32 = 20;
+const LOCK_PAUSE_MS: u64 = 5;
 /// Read and write buffer.
 const BUF: usize = 256 << 10;
 
@@ -169,12 +173,23 @@ impl<'a, F: Fs> Ctx<'a, F> {
             }
             Err(e) => return Err(Error::file(&lock_path, "opening the lock file")(e)),
         };
-        match fs.lock(&lock, false) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(Error::Locked { path: state_path })
+        // A lock held for a moment is waited for: a child process forked by
+        // another thread keeps a copy of the previous operation's lock
+        // descriptor until it execs (close-on-exec), and that must not be
+        // reported as a concurrent installer.
+        let mut tries = 0u32;
+        loop {
+            match fs.lock(&lock, false) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tries = tries.saturating_add(1);
+                    if tries >= LOCK_TRIES {
+                        return Err(Error::Locked { path: state_path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(LOCK_PAUSE_MS));
+                }
+                Err(e) => return Err(Error::file(&lock_path, "locking the state directory")(e)),
             }
-            Err(e) => return Err(Error::file(&lock_path, "locking the state directory")(e)),
         }
         Ok(Ctx {
             fs,
@@ -195,32 +210,61 @@ impl<'a, F: Fs> Ctx<'a, F> {
     /// Opens (and caches) the parent directory of `path`, walking from the
     /// root without following symbolic links.
     fn parent(&mut self, path: &BundlePath) -> Result<&F::Dir, Error> {
-        let key = parent_key(path);
-        if !self.dirs.contains_key(&key) {
-            let mut cur = self
-                .fs
-                .open_dir(&self.root)
-                .map_err(Error::file(&self.root, "opening the root"))?;
-            let mut so_far = self.root.clone();
-            for comp in path.parents() {
-                so_far.push(comp);
-                cur = match self.fs.open_dir_at(&cur, comp) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let link = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
-                            || matches!(self.fs.stat_at(&cur, comp), Ok(st) if st.kind == FileKind::Symlink);
-                        if link {
-                            return Err(Error::Symlink { path: so_far });
-                        }
-                        return Err(Error::file(so_far, "opening a component's directory")(e));
-                    }
-                };
-            }
-            self.dirs.insert(key.clone(), cur);
+        if !self.open_parent(path, false)? {
+            let mut p = self.at(path);
+            p.pop();
+            return Err(Error::file(p, "opening a component's directory")(
+                io::Error::from(io::ErrorKind::NotFound),
+            ));
         }
-        self.dirs
-            .get(&key)
-            .ok_or(Error::Bug("directory handle missing after insert"))
+        self.dir_of(path)
+    }
+
+    /// Opens (and caches) the parent directory of `path`, walking from the
+    /// root without following symbolic links. A missing directory is created
+    /// (and its parent `fsync`ed) when `create` is set; otherwise the answer
+    /// is `false`.
+    fn open_parent(&mut self, path: &BundlePath, create: bool) -> Result<bool, Error> {
+        let key = parent_key(path);
+        if self.dirs.contains_key(&key) {
+            return Ok(true);
+        }
+        let mut cur = self
+            .fs
+            .open_dir(&self.root)
+            .map_err(Error::file(&self.root, "opening the root"))?;
+        let mut so_far = self.root.clone();
+        for comp in path.parents() {
+            so_far.push(comp);
+            let opened = match self.fs.open_dir_at(&cur, comp) {
+                Err(e) if not_found(&e) && create => {
+                    self.fs
+                        .create_dir(&cur, comp)
+                        .map_err(Error::file(&so_far, "creating a component's directory"))?;
+                    self.fs
+                        .sync_dir(&cur)
+                        .map_err(Error::file(&so_far, "syncing a created directory's parent"))?;
+                    self.fs.open_dir_at(&cur, comp)
+                }
+                r => r,
+            };
+            cur = match opened {
+                Ok(d) => d,
+                Err(e) => {
+                    let link = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+                        || matches!(self.fs.stat_at(&cur, comp), Ok(st) if st.kind == FileKind::Symlink);
+                    if link {
+                        return Err(Error::Symlink { path: so_far });
+                    }
+                    if not_found(&e) && !create {
+                        return Ok(false);
+                    }
+                    return Err(Error::file(so_far, "opening a component's directory")(e));
+                }
+            };
+        }
+        self.dirs.insert(key, cur);
+        Ok(true)
     }
 
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -490,6 +534,8 @@ struct Step<'m> {
     how: How<'m>,
     /// Link the live file as the baseline copy during prepare.
     link_base: bool,
+    /// The parent directory is missing: create it during prepare.
+    mkdirs: bool,
 }
 
 fn version_text(v: Option<FileVersion>) -> String {
@@ -531,9 +577,15 @@ fn plan<'m, F: Fs>(
     for path in paths {
         let full = ctx.at(path);
         let name = path.file_name().to_os_string();
-        ctx.parent(path)?;
-        let dir = ctx.dir_of(path)?;
-        let live = ctx.version_at(dir, &name, &full)?;
+        // A missing parent directory: the file is absent; the directory is
+        // created during prepare if a new version is staged there.
+        let present = ctx.open_parent(path, false)?;
+        let live = if present {
+            let dir = ctx.dir_of(path)?;
+            ctx.version_at(dir, &name, &full)?
+        } else {
+            None
+        };
         let prev = old.get(path).copied();
         // What is there now must be what the state says was installed, or
         // (untouched component) the bundle's baseline.
@@ -640,10 +692,16 @@ fn plan<'m, F: Fs>(
                 cur: comp.and_then(|c| c.target),
             });
         }
+        let staged = matches!(how, How::LinkBase | How::Apply { .. });
+        if !present && !staged {
+            // Nothing to do in a directory that does not exist.
+            continue;
+        }
         steps.push(Step {
             path: path.clone(),
             how,
             link_base,
+            mkdirs: !present,
         });
     }
     Ok((steps, entries))
@@ -807,10 +865,15 @@ fn stage_step<F: Fs, S: Source>(
 /// Undoes a prepared (uncommitted) operation: removes staged files and the
 /// baseline copies it made, then the journal.
 fn undo<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) -> Result<(), Error> {
+    // A directory the operation was to create may not exist: nothing was
+    // staged in it.
+    let mut ops = Vec::new();
     for op in &j.ops {
-        ctx.parent(&op.path)?;
+        if ctx.open_parent(&op.path, false)? {
+            ops.push(op.clone());
+        }
     }
-    for op in &j.ops {
+    for op in &ops {
         let full = ctx.at(&op.path);
         let dir = ctx.dir_of(&op.path)?;
         if !op.stage.is_empty() {
@@ -821,7 +884,7 @@ fn undo<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) -> Result<(), Error> {
             ctx.unlink_quiet(&ctx.base, &b, &ctx.state_path.join(BASE_DIR).join(&b))?;
         }
     }
-    ctx.sync_dirs(&j.ops)?;
+    ctx.sync_dirs(&ops)?;
     ctx.unlink_quiet(
         &ctx.state,
         OsStr::new(JOURNAL_TMP),
@@ -1037,15 +1100,18 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         let _ = undo(&mut ctx, &journal);
         return Err(e);
     }
-    let staged = (|| {
+    let staged = (|ctx: &mut Ctx<'_, F>| {
         for (step, op) in steps.iter().zip(&journal.ops) {
-            stage_step(&ctx, bundle, &cfg.limits, step, op)?;
+            if step.mkdirs {
+                ctx.open_parent(&step.path, true)?;
+            }
+            stage_step(ctx, bundle, &cfg.limits, step, op)?;
         }
         if ctx.mutant == Mutant::SkipStageDirSync {
             return Ok(());
         }
         ctx.sync_dirs(&journal.ops)
-    })();
+    })(&mut ctx);
     if let Err(e) = staged {
         let _ = undo(&mut ctx, &journal);
         return Err(e);

@@ -170,7 +170,9 @@ impl Installer {
     /// the highest seen), [`Error::WrongBaseline`], [`Error::ComponentModified`]
     /// (a component is not the version expected), [`Error::ForeignJournal`],
     /// [`Error::Symlink`] (a symbolic link on a component's path),
-    /// [`Error::NotRegularFile`], [`Error::PayloadMismatch`], [`Error::Locked`].
+    /// [`Error::NotRegularFile`], [`Error::PayloadMismatch`], [`Error::Locked`]
+    /// (another operation held the state directory's lock for more than
+    /// about 100 ms).
     /// Failures before the commit point leave every component unchanged
     /// ([`Error::File`], [`Error::NoSpace`], ...). [`Error::DurabilityUnknown`]:
     /// the commit point was passed; run [`Installer::recover`].

@@ -651,6 +651,7 @@ fn refusals_are_typed_and_touch_nothing() {
 /// before; a component changed locally is still refused.
 #[test]
 fn device_at_previous_level_installs_by_delta_from_it() {
+    let _guard = crate::atomic::tests::locking();
     let f = fixture();
     let (tree_a, tree_b) = (&f.bundles[0].0, &f.bundles[1].0);
     let b = open(1);
@@ -829,6 +830,7 @@ proptest! {
 /// (a), and remove round-trip through the real `Installer`.
 #[test]
 fn real_fs_symlinked_parent_and_cycle() {
+    let _guard = crate::atomic::tests::locking();
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -867,6 +869,7 @@ fn real_fs_symlinked_parent_and_cycle() {
 /// are skipped, and the summary line says which were checked.
 #[test]
 fn real_fs_owner_and_xattrs_carry_over() {
+    let _guard = crate::atomic::tests::locking();
     use std::os::unix::fs::MetadataExt;
     const CAP_NET_RAW: [u8; 20] = [
         0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -1004,4 +1007,110 @@ fn crash_enum_catches_mutants() {
         }
     }
     assert!(missed.is_empty(), "mutants not caught: {missed:?}");
+}
+
+/// Added files whose parent directories do not exist: the directories are
+/// created inside the root during prepare (never through a symbolic link),
+/// and a power cut at any point, then recovery, leaves the set all old or all
+/// new (in the model, with every crash image).
+#[test]
+fn added_files_get_their_directories() {
+    let _guard = crate::atomic::tests::locking();
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut new = f.baseline.clone();
+    new.insert("lib/c0", edit(&f.baseline["lib/c0"], 21));
+    new.insert("opt/new/tool", blob(70, 1200));
+    new.insert("opt/new/deeper/data", blob(71, 800));
+    write_tree(&tmp.path().join("old"), &f.baseline);
+    write_tree(&tmp.path().join("new"), &new);
+    let bytes = BundleBuilder::new("26.3 (d)", "26.3", 9)
+        .build(&tmp.path().join("old"), &tmp.path().join("new"), &f.key)
+        .unwrap();
+    let b = Bundle::open(bytes, &[f.key.public_key()]).unwrap();
+    let look = |m: &Model| {
+        (
+            m.file("/r/lib", "c0").map(|c| c.data.clone()),
+            m.file("/r/opt/new", "tool").map(|c| c.data.clone()),
+            m.file("/r/opt/new/deeper", "data").map(|c| c.data.clone()),
+        )
+    };
+    let old_v = (Some(f.baseline["lib/c0"].clone()), None, None);
+    let new_v = (
+        Some(new["lib/c0"].clone()),
+        Some(new["opt/new/tool"].clone()),
+        Some(new["opt/new/deeper/data"].clone()),
+    );
+    let base = model_with(&f.baseline);
+    let rec = MemFs::new(base.clone());
+    let counter = Faulty::new(&rec, Plan::Pass);
+    run_with(&counter, &cfg(), Some(&b)).unwrap();
+    let n = counter.count();
+    assert_eq!(look(&rec.m.borrow()), new_v);
+    let mut t = Tally::default();
+    for k in 0..=n {
+        t.prefixes += 1;
+        let fs = MemFs::new(base.clone());
+        let ok = run_with(&Faulty::new(&fs, Plan::PowerCutAfter(k)), &cfg(), Some(&b)).is_ok();
+        for img in fs.m.borrow().crash_images_bounded(4, k as u64 + 1) {
+            t.states += 1;
+            let fs2 = MemFs::new(img);
+            if recover_with(&fs2, &cfg()).is_err() {
+                t.unrecoverable += 1;
+                continue;
+            }
+            let m = fs2.m.borrow();
+            let got = look(&m);
+            if got != new_v && got != old_v {
+                t.mixed += 1;
+            }
+            if ok && got != new_v {
+                t.durability += 1;
+            }
+            let staged = ["/r/opt/new", "/r/opt/new/deeper"]
+                .iter()
+                .flat_map(|d| m.names(d))
+                .any(|n| n.as_encoded_bytes().starts_with(STAGE_PREFIX));
+            if staged || !strays(&m).is_empty() {
+                t.stray += 1;
+            }
+        }
+    }
+    println!("{}", t.line("install W3 with new directories"));
+    assert!(t.clean(), "{}", t.line("install W3 with new directories"));
+    // Remove deletes the added files (the created directories stay).
+    drop(counter);
+    let fs = MemFs::new(rec.m.into_inner());
+    run_with::<_, Vec<u8>>(&fs, &cfg(), None).unwrap();
+    assert_eq!(look(&fs.m.borrow()), old_v);
+
+    // A symbolic link on the way is refused and nothing is created where it
+    // points.
+    let mut m2 = Model::new(&["/r", "/r/lib", "/r/bin", "/elsewhere"]);
+    for (p, d) in &f.baseline {
+        let (dir, name) = p.split_once('/').unwrap();
+        m2.put_file(&format!("/r/{dir}"), name, Content::new(d, 0o644, 0, 0));
+    }
+    m2.put_symlink("/r", "opt", "/elsewhere");
+    let fs = MemFs::new(m2);
+    let e = run_with(&fs, &cfg(), Some(&b)).unwrap_err();
+    assert!(matches!(e, Error::Symlink { .. }), "{e}");
+    assert!(fs.m.borrow().names("/elsewhere").is_empty());
+    assert_eq!(look(&fs.m.borrow()).0, old_v.0);
+
+    // The real file system, through the public installer.
+    let root = tmp.path().join("root");
+    write_tree(&root, &f.baseline);
+    let inst = super::Installer::new(&root);
+    inst.install(&b).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("opt/new/deeper/data")).unwrap(),
+        new["opt/new/deeper/data"]
+    );
+    inst.remove().unwrap();
+    assert!(!root.join("opt/new/tool").exists());
+    assert_eq!(
+        std::fs::read(root.join("lib/c0")).unwrap(),
+        f.baseline["lib/c0"]
+    );
 }

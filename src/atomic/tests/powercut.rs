@@ -226,6 +226,7 @@ fn enumerate(l: &mut LoopFs, mutant: Mutant, old: &[u8], new: &[u8], patch: &[u8
 
 #[test]
 fn power_cut_on_xfs_and_ext4_noauto_da_alloc() {
+    let _guard = super::spawning();
     if let Some(why) = tool_missing() {
         println!("crash-real: skipped: {why}");
         return;

@@ -65,6 +65,7 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
 
 #[test]
 fn real_fs_error_at_every_operation() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("lib.so");
@@ -133,6 +134,7 @@ fn real_fs_error_at_every_operation() {
 
 #[test]
 fn preserves_mode_owner_and_xattrs() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("ping");
@@ -176,6 +178,7 @@ fn preserves_mode_owner_and_xattrs() {
 
 #[test]
 fn open_and_mapped_old_version_is_untouched() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("libfoo.so");
@@ -192,6 +195,7 @@ fn open_and_mapped_old_version_is_untouched() {
 
 #[test]
 fn refusals_touch_nothing() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -318,6 +322,7 @@ impl Drop for Mount {
 
 #[test]
 fn no_space_on_small_tmpfs() {
+    let _guard = super::spawning();
     let Some(mnt) = Mount::tmpfs("size=1m") else {
         println!("no-space: skipped (cannot mount tmpfs: needs root)");
         return;
@@ -340,6 +345,7 @@ fn no_space_on_small_tmpfs() {
 
 #[test]
 fn read_only_mount_is_refused() {
+    let _guard = super::spawning();
     let Some(mnt) = Mount::tmpfs("size=4m") else {
         println!("read-only: skipped (cannot mount tmpfs: needs root)");
         return;
@@ -355,6 +361,7 @@ fn read_only_mount_is_refused() {
 
 #[test]
 fn lock_fails_fast_or_waits() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("lib.so");
@@ -380,6 +387,7 @@ fn lock_fails_fast_or_waits() {
 
 #[test]
 fn concurrent_patchers_serialize() {
+    let _guard = super::locking();
     let (old, new, patch) = versions();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("lib.so");
@@ -405,6 +413,7 @@ fn concurrent_patchers_serialize() {
 
 #[test]
 fn recover_removes_leftovers_but_not_busy_or_foreign_files() {
+    let _guard = super::locking();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let leftover = d.join(format!("{TEMP_PREFIX}1.0.lib.so"));
@@ -438,6 +447,7 @@ fn recover_removes_leftovers_but_not_busy_or_foreign_files() {
 
 #[test]
 fn long_names_and_empty_versions() {
+    let _guard = super::locking();
     let dir = tempfile::tempdir().expect("tempdir");
     let name = "n".repeat(250);
     let target: PathBuf = dir.path().join(&name);

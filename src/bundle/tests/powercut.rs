@@ -203,6 +203,7 @@ fn enumerate(
 
 #[test]
 fn power_cut_bundle_on_xfs_and_ext4_noauto_da_alloc() {
+    let _guard = crate::atomic::tests::spawning();
     if let Some(why) = tool_missing() {
         println!("crash-real bundle: skipped: {why}");
         return;
