@@ -511,13 +511,18 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
         while left > 0 {
             let n = usize::try_from(left).unwrap_or(usize::MAX).min(COPY_BUF);
             let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
-            read_literal(&mut literal, chunk).map_err(|e| match e {
-                Some(io) => Error::Io {
-                    context: "reading the patch",
-                    source: io,
-                },
-                None => lit_err(FormatErrorKind::StreamUnderrun),
-            })?;
+            if let Err(fail) = read_literal(&mut literal, chunk) {
+                return Err(match fail {
+                    // The patch itself ended inside the stream's stored bytes.
+                    _ if literal.input_truncated() => lit_err(FormatErrorKind::Truncated),
+                    LiteralFault::Short => lit_err(FormatErrorKind::StreamUnderrun),
+                    LiteralFault::Corrupt => lit_err(FormatErrorKind::BadCompression),
+                    LiteralFault::Io(source) => Error::Io {
+                        context: "reading the patch",
+                        source,
+                    },
+                });
+            }
             out.write_all(chunk)
                 .map_err(Error::io("writing the new file"))?;
             left = left.saturating_sub(n as u64);
@@ -573,6 +578,15 @@ impl<R: Read> Read for Literal<'_, R> {
 }
 
 impl<R: Read> Literal<'_, R> {
+    /// True when the patch ended before the stream's stored bytes did.
+    fn input_truncated(&self) -> bool {
+        match self {
+            Literal::Empty => false,
+            Literal::Raw(r) => r.hit_eof(),
+            Literal::Zstd(d) => d.get_ref().get_ref().hit_eof(),
+        }
+    }
+
     /// True when no stored byte is left: none unread and none read ahead but
     /// unused by the decoder (bytes after the zstd frame are trailing garbage).
     fn fully_consumed(self) -> bool {
@@ -587,24 +601,38 @@ impl<R: Read> Literal<'_, R> {
     }
 }
 
-/// Fills `buf` from the literal stream. `Err(None)` means the stream ended early.
-fn read_literal(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Option<io::Error>> {
+/// Why the literal stream could not fill a buffer.
+enum LiteralFault {
+    /// The stream ended before the bytes the operations need.
+    Short,
+    /// The zstd decoder refused the stored bytes.
+    Corrupt,
+    /// Reading the patch failed.
+    Io(io::Error),
+}
+
+/// Fills `buf` from the literal stream.
+///
+/// Which of `Short` and `Corrupt` a damaged frame produces, and at which
+/// operation, can depend on how much of the patch each read returns (a
+/// streaming decoder emits what it has decoded before it meets the damage);
+/// either way the patch is refused.
+fn read_literal(r: &mut impl Read, buf: &mut [u8]) -> Result<(), LiteralFault> {
     let mut filled = 0usize;
     while filled < buf.len() {
         let dst = buf.get_mut(filled..).unwrap_or_default();
         match r.read(dst) {
-            Ok(0) => return Err(None),
+            Ok(0) => return Err(LiteralFault::Short),
             Ok(n) => filled = filled.saturating_add(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // zstd reports corrupt data as io errors of kind Other; a truncated
-            // patch surfaces as UnexpectedEof.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LiteralFault::Short),
+            // zstd reports corrupt data as errors of kind Other.
             Err(e)
                 if e.kind() == io::ErrorKind::Other || e.kind() == io::ErrorKind::InvalidData =>
             {
-                return Err(None)
+                return Err(LiteralFault::Corrupt)
             }
-            Err(e) => return Err(Some(e)),
+            Err(e) => return Err(LiteralFault::Io(e)),
         }
     }
     Ok(())

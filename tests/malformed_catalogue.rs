@@ -304,13 +304,13 @@ fn catalogue() -> Vec<Vector> {
         c,
         "in-literal-payload",
         cut(lit0.start + 4),
-        fmt("StreamUnderrun"),
+        fmt("Truncated"),
     );
     add(
         c,
         "last-byte-missing",
         cut(full.len() - 1),
-        fmt("StreamUnderrun"),
+        fmt("Truncated"),
     );
 
     // 3. "Negative" header sizes: values with the sign bit set, and wider ones.
@@ -474,7 +474,7 @@ fn catalogue() -> Vec<Vector> {
         ),
         old: None,
         limits: "max_window_log=10",
-        expect: fmt("StreamUnderrun"),
+        expect: fmt("BadCompression"),
     });
     let mut add = |class: &'static str, name: &'static str, patch: Vec<u8>, expect: String| {
         v.push(Vector {
@@ -712,7 +712,7 @@ fn catalogue() -> Vec<Vector> {
             )],
             fifteen_gib,
         ),
-        fmt("StreamUnderrun"),
+        fmt("Truncated"),
     );
 
     // 10. Declared stream lengths that do not match the data.
@@ -892,7 +892,7 @@ fn catalogue() -> Vec<Vector> {
             )],
             n32,
         ),
-        fmt("StreamUnderrun"),
+        fmt("BadCompression"),
     );
     // 12. Malformed compressed streams.
     let c = CLASSES[11];
@@ -991,7 +991,7 @@ fn catalogue() -> Vec<Vector> {
             )],
             10,
         ),
-        fmt("StreamUnderrun"),
+        fmt("BadCompression"),
     );
 
     // 13. Streams that end before the operations are done.

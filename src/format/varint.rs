@@ -182,6 +182,7 @@ impl<R: Read> PatchInput<R> {
         TakeCounted {
             input: self,
             left: len,
+            hit_eof: false,
         }
     }
 }
@@ -190,11 +191,17 @@ impl<R: Read> PatchInput<R> {
 pub(crate) struct TakeCounted<'a, R> {
     input: &'a mut PatchInput<R>,
     left: u64,
+    /// The patch ended while bytes of this range were still expected.
+    hit_eof: bool,
 }
 
 impl<R> TakeCounted<'_, R> {
     pub(crate) fn left(&self) -> u64 {
         self.left
+    }
+
+    pub(crate) fn hit_eof(&self) -> bool {
+        self.hit_eof
     }
 }
 
@@ -208,6 +215,9 @@ impl<R: Read> Read for TakeCounted<'_, R> {
             .min(buf.len());
         let dst = buf.get_mut(..max).unwrap_or_default();
         let n = self.input.inner.read(dst)?;
+        if n == 0 && !dst.is_empty() {
+            self.hit_eof = true;
+        }
         self.left = self.left.saturating_sub(n as u64);
         self.input.offset = self.input.offset.saturating_add(n as u64);
         Ok(n)
