@@ -659,7 +659,12 @@ fn plan<'m, F: Fs>(
                         // target only changes the mode: apply it once.)
                         if live == Some(target) && (prev.is_some() || pick_live().is_none()) {
                             How::Nothing
-                        } else if prev.is_some() && baseline == Some(target) {
+                        } else if prev.is_some()
+                            && baseline == Some(target)
+                            && pick(baseline).is_none()
+                        {
+                            // Back to the retained copy (a delta from it, if
+                            // carried, also sets the bundle's mode).
                             How::LinkBase
                         } else {
                             let (payload, from) = if c.kind == ComponentKind::Add {

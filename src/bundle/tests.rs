@@ -274,7 +274,19 @@ fn crash_enum(
     random: usize,
     compound: bool,
 ) -> Tally {
-    let base = setup(pre);
+    crash_enum_from(name, setup(pre), op, old, new, random, compound)
+}
+
+/// [`crash_enum`] from any starting model.
+fn crash_enum_from(
+    name: &str,
+    base: Model,
+    op: Op,
+    old: &Tree,
+    new: &Tree,
+    random: usize,
+    compound: bool,
+) -> Tally {
     let rec = MemFs::new(base.clone());
     let counter = Faulty::new(&rec, Plan::Pass);
     run_op(&counter, op).unwrap();
@@ -685,6 +697,18 @@ fn device_at_previous_level_installs_by_delta_from_it() {
     run_with::<_, Vec<u8>>(&fs, &cfg(), None).unwrap();
     assert_eq!(snapshot(&fs.m.borrow()), expect(tree_a));
     assert!(strays(&fs.m.borrow()).is_empty());
+
+    // A power cut at every operation of that install, and in recovery.
+    let t = crash_enum_from(
+        "install W5 at previous level",
+        model_with(tree_a),
+        Op::Install(1),
+        tree_a,
+        &want,
+        4,
+        true,
+    );
+    assert!(t.clean(), "{}", t.line("install W5 at previous level"));
 
     // The same device with c0 changed locally: no carried source matches.
     let mut t = tree_a.clone();
