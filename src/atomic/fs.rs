@@ -374,3 +374,25 @@ impl Fs for RealFs {
         retry(|| rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)))
     }
 }
+
+/// A file read through the seam, as apply's old-file [`Source`](crate::Source):
+/// reads outside `0..len` are refused before they reach the file system.
+pub(crate) struct FsSource<'a, F: Fs> {
+    pub(crate) fs: &'a F,
+    pub(crate) file: &'a F::File,
+    pub(crate) len: u64,
+}
+
+impl<F: Fs> crate::source::Source for FsSource<'_, F> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read outside the file"))?;
+        self.fs.read_at(self.file, offset, buf)
+    }
+}

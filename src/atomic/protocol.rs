@@ -37,7 +37,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fs::{FileKind, Fs, Stat};
+use super::fs::{FileKind, Fs, FsSource, Stat};
 use super::{PatchOptions, PatchOutcome, RecoveryReport, SwapMethod};
 use crate::apply::PatchReader;
 use crate::error::{Error, Subject};
@@ -251,27 +251,6 @@ fn open_locked<F: Fs>(
     Err(Error::Changed {
         path: ctx.path.clone(),
     })
-}
-
-/// The target read through the seam, as apply's old-file [`Source`].
-struct FsSource<'a, F: Fs> {
-    fs: &'a F,
-    file: &'a F::File,
-    len: u64,
-}
-
-impl<F: Fs> Source for FsSource<'_, F> {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        offset
-            .checked_add(buf.len() as u64)
-            .filter(|&end| end <= self.len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read outside the file"))?;
-        self.fs.read_at(self.file, offset, buf)
-    }
 }
 
 /// SHA-256 of a whole source, read in 256 KiB pieces.

@@ -35,7 +35,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::apply::PatchReader;
-use crate::atomic::fs::{FileKind, Fs};
+use crate::atomic::fs::{FileKind, Fs, FsSource};
 use crate::atomic::protocol::copy_xattrs;
 use crate::error::{Error, Subject};
 use crate::hash::{Hasher, Sha256Digest};
@@ -467,26 +467,6 @@ fn open_or_create_dir<F: Fs>(
         .map_err(Error::file(path, "syncing the state directory's parent"))?;
     fs.open_dir_at(parent, name)
         .map_err(Error::file(path, "opening the state directory"))
-}
-
-/// A file read through the seam, as apply's old-file [`Source`].
-struct FsSource<'a, F: Fs> {
-    fs: &'a F,
-    file: &'a F::File,
-    len: u64,
-}
-
-impl<F: Fs> Source for FsSource<'_, F> {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        offset
-            .checked_add(buf.len() as u64)
-            .filter(|&end| end <= self.len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read outside the file"))?;
-        self.fs.read_at(self.file, offset, buf)
-    }
 }
 
 /// Writes through the seam.
