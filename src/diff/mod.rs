@@ -105,17 +105,36 @@ impl DiffOptions {
         };
         let run = || build_patch(old, new, packing);
         let bytes = match self.threads {
-            Some(n) => rayon::ThreadPoolBuilder::new()
-                .num_threads(n.get())
-                .build()
-                .map_err(|_| Error::Bug("could not start the thread pool"))?
-                .install(run)?,
+            Some(n) => pool(n)?.install(run)?,
             None => run()?,
         };
         out.write_all(&bytes)
             .map_err(Error::io("writing the patch"))?;
         Ok(bytes.len() as u64)
     }
+}
+
+/// A thread pool of `n` threads, built once per size and kept for the life of
+/// the process, so that repeated diffs do not start and stop threads.
+fn pool(n: NonZeroUsize) -> Result<std::sync::Arc<rayon::ThreadPool>, Error> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut pools = pools
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(p) = pools.get(&n.get()) {
+        return Ok(Arc::clone(p));
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.get())
+            .build()
+            .map_err(|_| Error::Bug("could not start the thread pool"))?,
+    );
+    pools.insert(n.get(), Arc::clone(&p));
+    Ok(p)
 }
 
 /// Computes a patch from `old` to `new` with the default [`DiffOptions`].
