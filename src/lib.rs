@@ -147,6 +147,11 @@ mod bundle;
 mod diff;
 mod error;
 mod format;
+/// Not part of the API: the bundle fuzz checks (feature `fuzzing`, for the
+/// fuzz targets and their replay tests only; no semver promise).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod limits;
 mod mmap;

@@ -5,6 +5,9 @@
 //! * `structured`: the `arbitrary` model behind `apply_structured`.
 //! * `naive`: the oracle applier of the codec tests (`tests/codec/naive.rs`),
 //!   written from docs/FORMAT.md alone.
+//! * `bundle_inputs`: the bundle targets' inputs, decoded into
+//!   `deltaswap::fuzzing`'s checkers (also replayed by
+//!   `tests/fuzz_regressions_bundle.rs`).
 //! * `heap`: a counting global allocator, so that heap use over the budget is a
 //!   finding.
 
@@ -12,6 +15,7 @@
 #[allow(dead_code, clippy::all)]
 pub mod naive;
 
+pub mod bundle_inputs;
 pub mod checks;
 pub mod heap;
 pub mod structured;

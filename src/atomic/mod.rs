@@ -12,7 +12,9 @@
 
 pub(crate) mod fs;
 pub(crate) mod protocol;
-#[cfg(all(test, feature = "diff"))]
+// The in-memory model and the fault wrapper also serve the fuzz checks
+// (`crate::fuzzing`, feature `fuzzing`); the test suites stay test-only.
+#[cfg(any(all(test, feature = "diff"), feature = "fuzzing"))]
 pub(crate) mod tests;
 
 use std::io::Read;

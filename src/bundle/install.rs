@@ -52,12 +52,12 @@ use super::{InstallReport, Recovery, Status};
 pub(crate) const STAGE_PREFIX: &[u8] = b".deltaswap-stage.";
 /// Default state directory name under the root.
 pub(crate) const STATE_DIR: &str = ".deltaswap";
-const BASE_DIR: &str = "base";
-const STATE_FILE: &str = "state";
-const STATE_TMP: &str = "state.tmp";
-const JOURNAL: &str = "journal";
-const JOURNAL_TMP: &str = "journal.tmp";
-const LOCK: &str = "lock";
+pub(crate) const BASE_DIR: &str = "base";
+pub(crate) const STATE_FILE: &str = "state";
+pub(crate) const STATE_TMP: &str = "state.tmp";
+pub(crate) const JOURNAL: &str = "journal";
+pub(crate) const JOURNAL_TMP: &str = "journal.tmp";
+pub(crate) const LOCK: &str = "lock";
 /// Largest state or journal file read back (both hold one line per component).
 const MAX_STATE_LEN: u64 = 64 << 20;
 /// Longest part of a target's name copied into its staging name.
@@ -116,11 +116,11 @@ fn not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
-fn base_name(path: &BundlePath) -> OsString {
+pub(crate) fn base_name(path: &BundlePath) -> OsString {
     OsString::from(hex(Sha256Digest::of(path.as_bytes()).as_bytes()))
 }
 
-fn stage_name(i: usize, name: &OsStr) -> OsString {
+pub(crate) fn stage_name(i: usize, name: &OsStr) -> OsString {
     let mut b = STAGE_PREFIX.to_vec();
     b.extend_from_slice(format!("{i}.").as_bytes());
     let n = name.as_bytes();

@@ -13,13 +13,14 @@
 
 #[cfg(feature = "diff")]
 mod build;
-mod install;
+// `pub(crate)` for the fuzz checks (`crate::fuzzing`).
+pub(crate) mod install;
 mod keys;
 mod path;
-mod state;
+pub(crate) mod state;
 #[cfg(all(test, feature = "diff"))]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 use std::path::{Path, PathBuf};
 

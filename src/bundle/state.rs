@@ -234,10 +234,14 @@ impl Journal {
         let new_state = State::decode_body(&mut r)?;
         let n = r.u32("ops").ok()?;
         let mut ops = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let path = BundlePath::new(bytes16(&mut r)?).ok()?;
             let stage = OsString::from_vec(bytes16(&mut r)?.to_vec());
-            if !stage.is_empty() && !stage.as_bytes().starts_with(super::install::STAGE_PREFIX) {
+            // Only the name the installer gives op `i` (one path component
+            // beside the target): any other name, such as one with a `/`,
+            // would reach outside the target's directory.
+            let index = usize::try_from(i).ok()?;
+            if !stage.is_empty() && stage != super::install::stage_name(index, path.file_name()) {
                 return None;
             }
             let action = match r.u8("action").ok()? {
@@ -246,6 +250,10 @@ impl Journal {
                 2 => Action::Delete,
                 _ => return None,
             };
+            // The installer stages a file exactly for a replacement.
+            if (action == Action::Replace) == stage.is_empty() {
+                return None;
+            }
             let base_created = r.u8("base").ok()? == 1;
             ops.push(Op {
                 path,

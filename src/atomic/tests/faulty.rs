@@ -1,6 +1,9 @@
 //! A wrapper around any [`Fs`] that counts operations, logs their names, and
 //! can fail the k-th one (once or from then on), cut the power after k
 //! operations, or call a hook before each one.
+//!
+//! Also compiled (without the test suites) under the `fuzzing` feature.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{OsStr, OsString};

@@ -12,6 +12,10 @@
 //!   itself is atomic: all or nothing);
 //! * a rename between two directories is two changes, one in each directory;
 //! * an `fsync` of a file does not make its name durable.
+//!
+//! Also compiled (without the test suites) under the `fuzzing` feature, for
+//! the bundle fuzz checks in `crate::fuzzing`; some helpers are test-only.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -384,6 +388,74 @@ impl Model {
             }
         }
         images
+    }
+
+    /// One state a power cut now could leave, chosen by `pick`: its low two
+    /// bits say none of the pending namespace changes (file data durable), all
+    /// of them (file data live), or (2, 3) a pseudo-random subset seeded by
+    /// the rest, with each unsynced file durable, live or torn at random.
+    /// Cheaper than [`Model::crash_images_bounded`] when one image is wanted.
+    pub(crate) fn crash_image(&self, pick: u64) -> Model {
+        let mode = pick % 4;
+        let mut rng = (pick >> 2).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut img = self.clone();
+        img.locked_by_other.clear();
+        for d in img.dirs.values_mut() {
+            let mut entries = d.durable.clone();
+            for op in &d.pending {
+                let keep = match mode {
+                    0 => false,
+                    1 => true,
+                    _ => next() % 2 == 0,
+                };
+                if keep {
+                    op.apply(&mut entries);
+                }
+            }
+            d.live = entries.clone();
+            d.durable = entries;
+            d.pending.clear();
+        }
+        for node in img.nodes.iter_mut() {
+            if let Node::File { live, durable } = node {
+                if live == durable {
+                    continue;
+                }
+                let choice = match mode {
+                    0 => 0,
+                    1 => 1,
+                    _ => next() % 3,
+                };
+                let kept = match choice {
+                    0 => durable.clone(),
+                    1 => live.clone(),
+                    _ => {
+                        let mut torn = durable.clone();
+                        torn.data = live
+                            .data
+                            .get(..live.data.len() / 2)
+                            .unwrap_or_default()
+                            .to_vec();
+                        torn
+                    }
+                };
+                *live = kept.clone();
+                *durable = kept;
+            }
+        }
+        img.drop_lost_dirs();
+        img
+    }
+
+    /// Every directory's path.
+    pub(crate) fn dir_paths(&self) -> Vec<PathBuf> {
+        self.dirs.keys().cloned().collect()
     }
 
     /// Removes directories made with `create_dir` whose entry in the parent
