@@ -6,12 +6,23 @@
 //! * the committed seed corpora `fuzz/corpus/<target>/` (except
 //!   `apply_structured`, whose seeds are raw `arbitrary` bytes).
 //!
+//! `bundle_open` is here too (its check is `fuzz/src/bundle_check.rs`); the
+//! bundle state-machine and recovery targets are replayed by
+//! `tests/fuzz_regressions_bundle.rs`. The `bundle_open` seeds are written by
+//! `cargo test --test malformed_bundles -- --ignored write_bundle_open_seeds`.
+//!
 //! `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`
 //! regenerates the seed corpora.
 
 #[path = "codec/builder.rs"]
 #[allow(dead_code)]
 mod builder;
+#[path = "../fuzz/src/bundle.rs"]
+#[allow(dead_code)]
+mod bundle;
+#[path = "../fuzz/src/bundle_check.rs"]
+#[allow(dead_code)]
+mod bundle_check;
 #[path = "../fuzz/src/checks.rs"]
 #[allow(dead_code)]
 mod checks;
@@ -27,12 +38,13 @@ use std::path::{Path, PathBuf};
 #[global_allocator]
 static ALLOC: heap::Counting = heap::Counting;
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "patch_header",
     "apply_fixed_old",
     "apply_any_old",
     "apply_structured",
     "roundtrip",
+    "bundle_open",
 ];
 
 fn root() -> PathBuf {
@@ -69,6 +81,7 @@ fn replay(target: &str, path: &Path) {
                 checks::check_apply(&old, &data);
             }
         }
+        "bundle_open" => bundle_check::check(&data),
         other => panic!("unknown fuzz target {other}"),
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! * `checks`: the properties each target asserts (also replayed by the main
 //!   crate's `tests/fuzz_regressions.rs`).
+//! * `bundle`: an independent bundle writer and reader (from docs/FORMAT.md)
+//!   and the fuzzing-only signing key; `bundle_check`: the `bundle_open` target.
 //! * `structured`: the `arbitrary` model behind `apply_structured`.
 //! * `naive`: the oracle applier of the codec tests (`tests/codec/naive.rs`),
 //!   written from docs/FORMAT.md alone.
@@ -15,6 +17,8 @@
 #[allow(dead_code, clippy::all)]
 pub mod naive;
 
+pub mod bundle;
+pub mod bundle_check;
 pub mod bundle_inputs;
 pub mod checks;
 pub mod heap;

@@ -792,6 +792,26 @@ fn stage_step<F: Fs, S: Source>(
                     ),
                     None => reader.apply_to(&[][..], &mut w),
                 };
+                // The payload's bytes were checked when the bundle was opened;
+                // if applying them fails, read the rest of the payload: bytes
+                // that no longer match (the bundle file changed since) are
+                // reported as such, not as whatever the changed bytes did.
+                if let Err(
+                    e @ (Error::Format(_)
+                    | Error::LimitExceeded { .. }
+                    | Error::HashMismatch {
+                        subject: Subject::Target,
+                        ..
+                    }
+                    | Error::SizeMismatch {
+                        subject: Subject::Target,
+                        ..
+                    }),
+                ) = r
+                {
+                    let _ = io::copy(&mut pr, &mut io::sink());
+                    return Err(pr.check(path).err().unwrap_or(e));
+                }
                 let v = r.map_err(|e| match e {
                     Error::Io { source, .. } => {
                         Error::file(&full, "writing the staged file")(source)
