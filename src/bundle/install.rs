@@ -402,12 +402,13 @@ impl<'a, F: Fs> Ctx<'a, F> {
             len,
         };
         let mut h = Hasher::new();
-        let mut buf = vec![0u8; BUF];
+        // Small components (most of a security response) need small buffers.
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(BUF).clamp(1, BUF)];
         let mut pos = 0u64;
         while pos < len {
             let n = usize::try_from(len.saturating_sub(pos))
                 .unwrap_or(BUF)
-                .min(BUF);
+                .min(buf.len());
             let chunk = buf.get_mut(..n).unwrap_or_default();
             src.read_at(pos, chunk)
                 .map_err(Error::file(path, "reading"))?;
@@ -775,7 +776,7 @@ fn stage_step<F: Fs, S: Source>(
             }
             let verified = {
                 let mut w = BufWriter::with_capacity(
-                    BUF,
+                    usize::try_from(target.len).unwrap_or(BUF).clamp(1, BUF),
                     FsWriter {
                         fs: ctx.fs,
                         file: &staged,
