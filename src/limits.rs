@@ -7,6 +7,14 @@
 /// The defaults suit system components (libraries, executables, resource packs):
 /// outputs up to 16 GiB and an apply memory budget of 48 MiB.
 ///
+/// There is no separate limit on the number of operations: every operation
+/// must produce at least one byte (an empty one is
+/// [`FormatErrorKind::EmptyOperation`](crate::FormatErrorKind::EmptyOperation)),
+/// and a segment's operations are read from its control stream, whose decoded
+/// size counts against [`Limits::max_segment_buffer`]; so the work and memory
+/// of one apply are bounded by the output length and the segment buffer.
+/// Bundles have their own limits, [`BundleLimits`](crate::BundleLimits).
+///
 /// # Examples
 ///
 /// A patch whose result is larger than the configured maximum is refused before

@@ -68,16 +68,55 @@ impl Default for BundleLimits {
 impl BundleLimits {
     /// The largest manifest accepted (it is read into memory to verify its
     /// signature). Default 16 MiB.
+    ///
+    /// ```
+    /// use deltaswap::{Bundle, BundleBuilder, BundleLimits, Error, SecretKey};
+    /// # let old = tempfile::tempdir()?; let new = tempfile::tempdir()?;
+    /// std::fs::write(new.path().join("a.so"), b"first added file")?;
+    /// std::fs::write(new.path().join("b.so"), b"second added file")?;
+    /// let key = SecretKey::generate()?;
+    /// let bytes = BundleBuilder::new("26.3 (a)", "26.3", 1).build(old.path(), new.path(), &key)?;
+    /// let limits = BundleLimits::default().max_manifest_len(64);
+    /// let err = Bundle::open_with_limits(&bytes[..], &[key.public_key()], &limits).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { what: "bundle manifest length", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_manifest_len(mut self, bytes: u64) -> BundleLimits {
         self.max_manifest_len = bytes;
         self
     }
     /// The most components accepted. Default 100,000.
+    ///
+    /// ```
+    /// use deltaswap::{Bundle, BundleBuilder, BundleLimits, Error, SecretKey};
+    /// # let old = tempfile::tempdir()?; let new = tempfile::tempdir()?;
+    /// std::fs::write(new.path().join("a.so"), b"first added file")?;
+    /// std::fs::write(new.path().join("b.so"), b"second added file")?;
+    /// let key = SecretKey::generate()?;
+    /// let bytes = BundleBuilder::new("26.3 (a)", "26.3", 1).build(old.path(), new.path(), &key)?;
+    /// let limits = BundleLimits::default().max_components(1);
+    /// let err = Bundle::open_with_limits(&bytes[..], &[key.public_key()], &limits).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { what: "bundle component count", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_components(mut self, n: u64) -> BundleLimits {
         self.max_components = n;
         self
     }
     /// The largest payload section accepted. Default 16 GiB.
+    ///
+    /// ```
+    /// use deltaswap::{Bundle, BundleBuilder, BundleLimits, Error, SecretKey};
+    /// # let old = tempfile::tempdir()?; let new = tempfile::tempdir()?;
+    /// std::fs::write(new.path().join("a.so"), b"first added file")?;
+    /// std::fs::write(new.path().join("b.so"), b"second added file")?;
+    /// let key = SecretKey::generate()?;
+    /// let bytes = BundleBuilder::new("26.3 (a)", "26.3", 1).build(old.path(), new.path(), &key)?;
+    /// let limits = BundleLimits::default().max_payload_len(16);
+    /// let err = Bundle::open_with_limits(&bytes[..], &[key.public_key()], &limits).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { what: "bundle payload section length", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_payload_len(mut self, bytes: u64) -> BundleLimits {
         self.max_payload_len = bytes;
         self
