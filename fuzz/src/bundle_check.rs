@@ -475,9 +475,7 @@ fn install(b: &deltaswap::Bundle<&[u8]>) {
                 .keys()
                 .chain(after.keys())
                 .filter(|k| before.get(*k) != after.get(*k))
-                .filter(|k| {
-                    !(before.get(*k).is_none() && after.get(*k).is_some_and(|v| v == b"dir"))
-                })
+                .filter(|k| before.contains_key(*k) || after.get(*k).is_none_or(|v| v != b"dir"))
                 .collect();
             assert!(
                 changed.is_empty(),
