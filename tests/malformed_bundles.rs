@@ -651,6 +651,26 @@ fn write_bundle_open_seeds() {
         )
         .unwrap();
     }
+    // A three-component manifest cut at every byte (header lengths adjusted,
+    // signature left as is): reaches every field's truncation in the
+    // manifest parser through `open_unverified`.
+    let [a, b, c, _] = files();
+    let (m, _) = manifest(vec![
+        patch_comp(b"lib/libfoo.so", &a, &b),
+        add_comp(b"lib/new.so", &c),
+        remove_comp(b"lib/old.so", &a),
+    ]);
+    let full = bundle::encode_manifest(&m, 0);
+    let id = bundle::key_id(&bundle::fuzz_key().verifying_key());
+    for cut in 0..full.len() {
+        let h = bundle::header(cut as u32, 0, id);
+        let bytes = [&h[..], &full[..cut], &[0u8; 64]].concat();
+        fs::write(
+            dir.join(format!("seed-cut-manifest-{cut}")),
+            [&[0u8][..], &bytes].concat(),
+        )
+        .unwrap();
+    }
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..8 {
         let bytes: Vec<u8> = std::iter::once(1)
