@@ -253,7 +253,8 @@ fn bundle_changed_after_open_and_during_install() {
     let file = dir.path().join("bundle");
     let root = dir.path().join("root");
     let (mut ok, mut refused) = (0, 0);
-    // Change a byte inside each payload in turn (payloads end the file), at
+    // Change one byte (the last, 200 before the end, three quarters in; the
+    // payloads end the file), at
     // every read of the install from the first (0: changed between open and
     // install) to past the last one.
     let total = bytes.len() as u64;
