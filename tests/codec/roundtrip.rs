@@ -284,6 +284,58 @@ proptest! {
     }
 }
 
+/// A 4.5 MiB input, so that the new file is matched as three chunks in
+/// parallel (the proptests above stay below one chunk): the patch must not
+/// depend on the thread count, must apply, and a block moved from the middle
+/// of the file to its end must be found as a copy.
+#[test]
+fn multi_chunk_inputs_round_trip_and_do_not_depend_on_thread_count() {
+    let code = instrs(42, 1_300_000);
+    let old = render(&code);
+    assert!(old.len() > 4 << 20, "old is {} bytes", old.len());
+    let mut new = old.clone();
+    // Sparse byte changes over the first 3 MiB, across the first chunk boundary.
+    let r = random_bytes(43, 3 << 20);
+    for (i, b) in r.iter().enumerate().step_by(4) {
+        new[i] = new[i].wrapping_add(*b | 1);
+    }
+    let changed_only = new.clone();
+    let mid = old.len() / 2;
+    new.extend_from_slice(&old[mid - 40_000..mid + 40_000]);
+    let one = DiffOptions::new()
+        .level(3)
+        .threads(1)
+        .diff(&old, &new)
+        .unwrap();
+    let two = DiffOptions::new()
+        .level(3)
+        .threads(2)
+        .diff(&old, &new)
+        .unwrap();
+    let four = DiffOptions::new()
+        .level(3)
+        .threads(4)
+        .diff(&old, &new)
+        .unwrap();
+    assert!(
+        one == two && one == four,
+        "patches differ with the thread count"
+    );
+    assert_eq!(deltaswap::apply(&old, &one).unwrap(), new);
+    // The moved 80 KB block costs a few bytes, not 80 KB of literals.
+    let base = DiffOptions::new()
+        .level(3)
+        .threads(1)
+        .diff(&old, &changed_only)
+        .unwrap();
+    assert!(
+        one.len() < base.len() + 1000,
+        "{} bytes with the moved block, {} without",
+        one.len(),
+        base.len()
+    );
+}
+
 #[test]
 fn empty_files_all_four_combinations() {
     let some = random_bytes(7, 500);
