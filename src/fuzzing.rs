@@ -1149,6 +1149,10 @@ pub struct Seal {
     pub how: u8,
     /// Write the other file's magic.
     pub wrong_magic: bool,
+    /// Cut the encoded file (magic included) to this many bytes before the
+    /// trailing bytes and the seal are added, so that a correctly sealed file
+    /// ends inside a field.
+    pub cut: Option<u16>,
 }
 
 /// What to put in a state-directory file.
@@ -1258,6 +1262,9 @@ fn put_state_body(out: &mut Vec<u8>, s: &HostileState) {
 }
 
 fn sealed(mut body: Vec<u8>, seal: &Seal) -> Vec<u8> {
+    if let Some(cut) = seal.cut {
+        body.truncate(usize::from(cut));
+    }
     body.extend_from_slice(&seal.trailing);
     let d = Sha256Digest::of(&body);
     match seal.how {
@@ -1272,8 +1279,8 @@ fn sealed(mut body: Vec<u8>, seal: &Seal) -> Vec<u8> {
     body
 }
 
-/// The bytes of a planted file.
-fn plant_bytes(p: &Plant) -> Option<Vec<u8>> {
+/// The bytes of a planted file (`None` for [`Plant::Keep`] and [`Plant::Absent`]).
+pub fn plant_bytes(p: &Plant) -> Option<Vec<u8>> {
     const STATE_MAGIC: &[u8; 8] = b"DSSTATE1";
     const JOURNAL_MAGIC: &[u8; 8] = b"DSJRNL01";
     match p {

@@ -229,6 +229,7 @@ fn seal() -> Seal {
         trailing: Vec::new(),
         how: 0,
         wrong_magic: false,
+        cut: None,
     }
 }
 
@@ -262,7 +263,7 @@ fn recover_seeds() -> Vec<(String, RecoverInput)> {
         f(&mut i);
         (name.to_string(), i)
     };
-    vec![
+    let mut seeds = vec![
         with("keep-a", &|_| {}),
         with("keep-mid", &|i| i.start = 3),
         with("keep-mid-outside", &|i| {
@@ -344,6 +345,7 @@ fn recover_seeds() -> Vec<(String, RecoverInput)> {
                     trailing: b"trailing".to_vec(),
                     how: 1,
                     wrong_magic: true,
+                    cut: None,
                 },
             )
         }),
@@ -371,7 +373,56 @@ fn recover_seeds() -> Vec<(String, RecoverInput)> {
             i.start = 0;
             i.journal = journal(0, 1, vec![op(0, 1, 1, 1), op(4, 0, 0, 0)])
         }),
-    ]
+    ];
+    // Correctly sealed files cut at every byte: the decoder's truncation checks
+    // behind the seal (a random change never passes the seal to reach them).
+    let cut_state = state(
+        7,
+        vec![entry(0, Some(1), Some(2)), entry(3, None, Some(4))],
+        2,
+        None,
+    );
+    let cut_journal = HostileJournal {
+        phase: 1,
+        bundle: 2,
+        state: cut_state.clone(),
+        count: None,
+        ops: vec![op(0, 1, 1, 0), op(3, 2, 2, 1)],
+    };
+    let plants = [
+        ("state", Plant::State(cut_state, seal()), true),
+        ("journal", Plant::Journal(cut_journal, seal()), false),
+    ];
+    for (what, plant, is_state) in plants {
+        let len = deltaswap::fuzzing::plant_bytes(&plant).map_or(0, |b| b.len()) - 32;
+        for cut in 0..len {
+            let cut_plant = match &plant {
+                Plant::State(st, _) => Plant::State(
+                    st.clone(),
+                    Seal {
+                        cut: u16::try_from(cut).ok(),
+                        ..seal()
+                    },
+                ),
+                Plant::Journal(j, _) => Plant::Journal(
+                    j.clone(),
+                    Seal {
+                        cut: u16::try_from(cut).ok(),
+                        ..seal()
+                    },
+                ),
+                other => other.clone(),
+            };
+            seeds.push(with(&format!("{what}-sealed-cut-{cut:03}"), &|i| {
+                if is_state {
+                    i.state = cut_plant.clone();
+                } else {
+                    i.journal = cut_plant.clone();
+                }
+            }));
+        }
+    }
+    seeds
 }
 
 #[test]

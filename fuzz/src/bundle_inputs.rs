@@ -199,6 +199,7 @@ fn seal(u: &mut Unstructured<'_>) -> Seal {
         },
         wrong_magic: s & 0x10 != 0,
         trailing: if s & 0x20 != 0 { bytes8(u) } else { Vec::new() },
+        cut: (s & 0x40 != 0).then(|| u16le(u)),
     }
 }
 
@@ -336,11 +337,20 @@ impl Enc {
         if s.wrong_magic {
             x |= 0x10;
         }
-        if s.trailing.is_empty() {
-            self.b(x)
-        } else {
-            self.b(x | 0x20).s8(&s.trailing)
+        if !s.trailing.is_empty() {
+            x |= 0x20;
         }
+        if s.cut.is_some() {
+            x |= 0x40;
+        }
+        self.b(x);
+        if !s.trailing.is_empty() {
+            self.s8(&s.trailing);
+        }
+        if let Some(c) = s.cut {
+            self.bytes(&c.to_le_bytes());
+        }
+        self
     }
     fn plant(&mut self, p: &Plant) -> &mut Self {
         match p {
