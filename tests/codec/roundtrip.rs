@@ -302,32 +302,21 @@ fn multi_chunk_inputs_round_trip_and_do_not_depend_on_thread_count() {
     let changed_only = new.clone();
     let mid = old.len() / 2;
     new.extend_from_slice(&old[mid - 40_000..mid + 40_000]);
-    let one = DiffOptions::new()
-        .level(3)
-        .threads(1)
-        .diff(&old, &new)
-        .unwrap();
-    let two = DiffOptions::new()
-        .level(3)
-        .threads(2)
-        .diff(&old, &new)
-        .unwrap();
-    let four = DiffOptions::new()
-        .level(3)
-        .threads(4)
-        .diff(&old, &new)
-        .unwrap();
+    let diff = |threads: usize, new: &[u8]| {
+        DiffOptions::new()
+            .level(3)
+            .threads(threads)
+            .diff(&old, new)
+            .unwrap()
+    };
+    let one = diff(1, &new);
     assert!(
-        one == two && one == four,
+        one == diff(2, &new) && one == diff(4, &new),
         "patches differ with the thread count"
     );
     assert_eq!(deltaswap::apply(&old, &one).unwrap(), new);
     // The moved 80 KB block costs a few bytes, not 80 KB of literals.
-    let base = DiffOptions::new()
-        .level(3)
-        .threads(1)
-        .diff(&old, &changed_only)
-        .unwrap();
+    let base = diff(1, &changed_only);
     assert!(
         one.len() < base.len() + 1000,
         "{} bytes with the moved block, {} without",
