@@ -293,11 +293,15 @@ fn multi_chunk_inputs_round_trip_and_do_not_depend_on_thread_count() {
     let code = instrs(42, 1_300_000);
     let old = render(&code);
     assert!(old.len() > 4 << 20, "old is {} bytes", old.len());
-    let mut new = old.clone();
-    // Sparse byte changes over the first 3 MiB, across the first chunk boundary.
+    // 1000 new bytes in front, so that every chunk boundary falls inside a copy
+    // whose old position differs from the new one (the scan of each chunk
+    // starts with no alignment and must find it), then sparse byte changes
+    // over the first 3 MiB, across the first chunk boundary.
+    let mut new = random_bytes(44, 1000);
+    new.extend_from_slice(&old);
     let r = random_bytes(43, 3 << 20);
     for (i, b) in r.iter().enumerate().step_by(4) {
-        new[i] = new[i].wrapping_add(*b | 1);
+        new[1000 + i] = new[1000 + i].wrapping_add(*b | 1);
     }
     let changed_only = new.clone();
     let mid = old.len() / 2;
