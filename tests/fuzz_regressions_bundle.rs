@@ -389,35 +389,30 @@ fn recover_seeds() -> Vec<(String, RecoverInput)> {
         count: None,
         ops: vec![op(0, 1, 1, 0), op(3, 2, 2, 1)],
     };
-    let plants = [
-        ("state", Plant::State(cut_state, seal()), true),
-        ("journal", Plant::Journal(cut_journal, seal()), false),
-    ];
-    for (what, plant, is_state) in plants {
-        let len = deltaswap::fuzzing::plant_bytes(&plant).map_or(0, |b| b.len()) - 32;
+    let plant = |is_state: bool, seal: Seal| {
+        if is_state {
+            Plant::State(cut_state.clone(), seal)
+        } else {
+            Plant::Journal(cut_journal.clone(), seal)
+        }
+    };
+    for (what, is_state) in [("state", true), ("journal", false)] {
+        // The unsealed length: the whole file less its 32-byte SHA-256 seal.
+        let len = deltaswap::fuzzing::plant_bytes(&plant(is_state, seal()))
+            .unwrap()
+            .len()
+            - 32;
         for cut in 0..len {
-            let cut_plant = match &plant {
-                Plant::State(st, _) => Plant::State(
-                    st.clone(),
-                    Seal {
-                        cut: u16::try_from(cut).ok(),
-                        ..seal()
-                    },
-                ),
-                Plant::Journal(j, _) => Plant::Journal(
-                    j.clone(),
-                    Seal {
-                        cut: u16::try_from(cut).ok(),
-                        ..seal()
-                    },
-                ),
-                other => other.clone(),
+            let cut_seal = Seal {
+                cut: Some(u16::try_from(cut).unwrap()),
+                ..seal()
             };
+            let p = plant(is_state, cut_seal);
             seeds.push(with(&format!("{what}-sealed-cut-{cut:03}"), &|i| {
                 if is_state {
-                    i.state = cut_plant.clone();
+                    i.state = p.clone();
                 } else {
-                    i.journal = cut_plant.clone();
+                    i.journal = p.clone();
                 }
             }));
         }

@@ -253,10 +253,10 @@ fn bundle_changed_after_open_and_during_install() {
     let file = dir.path().join("bundle");
     let root = dir.path().join("root");
     let (mut ok, mut refused) = (0, 0);
-    // Change one byte (the last, 200 before the end, three quarters in; the
-    // payloads end the file), at
-    // every read of the install from the first (0: changed between open and
-    // install) to past the last one.
+    // Change one payload byte (the payloads end the file: the last byte, the
+    // one 200 before the end, the one three quarters in) at every read of the
+    // install, from the first (0: changed between open and install) to past
+    // the last one.
     let total = bytes.len() as u64;
     for at in [total - 1, total - 200, total * 3 / 4] {
         let mut n = 0;
