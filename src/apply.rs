@@ -273,10 +273,36 @@ struct ApplyState<'a, S: ?Sized> {
     buf: Vec<u8>,
 }
 
+/// What a segment adds to the bytes it copies from the old file.
+enum Deltas<'a> {
+    /// Run layout: run lengths and changed bytes, decoded in memory.
+    Runs(RunDeltas<'a>),
+    /// Plain layout: one delta per copied byte, decoded as it is consumed.
+    Plain(PlainDeltas<'a>),
+}
+
+impl Deltas<'_> {
+    /// Adds the deltas of the next `buf.len()` copied bytes to `buf`.
+    fn apply(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Deltas::Runs(d) => d.apply(buf),
+            Deltas::Plain(d) => d.apply(buf),
+        }
+    }
+
+    /// Checks that the segment's copies consumed every delta.
+    fn finish(self) -> Result<(), Error> {
+        match self {
+            Deltas::Runs(d) => d.finish(),
+            Deltas::Plain(d) => d.finish(),
+        }
+    }
+}
+
 /// The delta runs of a segment: alternating zero runs (bytes copied unchanged)
 /// and delta runs (bytes added to the old bytes), over all copy ranges of the
 /// segment laid end to end.
-struct Deltas<'a> {
+struct RunDeltas<'a> {
     runs: SliceReader<'a>,
     lens: SliceReader<'a>,
     bytes: SliceReader<'a>,
@@ -284,7 +310,7 @@ struct Deltas<'a> {
     deltas_left: u64,
 }
 
-impl Deltas<'_> {
+impl RunDeltas<'_> {
     /// Adds the delta stream to `buf` (old bytes in, new bytes out).
     fn apply(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         let mut i = 0usize;
@@ -336,6 +362,204 @@ impl Deltas<'_> {
     }
 }
 
+/// Reads the stored bytes of a stream that is decoded later, as it is consumed.
+fn read_stored<R: Read>(
+    input: &mut PatchInput<R>,
+    desc: &StreamDesc,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    // The stored length was checked against the segment buffer limit by the caller.
+    let stored = usize::try_from(desc.stored_len)
+        .map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
+    let mut v = vec![0u8; stored];
+    input.read_exact(&mut v, what)?;
+    Ok(v)
+}
+
+/// The deltas of a plain-layout segment: one byte per copied byte, decoded
+/// from the stored bytes held in memory, a buffer at a time.
+struct PlainDeltas<'a> {
+    dec: PlainDecoder<'a>,
+    /// Decoded bytes not yet consumed by a copy.
+    left: u64,
+    scratch: Vec<u8>,
+    at: u64,
+}
+
+enum PlainDecoder<'a> {
+    Raw(&'a [u8]),
+    Zstd(Box<zstd::stream::read::Decoder<'static, &'a [u8]>>),
+    Lzma {
+        stream: Box<lzma_rust2::LzmaStream>,
+        input: &'a [u8],
+        done: bool,
+    },
+}
+
+impl<'a> PlainDeltas<'a> {
+    const WHAT: &'static str = "delta-byte stream";
+
+    fn new(
+        stored: &'a [u8],
+        desc: &StreamDesc,
+        at: u64,
+        limits: &Limits,
+    ) -> Result<PlainDeltas<'a>, Error> {
+        let bad = |kind| Error::Format(crate::error::FormatError::new(at, Self::WHAT, kind));
+        let dec = match desc.codec {
+            Codec::Raw => PlainDecoder::Raw(stored),
+            Codec::Zstd => {
+                let mut dec = zstd::stream::read::Decoder::with_buffer(stored)
+                    .map_err(|_| bad(FormatErrorKind::BadCompression))?
+                    .single_frame();
+                dec.window_log_max(limits.max_window_log)
+                    .map_err(|_| bad(FormatErrorKind::BadCompression))?;
+                PlainDecoder::Zstd(Box::new(dec))
+            }
+            Codec::Lzma => {
+                let params = desc
+                    .lzma
+                    .ok_or(Error::Bug("LZMA stream without parameters"))?;
+                let (lc, lp, pb) = params
+                    .lc_lp_pb()
+                    .ok_or_else(|| bad(FormatErrorKind::OutOfRange))?;
+                if u32::from(params.dict_log) > limits.max_window_log {
+                    return Err(Error::LimitExceeded {
+                        what: "LZMA dictionary (log2)",
+                        actual: u64::from(params.dict_log),
+                        limit: u64::from(limits.max_window_log),
+                    });
+                }
+                let dict = 1u32
+                    .checked_shl(u32::from(params.dict_log))
+                    .ok_or_else(|| bad(FormatErrorKind::OutOfRange))?;
+                let stream = lzma_rust2::LzmaStream::new(desc.raw_len, lc, lp, pb, dict, None)
+                    .map_err(|_| bad(FormatErrorKind::BadCompression))?;
+                PlainDecoder::Lzma {
+                    stream: Box::new(stream),
+                    input: stored,
+                    done: false,
+                }
+            }
+        };
+        Ok(PlainDeltas {
+            dec,
+            left: desc.raw_len,
+            scratch: Vec::new(),
+            at,
+        })
+    }
+
+    fn err(&self, kind: FormatErrorKind) -> Error {
+        Error::Format(crate::error::FormatError::new(self.at, Self::WHAT, kind))
+    }
+
+    /// Decodes exactly `out.len()` bytes (the caller checked they are declared).
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        let at = self.at;
+        let bad = || {
+            Error::Format(crate::error::FormatError::new(
+                at,
+                Self::WHAT,
+                FormatErrorKind::BadCompression,
+            ))
+        };
+        match &mut self.dec {
+            PlainDecoder::Raw(rest) => {
+                let n = out.len();
+                let (head, tail) = rest.split_at_checked(n).ok_or(Error::Bug("raw deltas"))?;
+                out.copy_from_slice(head);
+                *rest = tail;
+            }
+            PlainDecoder::Zstd(dec) => {
+                read_literal(dec.as_mut(), out).map_err(|_| bad())?;
+            }
+            PlainDecoder::Lzma {
+                stream,
+                input,
+                done,
+            } => {
+                let mut filled = 0usize;
+                while filled < out.len() {
+                    if *done {
+                        return Err(bad());
+                    }
+                    let dst = out.get_mut(filled..).unwrap_or_default();
+                    let r = stream
+                        .process(input, dst, lzma_rust2::Action::Finish)
+                        .map_err(|_| bad())?;
+                    *input = input.get(r.bytes_consumed..).unwrap_or_default();
+                    filled = filled.saturating_add(r.bytes_produced);
+                    *done = r.status == lzma_rust2::Status::StreamEnd;
+                    if r.bytes_consumed == 0 && r.bytes_produced == 0 && !*done {
+                        return Err(bad());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        let n = buf.len();
+        if n as u64 > self.left {
+            return Err(self.err(FormatErrorKind::StreamUnderrun));
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        let add = scratch.get_mut(..n).ok_or(Error::Bug("delta buffer"))?;
+        let filled = self.fill(add);
+        for (o, d) in buf.iter_mut().zip(add.iter()) {
+            *o = o.wrapping_add(*d);
+        }
+        self.scratch = scratch;
+        filled?;
+        self.left = self.left.saturating_sub(n as u64);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        let trailing = self.err(FormatErrorKind::StreamTrailing);
+        let corrupt = self.err(FormatErrorKind::BadCompression);
+        if self.left != 0 {
+            return Err(trailing);
+        }
+        // The coded data must end exactly with the declared bytes.
+        let mut probe = [0u8; 1];
+        let at_end = match self.dec {
+            PlainDecoder::Raw(rest) => rest.is_empty(),
+            PlainDecoder::Zstd(mut dec) => match dec.read(&mut probe) {
+                Ok(0) => dec.finish().is_empty(),
+                Ok(_) => false,
+                Err(_) => return Err(corrupt),
+            },
+            PlainDecoder::Lzma {
+                mut stream,
+                input,
+                done,
+            } => {
+                let mut rest = input;
+                let mut ended = done;
+                if !ended {
+                    let r = stream
+                        .process(rest, &mut probe, lzma_rust2::Action::Finish)
+                        .map_err(|_| corrupt)?;
+                    rest = rest.get(r.bytes_consumed..).unwrap_or_default();
+                    ended = r.status == lzma_rust2::Status::StreamEnd && r.bytes_produced == 0;
+                }
+                ended && rest.is_empty()
+            }
+        };
+        if at_end {
+            Ok(())
+        } else {
+            Err(trailing)
+        }
+    }
+}
+
 /// Reads one in-memory stream (control or delta) of a segment.
 fn read_buffered_stream<R: Read>(
     input: &mut PatchInput<R>,
@@ -354,6 +578,8 @@ fn read_buffered_stream<R: Read>(
             input.read_exact(&mut v, what)?;
             Ok(v)
         }
+        // The reader admits LZMA only for plain delta bytes, which are not buffered.
+        Codec::Lzma => Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Lzma as u8))),
         Codec::Zstd => {
             let stored = usize::try_from(desc.stored_len)
                 .map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
@@ -400,17 +626,20 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     }
     let lit_d = seg.streams[LITERALS];
     // Decoded and stored sizes of the buffered streams, checked before allocating.
+    // In plain layout the delta bytes are decoded as they are consumed: only
+    // their stored bytes are held.
+    let plain = seg.is_plain();
     let mut buffered: u64 = 0;
-    for d in seg.streams.iter().take(LITERALS) {
-        buffered = buffered
-            .checked_add(d.raw_len)
-            .and_then(|b| {
-                b.checked_add(if d.codec == Codec::Zstd {
-                    d.stored_len
-                } else {
-                    0
-                })
-            })
+    for (k, d) in seg.streams.iter().enumerate().take(LITERALS) {
+        let held = if plain && k == DELTA_BYTES {
+            Some(d.stored_len)
+        } else if d.codec == Codec::Raw {
+            Some(d.raw_len)
+        } else {
+            d.raw_len.checked_add(d.stored_len)
+        };
+        buffered = held
+            .and_then(|h| buffered.checked_add(h))
             .ok_or_else(|| input.err("segment streams", FormatErrorKind::Overflow))?;
     }
     if buffered > limits.max_segment_buffer {
@@ -423,24 +652,36 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     if lit_d.raw_len > seg.new_len {
         return Err(input.err("literal stream", FormatErrorKind::OutOfRange));
     }
+    // Plain deltas: one per copied byte, so never more than the segment's length.
+    if plain && seg.streams[DELTA_BYTES].raw_len > seg.new_len {
+        return Err(input.err(STREAM_NAMES[DELTA_BYTES], FormatErrorKind::OutOfRange));
+    }
     let mut bufs: [Vec<u8>; LITERALS] = Default::default();
+    let mut plain_at = 0;
     for (i, buf) in bufs.iter_mut().enumerate() {
         let desc = seg.streams.get(i).ok_or(Error::Bug("stream index"))?;
-        *buf = read_buffered_stream(
-            input,
-            desc,
-            STREAM_NAMES.get(i).copied().unwrap_or("stream"),
-        )?;
+        let what = STREAM_NAMES.get(i).copied().unwrap_or("stream");
+        *buf = if plain && i == DELTA_BYTES {
+            plain_at = input.offset();
+            read_stored(input, desc, what)?
+        } else {
+            read_buffered_stream(input, desc, what)?
+        };
     }
     let [ctrl_buf, runs_buf, lens_buf, bytes_buf] = &bufs;
 
     let mut ctrl = SliceReader::new(ctrl_buf, seg_at, STREAM_NAMES[CONTROL]);
-    let mut deltas = Deltas {
-        runs: SliceReader::new(runs_buf, seg_at, STREAM_NAMES[ZERO_RUNS]),
-        lens: SliceReader::new(lens_buf, seg_at, STREAM_NAMES[DELTA_LENS]),
-        bytes: SliceReader::new(bytes_buf, seg_at, STREAM_NAMES[DELTA_BYTES]),
-        zeros_left: 0,
-        deltas_left: 0,
+    let mut deltas = if plain {
+        let desc = seg.streams[DELTA_BYTES];
+        Deltas::Plain(PlainDeltas::new(bytes_buf, &desc, plain_at, limits)?)
+    } else {
+        Deltas::Runs(RunDeltas {
+            runs: SliceReader::new(runs_buf, seg_at, STREAM_NAMES[ZERO_RUNS]),
+            lens: SliceReader::new(lens_buf, seg_at, STREAM_NAMES[DELTA_LENS]),
+            bytes: SliceReader::new(bytes_buf, seg_at, STREAM_NAMES[DELTA_BYTES]),
+            zeros_left: 0,
+            deltas_left: 0,
+        })
     };
 
     let lit_at = input.offset();
@@ -453,6 +694,8 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     };
     let mut literal = match lit_d.codec {
         _ if lit_d.raw_len == 0 => Literal::Empty,
+        // The segment reader admits LZMA only for plain delta bytes.
+        Codec::Lzma => return Err(lit_err(FormatErrorKind::UnknownCodec(Codec::Lzma as u8))),
         Codec::Raw => Literal::Raw(input.by_ref_take(lit_d.stored_len)),
         Codec::Zstd => {
             let take = input.by_ref_take(lit_d.stored_len);

@@ -13,11 +13,11 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::format::{
-    write_segment_header, PatchHeader, SegmentHeader, StreamDesc, STREAMS, WRITER_SEGMENT_BUDGET,
-    WRITER_WINDOW_LOG,
+    write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
+    DELTA_LENS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
-use encode::{pack_stream, PackedSegment, Packing, SegmentBuilder};
+use encode::{pack_plain, pack_stream, PackedSegment, Packing, SegmentBuilder, PLAIN_MAX_COPIED};
 use matcher::{scan_chunk, GramFilter, Index, Op};
 
 /// The new file is matched in chunks of this size, in parallel. Fixed so that the
@@ -255,11 +255,32 @@ fn build_patch_with_budget(
     let jobs: Vec<(usize, usize)> = (0..segments.len())
         .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
         .collect();
-    let packed: Vec<_> = jobs
-        .par_iter()
-        .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
-        .collect::<Result<_, _>>()
-        .map_err(Error::io("compressing a stream"))?;
+    // The plain layout is tried beside the zstd jobs, one LZMA job per segment.
+    let plain_jobs: Vec<usize> = (0..segments.len())
+        .filter(|&s| packing.tries_plain() && segments[s].copied() <= PLAIN_MAX_COPIED)
+        .filter(|&s| segments[s].copied() > 0)
+        .collect();
+    let (packed, plain) = rayon::join(
+        || {
+            jobs.par_iter()
+                .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
+                .collect::<Result<Vec<_>, _>>()
+        },
+        || {
+            plain_jobs
+                .par_iter()
+                .map(|&s| {
+                    let raw = segments[s].plain_deltas(old, new);
+                    pack_plain(&raw, packing).map(|p| (s, p))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        },
+    );
+    let packed = packed.map_err(Error::io("compressing a stream"))?;
+    let mut plain = plain
+        .map_err(Error::io("compressing a stream"))?
+        .into_iter()
+        .peekable();
     let mut out = Vec::new();
     PatchHeader::encode(
         old.len() as u64,
@@ -269,13 +290,16 @@ fn build_patch_with_budget(
         &mut out,
     );
     let mut it = packed.into_iter();
-    for seg in &segments {
+    for (index, seg) in segments.iter().enumerate() {
         let mut streams = [StreamDesc::EMPTY; STREAMS];
         let mut payloads = Vec::with_capacity(STREAMS);
         for slot in streams.iter_mut() {
             let (d, p) = it.next().ok_or(Error::Bug("stream count"))?;
             *slot = d;
             payloads.push(p);
+        }
+        if let Some((_, (desc, bytes))) = plain.next_if(|(s, _)| *s == index) {
+            choose_layout(&mut streams, &mut payloads, desc, bytes);
         }
         let packed = PackedSegment {
             header: SegmentHeader {
@@ -290,6 +314,38 @@ fn build_patch_with_budget(
         }
     }
     Ok(out)
+}
+
+/// Replaces a segment's run streams by the plain delta stream when that makes
+/// the segment smaller, descriptors included.
+fn choose_layout(
+    streams: &mut [StreamDesc; STREAMS],
+    payloads: &mut [Vec<u8>],
+    plain: StreamDesc,
+    plain_bytes: Vec<u8>,
+) {
+    let cost = |d: &StreamDesc| {
+        let mut v = Vec::new();
+        write_stream_desc(d, &mut v);
+        d.stored_len + v.len() as u64
+    };
+    let runs: u64 = [ZERO_RUNS, DELTA_LENS, DELTA_BYTES]
+        .iter()
+        .map(|&k| cost(&streams[k]))
+        .sum();
+    let plain_cost = cost(&plain) + 2 * cost(&StreamDesc::EMPTY);
+    if plain_cost < runs {
+        for k in [ZERO_RUNS, DELTA_LENS] {
+            streams[k] = StreamDesc::EMPTY;
+            if let Some(p) = payloads.get_mut(k) {
+                p.clear();
+            }
+        }
+        streams[DELTA_BYTES] = plain;
+        if let Some(p) = payloads.get_mut(DELTA_BYTES) {
+            *p = plain_bytes;
+        }
+    }
 }
 
 #[cfg(test)]

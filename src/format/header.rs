@@ -118,6 +118,34 @@ impl PatchHeader {
 pub(crate) enum Codec {
     Raw = 0,
     Zstd = 1,
+    /// Raw LZMA (no header, no end marker), only for the delta bytes of a
+    /// segment in plain layout.
+    Lzma = 2,
+}
+
+/// The parameters of an LZMA stream, as its descriptor carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LzmaParams {
+    /// The LZMA properties byte: `(pb * 5 + lp) * 9 + lc`.
+    pub(crate) props: u8,
+    /// log2 of the dictionary size.
+    pub(crate) dict_log: u8,
+}
+
+impl LzmaParams {
+    /// Smallest dictionary a descriptor may name: 2^12 bytes.
+    pub(crate) const MIN_DICT_LOG: u8 = 12;
+    /// Largest dictionary a descriptor may name: 2^30 bytes (a reader's
+    /// [`Limits`](crate::Limits) usually allows far less).
+    pub(crate) const MAX_DICT_LOG: u8 = 30;
+
+    /// `(lc, lp, pb)` from the properties byte, if it is valid for this format:
+    /// `lc + lp ≤ 4` (as in LZMA2), which bounds the decoder's tables to 48 KiB.
+    pub(crate) fn lc_lp_pb(self) -> Option<(u32, u32, u32)> {
+        let p = u32::from(self.props);
+        let (lc, lp, pb) = (p % 9, (p / 9) % 5, p / 45);
+        (pb <= 4 && lc + lp <= 4).then_some((lc, lp, pb))
+    }
 }
 
 /// One stream of a segment: its decoded length, codec and stored length.
@@ -126,6 +154,8 @@ pub(crate) struct StreamDesc {
     pub(crate) raw_len: u64,
     pub(crate) codec: Codec,
     pub(crate) stored_len: u64,
+    /// Present for [`Codec::Lzma`] only.
+    pub(crate) lzma: Option<LzmaParams>,
 }
 
 impl StreamDesc {
@@ -134,6 +164,7 @@ impl StreamDesc {
         raw_len: 0,
         codec: Codec::Raw,
         stored_len: 0,
+        lzma: None,
     };
 }
 
@@ -166,15 +197,36 @@ pub(crate) struct SegmentHeader {
     pub(crate) streams: [StreamDesc; STREAMS],
 }
 
+impl SegmentHeader {
+    /// True for the plain layout: no run streams, and the delta-byte stream
+    /// holds one delta per copied byte (zeros included). In the run layout the
+    /// run streams are present whenever the segment copies anything, so the
+    /// two layouts cannot be confused.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.streams[ZERO_RUNS].raw_len == 0
+            && self.streams[DELTA_LENS].raw_len == 0
+            && self.streams[DELTA_BYTES].raw_len > 0
+    }
+}
+
 pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
     put_varint(out, h.new_len);
     for s in &h.streams {
-        put_varint(out, s.raw_len);
-        if s.raw_len > 0 {
-            out.push(s.codec as u8);
-            if s.codec == Codec::Zstd {
-                put_varint(out, s.stored_len);
-            }
+        write_stream_desc(s, out);
+    }
+}
+
+/// One stream descriptor: `raw_len [codec [stored_len] [props dict_log]]`.
+pub(crate) fn write_stream_desc(s: &StreamDesc, out: &mut Vec<u8>) {
+    put_varint(out, s.raw_len);
+    if s.raw_len > 0 {
+        out.push(s.codec as u8);
+        if s.codec != Codec::Raw {
+            put_varint(out, s.stored_len);
+        }
+        if let Some(p) = s.lzma {
+            out.push(p.props);
+            out.push(p.dict_log);
         }
     }
 }
@@ -186,13 +238,8 @@ pub(crate) fn read_segment_header<R: Read>(
     if new_len == 0 {
         return Err(input.err("segment length", FormatErrorKind::EmptyOperation));
     }
-    let empty = StreamDesc {
-        raw_len: 0,
-        codec: Codec::Raw,
-        stored_len: 0,
-    };
-    let mut streams = [empty; STREAMS];
-    for (slot, what) in streams.iter_mut().zip(STREAM_NAMES) {
+    let mut streams = [StreamDesc::EMPTY; STREAMS];
+    for (k, (slot, what)) in streams.iter_mut().zip(STREAM_NAMES).enumerate() {
         let raw_len = input.read_varint(what)?;
         if raw_len == 0 {
             continue;
@@ -200,11 +247,14 @@ pub(crate) fn read_segment_header<R: Read>(
         let codec = match input.read_u8(what)? {
             0 => Codec::Raw,
             1 => Codec::Zstd,
+            // LZMA is defined for the delta-byte stream only; whether the
+            // segment is in plain layout is checked once all descriptors are read.
+            2 if k == DELTA_BYTES => Codec::Lzma,
             other => return Err(input.err(what, FormatErrorKind::UnknownCodec(other))),
         };
         let stored_len = match codec {
             Codec::Raw => raw_len,
-            Codec::Zstd => {
+            Codec::Zstd | Codec::Lzma => {
                 let n = input.read_varint(what)?;
                 if n == 0 {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
@@ -212,11 +262,32 @@ pub(crate) fn read_segment_header<R: Read>(
                 n
             }
         };
+        let lzma = match codec {
+            Codec::Lzma => {
+                let params = LzmaParams {
+                    props: input.read_u8(what)?,
+                    dict_log: input.read_u8(what)?,
+                };
+                let dict_ok = (LzmaParams::MIN_DICT_LOG..=LzmaParams::MAX_DICT_LOG)
+                    .contains(&params.dict_log);
+                if params.lc_lp_pb().is_none() || !dict_ok {
+                    return Err(input.err(what, FormatErrorKind::OutOfRange));
+                }
+                Some(params)
+            }
+            _ => None,
+        };
         *slot = StreamDesc {
             raw_len,
             codec,
             stored_len,
+            lzma,
         };
     }
-    Ok(SegmentHeader { new_len, streams })
+    let seg = SegmentHeader { new_len, streams };
+    if seg.streams[DELTA_BYTES].codec == Codec::Lzma && !seg.is_plain() {
+        let what = STREAM_NAMES[DELTA_BYTES];
+        return Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Lzma as u8)));
+    }
+    Ok(seg)
 }

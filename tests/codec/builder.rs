@@ -117,6 +117,27 @@ impl Stream {
         Stream { desc, payload }
     }
 
+    /// Codec 2: a raw LZMA stream (lc = lp = pb = 0, the given dictionary).
+    pub fn lzma(data: &[u8], dict_log: u8) -> Stream {
+        let mut o = lzma_rust2::LzmaOptions::with_preset(6);
+        o.lc = 0;
+        o.lp = 0;
+        o.pb = 0;
+        o.dict_size = 1 << dict_log.clamp(12, 20);
+        let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &o, false).unwrap();
+        std::io::Write::write_all(&mut w, data).unwrap();
+        Stream::lzma_payload(data.len() as u64, w.finish().unwrap(), 0, dict_log)
+    }
+
+    /// Codec 2 with explicit fields.
+    pub fn lzma_payload(raw_len: u64, payload: Vec<u8>, props: u8, dict_log: u8) -> Stream {
+        let mut desc = varint(raw_len);
+        desc.push(2);
+        desc.extend(varint(payload.len() as u64));
+        desc.extend([props, dict_log]);
+        Stream { desc, payload }
+    }
+
     /// Any descriptor: raw_len, codec byte, optional stored_len; and a payload.
     pub fn custom(raw_len: u64, codec: u8, stored_len: Option<u64>, payload: &[u8]) -> Stream {
         let mut desc = varint(raw_len);
@@ -283,6 +304,28 @@ pub fn plan(old: &[u8], new: &[u8], segments: &[Vec<Op>]) -> Vec<SegmentData> {
     out
 }
 
+/// The same segments in plain layout: no run streams, one delta per copied byte.
+pub fn to_plain(old: &[u8], new: &[u8], segments: &[Vec<Op>]) -> Vec<SegmentData> {
+    let mut segs = plan(old, new, segments);
+    let mut p: i64 = 0;
+    let mut n: usize = 0;
+    for (seg, ops) in segs.iter_mut().zip(segments) {
+        let mut deltas = Vec::new();
+        for o in ops {
+            let (pu, c) = (p as usize, o.copy as usize);
+            for k in 0..c {
+                deltas.push(new[n + k].wrapping_sub(old[pu + k]));
+            }
+            n += c + o.lit as usize;
+            p = p + o.copy as i64 + o.seek;
+        }
+        seg.streams[ZERO_RUNS].clear();
+        seg.streams[DELTA_LENS].clear();
+        seg.streams[DELTA_BYTES] = deltas;
+    }
+    segs
+}
+
 /// A patch from decoded segments, all streams with the same codec.
 pub fn assemble(old: &[u8], new: &[u8], segs: &[SegmentData], codec: Codec) -> Patch {
     Patch {
@@ -315,6 +358,8 @@ pub struct Sample {
     pub old: Vec<u8>,
     pub new: Vec<u8>,
     pub segs: Vec<SegmentData>,
+    /// The same operations in plain layout.
+    pub plain: Vec<SegmentData>,
 }
 
 pub fn sample() -> Sample {
@@ -337,13 +382,16 @@ pub fn sample() -> Sample {
     // seg 1, op 1: old[90..95], 30 literals, seek +305 -> p = 400 = old_len
     new.extend(&old[90..95]);
     new.extend(random_bytes(3, 30));
-    let segs = plan(
-        &old,
-        &new,
-        &[
-            vec![op(100, 20, 30), op(70, 5, -150)],
-            vec![op(40, 0, 0), op(5, 30, 305)],
-        ],
-    );
-    Sample { old, new, segs }
+    let ops = [
+        vec![op(100, 20, 30), op(70, 5, -150)],
+        vec![op(40, 0, 0), op(5, 30, 305)],
+    ];
+    let segs = plan(&old, &new, &ops);
+    let plain = to_plain(&old, &new, &ops);
+    Sample {
+        old,
+        new,
+        segs,
+        plain,
+    }
 }

@@ -85,6 +85,51 @@ struct Desc {
     raw_len: u64,
     codec: u8,
     stored_len: u64,
+    /// LZMA properties byte and log2 of the dictionary (codec 2 only).
+    lzma: (u8, u8),
+}
+
+/// Largest LZMA dictionary accepted (the default `Limits::max_window_log`).
+const MAX_DICT_LOG: u8 = 24;
+
+/// Decodes a raw LZMA stream (no header, no end marker) of known size; every
+/// stored byte must be used and the range coder must end cleanly.
+fn decode_lzma(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>> {
+    let (props, dict_log) = desc.lzma;
+    let (lc, lp, pb) = (
+        u32::from(props % 9),
+        u32::from(props / 9 % 5),
+        u32::from(props / 45),
+    );
+    let mut stream = lzma_rust2::LzmaStream::new(desc.raw_len, lc, lp, pb, 1u32 << dict_log, None)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let mut out = vec![0u8; usize::try_from(desc.raw_len).unwrap() + 1];
+    let (mut used, mut made) = (0usize, 0usize);
+    loop {
+        let r = stream
+            .process(
+                &payload[used..],
+                &mut out[made..],
+                lzma_rust2::Action::Finish,
+            )
+            .map_err(|e| format!("{what}: LZMA error {e}"))?;
+        used += r.bytes_consumed;
+        made += r.bytes_produced;
+        if r.status == lzma_rust2::Status::StreamEnd {
+            break;
+        }
+        if r.bytes_consumed == 0 && r.bytes_produced == 0 {
+            return Err(format!("{what}: LZMA stream ends early"));
+        }
+    }
+    if made as u64 != desc.raw_len || used != payload.len() {
+        return Err(format!(
+            "{what}: LZMA decodes to {made} bytes from {used} of {} stored",
+            payload.len()
+        ));
+    }
+    out.truncate(made);
+    Ok(out)
 }
 
 fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
@@ -146,6 +191,7 @@ fn decode_stream(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>
             }
             Ok(out)
         }
+        2 => decode_lzma(desc, payload, what),
         c => Err(format!("{what}: unknown codec {c}")),
     }
 }
@@ -185,6 +231,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
                     raw_len: 0,
                     codec: 0,
                     stored_len: 0,
+                    lzma: (0, 0),
                 });
                 continue;
             }
@@ -198,18 +245,45 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
                     }
                     s
                 }
+                2 if k == 3 => {
+                    let s = c.varint("stored_len")?;
+                    if s == 0 {
+                        return Err("LZMA stored_len 0".into());
+                    }
+                    s
+                }
                 other => return Err(format!("stream {k}: unknown codec {other}")),
             };
+            let mut lzma = (0, 0);
+            if codec == 2 {
+                let props = c.byte("LZMA props")?;
+                let dict_log = c.byte("LZMA dict_log")?;
+                let (lc, lp, pb) = (props % 9, props / 9 % 5, props / 45);
+                if pb > 4 || lc + lp > 4 || !(12..=30).contains(&dict_log) {
+                    return Err("LZMA parameters out of range".into());
+                }
+                lzma = (props, dict_log);
+            }
             descs.push(Desc {
                 raw_len,
                 codec,
                 stored_len,
+                lzma,
             });
         }
+        // Plain layout: no run streams, and a delta-byte stream.
+        let plain = descs[1].raw_len == 0 && descs[2].raw_len == 0 && descs[3].raw_len > 0;
+        if descs[3].codec == 2 && !plain {
+            return Err("LZMA outside the plain layout".into());
+        }
         let mut budget: u128 = 0;
-        for d in &descs[..4] {
+        for (k, d) in descs[..4].iter().enumerate() {
+            if plain && k == 3 {
+                budget += u128::from(d.stored_len);
+                continue;
+            }
             budget += u128::from(d.raw_len);
-            if d.codec == 1 {
+            if d.codec != 0 {
                 budget += u128::from(d.stored_len);
             }
         }
@@ -220,6 +294,14 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         // longer is refused before the oracle allocates for it.
         if descs[4].raw_len > seg_len {
             return Err("literal stream longer than its segment".into());
+        }
+        // The plain delta stream decodes to one byte per copied byte, so it
+        // cannot be longer than its segment.
+        if plain && descs[3].raw_len > seg_len {
+            return Err("plain delta stream longer than its segment".into());
+        }
+        if descs[3].codec == 2 && descs[3].lzma.1 > MAX_DICT_LOG {
+            return Err("LZMA dictionary over the limit".into());
         }
         let mut streams: Vec<Vec<u8>> = Vec::new();
         for (k, d) in descs.iter().enumerate() {
@@ -269,8 +351,17 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             return Err("literal stream not fully consumed".into());
         }
 
-        // Pass 2: the run pairs over the copies laid end to end.
+        // Pass 2: the deltas over the copies laid end to end.
         let positions: Vec<usize> = copied.into_iter().flatten().collect();
+        if plain {
+            if streams[3].len() != positions.len() {
+                return Err("plain delta stream length differs from the copies".into());
+            }
+            for (&at, d) in positions.iter().zip(&streams[3]) {
+                out[at] = out[at].wrapping_add(*d);
+            }
+            continue;
+        }
         let mut zeros = Cursor::new(&streams[1]);
         let mut lens = Cursor::new(&streams[2]);
         let mut deltas = Cursor::new(&streams[3]);

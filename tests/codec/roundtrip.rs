@@ -505,3 +505,47 @@ fn bug_new_starting_with_a_copy_from_inside_old() {
     // The same with the default options.
     check_roundtrip(&old, &old[1..], &DiffOptions::new());
 }
+
+/// Changes that the plain layout codes better than the run layout. The default settings choose the plain layout (LZMA) for
+/// such a segment when it is smaller; level 18 keeps the run layout. Both apply
+/// exactly, and the choice does not depend on the thread count.
+#[test]
+fn plain_layout_is_chosen_when_smaller_and_round_trips() {
+    // Half of the bytes change, by a pattern that repeats every 1000 bytes:
+    // the run layout spends two varints per change, the plain layout codes
+    // each period as one LZMA match.
+    let old = random_bytes(41, 200_000);
+    let pattern: Vec<u8> = random_bytes(42, 1000)
+        .into_iter()
+        .map(|b| if b & 1 == 0 { 0 } else { b })
+        .collect();
+    let new: Vec<u8> = old
+        .iter()
+        .zip(pattern.iter().cycle())
+        .map(|(o, d)| o.wrapping_add(*d))
+        .collect();
+    let streams = |p: &[u8]| {
+        let info = deltaswap::inspect(p).unwrap();
+        info.streams().map(|(_, raw, _)| raw)
+    };
+    let plain = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let s = streams(&plain);
+    assert_eq!((s[1], s[2]), (0, 0), "run streams absent: {s:?}");
+    assert!(
+        s[3] + s[4] >= new.len() as u64,
+        "one delta per copied byte: {s:?}"
+    );
+    assert_eq!(
+        DiffOptions::new().threads(2).diff(&old, &new).unwrap(),
+        plain
+    );
+    let runs = check_roundtrip(&old, &new, &DiffOptions::new().level(18).threads(1));
+    let r = streams(&runs);
+    assert!(r[1] > 0 && r[2] > 0, "level 18 keeps the run layout: {r:?}");
+    assert!(
+        plain.len() < runs.len(),
+        "{} vs {}",
+        plain.len(),
+        runs.len()
+    );
+}
