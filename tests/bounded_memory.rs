@@ -14,7 +14,11 @@
 //! reset through `/proc/self/clear_refs` before each run) is reported and
 //! checked against the budget too.
 //!
-//! `harness = false`: one process, the two sizes run one after the other.
+//! A third run puts the second segment of a 64 MiB target in the plain layout
+//! with LZMA (a 1 MiB dictionary): its heap must stay within the dictionary
+//! plus the applier's fixed buffers, whatever the stream's length.
+//!
+//! `harness = false`: one process, the runs one after the other.
 
 #[path = "codec/builder.rs"]
 #[allow(dead_code)]
@@ -26,8 +30,8 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use builder::{
-    varint, zigzag, Codec, Header, Patch, SegmentData, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS,
-    ZERO_RUNS,
+    varint, zigzag, Codec, Header, Patch, SegmentData, Stream, CONTROL, DELTA_BYTES, DELTA_LENS,
+    LITERALS, ZERO_RUNS,
 };
 use deltaswap::{PatchReader, Source};
 use sha2::{Digest, Sha256};
@@ -107,8 +111,9 @@ fn old_sha256(len: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Two segments: `copy mid, literal 5` then `copy len - mid`, all streams zstd.
-fn patch_for(len: u64) -> Vec<u8> {
+/// Two segments: `copy mid, literal 5` then `copy len - mid`, all streams zstd;
+/// with `plain`, the second segment's deltas in plain layout with LZMA.
+fn patch_for(len: u64, plain: bool) -> Vec<u8> {
     let mid = len / 2;
     let mut s1 = SegmentData {
         seg_len: mid + LIT.len() as u64,
@@ -144,9 +149,19 @@ fn patch_for(len: u64) -> Vec<u8> {
         old_sha256: old_sha256(len),
         new_sha256: new_sha256(len),
     };
+    let mut second = s2.encode([Codec::Zstd; 5]);
+    if plain {
+        let mut deltas = vec![0u8; (len - mid) as usize];
+        if let Some(last) = deltas.last_mut() {
+            *last = 7;
+        }
+        second.streams[ZERO_RUNS] = Stream::absent();
+        second.streams[DELTA_LENS] = Stream::absent();
+        second.streams[DELTA_BYTES] = Stream::lzma(&deltas, PLAIN_DICT_LOG);
+    }
     Patch {
         header,
-        segments: vec![s1.encode([Codec::Zstd; 5]), s2.encode([Codec::Zstd; 5])],
+        segments: vec![s1.encode([Codec::Zstd; 5]), second],
         trailer: Vec::new(),
     }
     .bytes()
@@ -178,8 +193,11 @@ struct Measured {
     secs: f64,
 }
 
-fn measure(len: u64) -> Measured {
-    let patch = patch_for(len);
+/// log2 of the LZMA dictionary of the plain-layout run.
+const PLAIN_DICT_LOG: u8 = 20;
+
+fn measure(len: u64, plain: bool) -> Measured {
+    let patch = patch_for(len, plain);
     let old = Zeros(len);
     let rss_before = current_rss();
     let rss_ok = reset_peak_rss();
@@ -212,9 +230,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let small = measure(1 << 20);
-    let large = measure(1 << 30);
-    for (name, m) in [("1 MiB", &small), ("1 GiB", &large)] {
+    let small = measure(1 << 20, false);
+    let large = measure(1 << 30, false);
+    let plain = measure(64 << 20, true);
+    for (name, m) in [
+        ("1 MiB", &small),
+        ("1 GiB", &large),
+        ("64 MiB, plain LZMA", &plain),
+    ] {
         println!(
             "bounded_memory: {name} target: peak heap {} bytes ({:.2} MiB), peak RSS growth {}, {:.2} s",
             m.heap_peak,
@@ -242,5 +265,13 @@ fn main() {
     if let Some(r) = large.rss_growth {
         assert!(r <= BUDGET as u64, "1 GiB apply grew RSS by {r} bytes");
     }
+    // The LZMA dictionary, the delta buffer beside the copy buffer, and the
+    // same fixed state as the zstd runs.
+    let plain_limit = (1usize << PLAIN_DICT_LOG) + small.heap_peak + (512 << 10);
+    assert!(
+        plain.heap_peak <= plain_limit,
+        "plain LZMA apply held {} heap bytes (limit {plain_limit})",
+        plain.heap_peak
+    );
     println!("bounded_memory: ok");
 }
