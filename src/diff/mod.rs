@@ -17,7 +17,9 @@ use crate::format::{
     DELTA_LENS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
-use encode::{pack_plain, pack_stream, PackedSegment, Packing, SegmentBuilder, PLAIN_MAX_COPIED};
+use encode::{
+    pack_plain, pack_stream, plain_piece, PackedSegment, Packing, SegmentBuilder, PLAIN_MAX_COPIED,
+};
 use matcher::{scan_chunk, GramFilter, Index, Op};
 
 /// The new file is matched in chunks of this size, in parallel. Fixed so that the
@@ -250,7 +252,12 @@ fn build_patch_with_budget(
         || rayon::join(|| Sha256Digest::of(old), || Sha256Digest::of(new)),
     );
     let ops = ops?;
+    let copied: usize = ops.iter().map(|op| op.add_len).sum();
+    let plain = packing.tries_plain() && copied <= PLAIN_MAX_COPIED;
     let mut builder = SegmentBuilder::with_budget(old, new, budget);
+    if plain {
+        builder = builder.with_copy_budget(plain_piece(copied));
+    }
     for (i, op) in ops.iter().enumerate() {
         let next_old = ops
             .get(i + 1)
@@ -263,8 +270,7 @@ fn build_patch_with_budget(
         .collect();
     // The plain layout is tried beside the zstd jobs, one LZMA job per segment.
     let plain_jobs: Vec<usize> = (0..segments.len())
-        .filter(|&s| packing.tries_plain() && segments[s].copied() <= PLAIN_MAX_COPIED)
-        .filter(|&s| segments[s].copied() > 0)
+        .filter(|&s| plain && segments[s].copied() > 0)
         .collect();
     let (packed, plain) = rayon::join(
         || {

@@ -549,3 +549,40 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
         runs.len()
     );
 }
+
+/// Over 4 MiB of copies, the default level cuts segments into equal pieces
+/// whose plain-layout trials run in parallel: the pieces, and so the patch
+/// bytes, must not depend on the thread count. (Here the run layout wins in
+/// both pieces; `plain_layout_is_chosen_when_smaller_and_round_trips` covers a
+/// plain segment.)
+#[test]
+fn plain_pieces_do_not_depend_on_thread_count() {
+    let old = random_bytes(51, 4_500_000);
+    let pattern: Vec<u8> = random_bytes(52, 1000)
+        .into_iter()
+        .map(|b| if b & 7 == 0 { b | 1 } else { 0 })
+        .collect();
+    let new: Vec<u8> = old
+        .iter()
+        .zip(pattern.iter().cycle())
+        .map(|(o, d)| o.wrapping_add(*d))
+        .collect();
+    let one = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let two = DiffOptions::new().threads(2).diff(&old, &new).unwrap();
+    assert!(one == two, "patches differ with the thread count");
+    let info = deltaswap::inspect(&one[..]).unwrap();
+    assert_eq!(
+        info.segments(),
+        2,
+        "two pieces of 2.25 MB: {:?}",
+        info.streams()
+    );
+    assert!(info.streams()[1].1 > 0, "run layout: {:?}", info.streams());
+    // At level 18 the file is one segment (no pieces, no LZMA trial).
+    let fast = DiffOptions::new()
+        .level(18)
+        .threads(2)
+        .diff(&old, &new)
+        .unwrap();
+    assert_eq!(deltaswap::inspect(&fast[..]).unwrap().segments(), 1);
+}
