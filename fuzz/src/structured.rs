@@ -4,6 +4,12 @@
 //! the header checks. An in-target model computes what the patch must produce
 //! when it is valid; deliberate faults (raw, unclamped operations, stream
 //! mutations, wrong digests) then check that every applier refuses alike.
+//!
+//! A segment is written in the run layout (zero runs, delta lengths, changed
+//! bytes) or in the plain layout (no run streams; one delta byte per copied
+//! byte, stored raw, as a zstd frame or as raw LZMA). Faults on the delta-byte
+//! stream of a plain segment hit its plain deltas; faults on stored bytes hit
+//! the compressed frames.
 
 use arbitrary::Arbitrary;
 use sha2::{Digest, Sha256};
@@ -40,6 +46,40 @@ pub struct Seg {
     pub level: u8,
     /// Added to the declared segment length (0 keeps it right).
     pub seg_len_skew: i8,
+    /// Run layout, or plain layout with its delta bytes raw, zstd or LZMA.
+    pub layout: Layout,
+    /// How the plain deltas are LZMA-coded (valid parameters only).
+    pub lzma: LzmaSpec,
+    /// From 0xf0 up: also code stream `lzma_elsewhere % 5` with LZMA, which is
+    /// refused unless it is the delta-byte stream of a plain segment (or
+    /// absent). A rare fault, so that most cases get past the descriptors.
+    pub lzma_elsewhere: u8,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Runs,
+    PlainRaw,
+    PlainZstd,
+    PlainLzma,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct LzmaSpec {
+    /// lc = props % 5, lp = (props / 5) % (5 - lc), pb = (props / 25) % 5:
+    /// always lc + lp <= 4, as the format requires.
+    pub props: u8,
+    /// The declared dictionary is 2^(12 + dict % 9), the fuzzing limit's range;
+    /// the encoder's is at most that and at most what the stream needs.
+    pub dict: u8,
+    /// The encoder's preset: `encoder & 1` (0 or 1, the fast ones).
+    pub encoder: u16,
+    /// From 0xf0 up, `declared` is written instead of the (props, dict_log)
+    /// descriptor bytes. Valid when the properties are the encoder's and the
+    /// dictionary is within 12..=30 and holds the encoder's window or the whole
+    /// stream (over 2^20 the fuzzing limits refuse it with `LimitExceeded`).
+    pub declare: u8,
+    pub declared: (u8, u8),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -58,6 +98,9 @@ pub struct StreamFault {
     pub stream: u8,
     pub pos: u16,
     pub kind: FaultKind,
+    /// Hit the stored (compressed) bytes rather than the decoded ones. For a
+    /// raw stream the two are the same bytes.
+    pub stored: bool,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -107,8 +150,10 @@ fn literal_pool() -> &'static [u8] {
 
 /// The run pairs (unchanged, changed) over a segment's copies laid end to end,
 /// built as the copies are: maximal runs, as the writer makes them.
+/// In plain layout it keeps one delta per copied byte instead.
 #[derive(Default)]
 struct Runs {
+    plain: bool,
     zeros: u64,
     changed: u64,
     bytes: Vec<u8>,
@@ -119,6 +164,10 @@ struct Runs {
 impl Runs {
     fn zeros(&mut self, n: u64) {
         if n == 0 {
+            return;
+        }
+        if self.plain {
+            self.bytes.resize(self.bytes.len() + n as usize, 0);
             return;
         }
         if self.changed > 0 {
@@ -137,7 +186,7 @@ impl Runs {
         self.changed = 0;
     }
     fn finish(mut self, streams: &mut [Vec<u8>; 5]) {
-        if self.zeros > 0 || self.changed > 0 {
+        if !self.plain && (self.zeros > 0 || self.changed > 0) {
             self.emit();
         }
         streams[ZERO_RUNS] = self.out_zeros;
@@ -166,7 +215,10 @@ pub fn build(inp: &Input) -> Case {
     let mut encoded_segments: Vec<Vec<u8>> = Vec::new();
     for (si, seg) in inp.segments.iter().take(6).enumerate() {
         let mut streams: [Vec<u8>; 5] = Default::default();
-        let mut runs = Runs::default();
+        let mut runs = Runs {
+            plain: seg.layout != Layout::Runs,
+            ..Runs::default()
+        };
         let mut seg_len: u64 = 0;
         for o in seg.ops.iter().take(32) {
             let (copy, lit, seek) = if inp.clamp {
@@ -245,24 +297,8 @@ pub fn build(inp: &Input) -> Case {
         }
         runs.finish(&mut streams);
         for f in &inp.stream_faults {
-            if usize::from(f.segment) % 8 != si {
-                continue;
-            }
-            let s = &mut streams[usize::from(f.stream) % 5];
-            let at = usize::from(f.pos) % (s.len() + 1);
-            match f.kind {
-                FaultKind::Set(b) => {
-                    if let Some(x) = s.get_mut(at) {
-                        *x = b
-                    }
-                }
-                FaultKind::Insert(b) => s.insert(at, b),
-                FaultKind::Remove => {
-                    if at < s.len() {
-                        s.remove(at);
-                    }
-                }
-                FaultKind::TruncateHere => s.truncate(at),
+            if usize::from(f.segment) % 8 == si && !f.stored {
+                fault(&mut streams[usize::from(f.stream) % 5], f);
             }
         }
         if seg.seg_len_skew != 0 {
@@ -274,7 +310,41 @@ pub fn build(inp: &Input) -> Case {
             valid = false;
         }
         let level = if seg.level & 1 == 1 { 3 } else { 1 };
-        encoded_segments.push(encode_segment(declared, &streams, seg.zstd, level));
+        let mut codecs = seg
+            .zstd
+            .map(|z| if z { Enc::Zstd(level) } else { Enc::Raw });
+        // The layout the applier will see: plain needs a delta-byte stream and
+        // no run streams (a fault may have changed either).
+        let plain = streams[ZERO_RUNS].is_empty()
+            && streams[DELTA_LENS].is_empty()
+            && !streams[DELTA_BYTES].is_empty();
+        match seg.layout {
+            Layout::Runs => {}
+            Layout::PlainRaw => codecs[DELTA_BYTES] = Enc::Raw,
+            Layout::PlainZstd => codecs[DELTA_BYTES] = Enc::Zstd(level),
+            Layout::PlainLzma => codecs[DELTA_BYTES] = Enc::Lzma,
+        }
+        if seg.lzma_elsewhere >= 0xf0 {
+            let k = usize::from(seg.lzma_elsewhere) % 5;
+            codecs[k] = Enc::Lzma;
+            let harmless = streams[k].is_empty() || (k == DELTA_BYTES && plain);
+            if !harmless {
+                valid = false;
+            }
+        }
+        if codecs[DELTA_BYTES] == Enc::Lzma && !streams[DELTA_BYTES].is_empty() && !plain {
+            valid = false;
+        }
+        let faults: Vec<&StreamFault> = inp
+            .stream_faults
+            .iter()
+            .filter(|f| usize::from(f.segment) % 8 == si && f.stored)
+            .collect();
+        let (bytes, lzma_ok) = encode_segment(declared, &streams, codecs, &seg.lzma, &faults);
+        if !lzma_ok {
+            valid = false;
+        }
+        encoded_segments.push(bytes);
     }
     if !inp.trailer.is_empty() || inp.new_len_skew != 0 || inp.wrong_old_hash || inp.wrong_new_hash
     {
@@ -305,27 +375,122 @@ pub fn build(inp: &Input) -> Case {
     }
 }
 
-fn encode_segment(seg_len: u64, streams: &[Vec<u8>; 5], zstd: [bool; 5], level: i32) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut body = Vec::new();
-    varint(&mut head, seg_len);
-    for (s, z) in streams.iter().zip(zstd) {
-        varint(&mut head, s.len() as u64);
-        if s.is_empty() {
-            continue;
+fn fault(s: &mut Vec<u8>, f: &StreamFault) {
+    let at = usize::from(f.pos) % (s.len() + 1);
+    match f.kind {
+        FaultKind::Set(b) => {
+            if let Some(x) = s.get_mut(at) {
+                *x = b
+            }
         }
-        if z {
-            let frame = zstd::bulk::compress(s, level).expect("zstd compress");
-            head.push(1);
-            varint(&mut head, frame.len() as u64);
-            body.extend_from_slice(&frame);
-        } else {
-            head.push(0);
-            body.extend_from_slice(s);
+        FaultKind::Insert(b) => s.insert(at, b),
+        FaultKind::Remove => {
+            if at < s.len() {
+                s.remove(at);
+            }
+        }
+        FaultKind::TruncateHere => s.truncate(at),
+    }
+}
+
+/// How a stream is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Enc {
+    Raw,
+    /// One zstd frame at this level.
+    Zstd(i32),
+    /// Raw LZMA1 (no header, no end marker) with the segment's [`LzmaSpec`].
+    Lzma,
+}
+
+/// Codes `data` (not empty) as raw LZMA. Returns the stored bytes, the
+/// descriptor's (props, dict_log) and whether they are valid for it.
+fn lzma_encode(data: &[u8], spec: &LzmaSpec) -> (Vec<u8>, [u8; 2], bool) {
+    let lc = u32::from(spec.props % 5);
+    let lp = u32::from(spec.props / 5) % (5 - lc);
+    let pb = u32::from(spec.props / 25) % 5;
+    let props = ((pb * 5 + lp) * 9 + lc) as u8;
+    let dict_log = 12 + u32::from(spec.dict % 9);
+    // The smallest window that holds the stream, within 2^12..=2^dict_log.
+    let need = usize::BITS - (data.len() - 1).leading_zeros();
+    let enc_log = need.clamp(12, dict_log);
+    // The writer's encoder at a fast preset. Under the fuzzer's coverage
+    // instrumentation it costs a few milliseconds per LZMA case; mutations of
+    // the stored bytes (`StreamFault::stored`) give the decoder the symbol
+    // kinds a fast preset does not write.
+    let mut o = lzma_rust2::LzmaOptions::with_preset(u32::from(spec.encoder) & 1);
+    o.lc = lc;
+    o.lp = lp;
+    o.pb = pb;
+    o.dict_size = 1 << enc_log;
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &o, false).expect("lzma writer");
+    std::io::Write::write_all(&mut w, data).expect("lzma write");
+    let bytes = w.finish().expect("lzma finish");
+    match (spec.declare >= 0xf0).then_some(spec.declared) {
+        None => (bytes, [props, dict_log as u8], true),
+        Some((p, d)) => {
+            let ok = p == props
+                && (12..=30).contains(&d)
+                && (u32::from(d) >= enc_log || 1u64 << d >= data.len() as u64);
+            (bytes, [p, d], ok)
         }
     }
+}
+
+/// Encodes a segment; `faults` hit the stored bytes. Returns the bytes and
+/// false if an LZMA descriptor was written with parameters that do not decode
+/// the stream.
+fn encode_segment(
+    seg_len: u64,
+    streams: &[Vec<u8>; 5],
+    codecs: [Enc; 5],
+    lzma: &LzmaSpec,
+    faults: &[&StreamFault],
+) -> (Vec<u8>, bool) {
+    let mut head = Vec::new();
+    let mut body = Vec::new();
+    let mut ok = true;
+    varint(&mut head, seg_len);
+    for (k, (s, enc)) in streams.iter().zip(codecs).enumerate() {
+        if s.is_empty() {
+            varint(&mut head, 0);
+            continue;
+        }
+        let (codec, mut stored, params) = match enc {
+            Enc::Raw => (0, s.clone(), None),
+            Enc::Zstd(level) => (
+                1,
+                zstd::bulk::compress(s, level).expect("zstd compress"),
+                None,
+            ),
+            Enc::Lzma => {
+                let (bytes, params, valid) = lzma_encode(s, lzma);
+                ok &= valid;
+                (2, bytes, Some(params))
+            }
+        };
+        for f in faults.iter().filter(|f| usize::from(f.stream) % 5 == k) {
+            fault(&mut stored, f);
+        }
+        if codec == 0 {
+            // Raw: the stored bytes are the stream.
+            varint(&mut head, stored.len() as u64);
+            if stored.is_empty() {
+                continue;
+            }
+            head.push(0);
+        } else {
+            varint(&mut head, s.len() as u64);
+            head.push(codec);
+            varint(&mut head, stored.len() as u64);
+            if let Some(p) = params {
+                head.extend_from_slice(&p);
+            }
+        }
+        body.extend_from_slice(&stored);
+    }
     head.extend_from_slice(&body);
-    head
+    (head, ok)
 }
 
 /// The target: a valid case must apply to exactly the model's output; every

@@ -32,6 +32,18 @@ impl RawSegment {
         self.copies.iter().map(|c| c.2).sum()
     }
 
+    /// Whether the plain layout is worth trying: the segment copies something
+    /// and its run and delta streams hold at least 1% of its bytes. Below that
+    /// (Chromium's resource pack: mostly literals) LZMA could gain a fraction
+    /// of those streams, under 0.1% of the patch, for seconds of encoding.
+    pub(crate) fn worth_plain(&self) -> bool {
+        let deltas: usize = [ZERO_RUNS, DELTA_LENS, DELTA_BYTES]
+            .iter()
+            .map(|&k| self.streams[k].len())
+            .sum();
+        self.copied() > 0 && deltas as u64 * 100 >= self.new_len
+    }
+
     /// The plain layout's delta stream: `new - old` for every copied byte.
     pub(crate) fn plain_deltas(&self, old: &[u8], new: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.copied());

@@ -18,7 +18,8 @@ use crate::format::{
 };
 use crate::hash::Sha256Digest;
 use encode::{
-    pack_plain, pack_stream, plain_piece, PackedSegment, Packing, SegmentBuilder, PLAIN_MAX_COPIED,
+    pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment, SegmentBuilder,
+    PLAIN_MAX_COPIED,
 };
 use matcher::{scan_chunk, GramFilter, Index, Op};
 
@@ -253,24 +254,34 @@ fn build_patch_with_budget(
     );
     let ops = ops?;
     let copied: usize = ops.iter().map(|op| op.add_len).sum();
-    let plain = packing.tries_plain() && copied <= PLAIN_MAX_COPIED;
-    let mut builder = SegmentBuilder::with_budget(old, new, budget);
-    if plain {
-        builder = builder.with_copy_budget(plain_piece(copied));
+    let build = |piece: Option<usize>| {
+        let mut builder = SegmentBuilder::with_budget(old, new, budget);
+        if let Some(bytes) = piece {
+            builder = builder.with_copy_budget(bytes);
+        }
+        for (i, op) in ops.iter().enumerate() {
+            let next_old = ops
+                .get(i + 1)
+                .map_or(op.old_start + op.add_len, |n| n.old_start);
+            builder.push(op, next_old);
+        }
+        builder.finish()
+    };
+    let mut plain = packing.tries_plain() && copied <= PLAIN_MAX_COPIED;
+    let mut segments = build(plain.then(|| plain_piece(copied)));
+    if plain && !segments.iter().any(RawSegment::worth_plain) {
+        // Nothing for LZMA to gain: keep the segments whole.
+        plain = false;
+        if segments.len() > 1 {
+            segments = build(None);
+        }
     }
-    for (i, op) in ops.iter().enumerate() {
-        let next_old = ops
-            .get(i + 1)
-            .map_or(op.old_start + op.add_len, |n| n.old_start);
-        builder.push(op, next_old);
-    }
-    let segments = builder.finish();
     let jobs: Vec<(usize, usize)> = (0..segments.len())
         .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
         .collect();
     // The plain layout is tried beside the zstd jobs, one LZMA job per segment.
     let plain_jobs: Vec<usize> = (0..segments.len())
-        .filter(|&s| plain && segments[s].copied() > 0)
+        .filter(|&s| plain && segments[s].worth_plain())
         .collect();
     let (packed, plain) = rayon::join(
         || {
