@@ -269,7 +269,8 @@ const PLAIN_LZMA_PROPS: u8 = 0;
 pub(crate) fn pack_plain(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
     use lzma_rust2::{LzmaOptions, LzmaWriter};
     let need = usize::BITS - raw.len().saturating_sub(1).leading_zeros();
-    let dict_log = need.clamp(u32::from(LzmaParams::MIN_DICT_LOG), packing.window_log);
+    let min_log = u32::from(LzmaParams::MIN_DICT_LOG);
+    let dict_log = need.clamp(min_log, packing.window_log.max(min_log));
     let mut opts = LzmaOptions::with_preset(9);
     opts.lc = 0;
     opts.lp = 0;

@@ -546,6 +546,11 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
         DiffOptions::new().threads(2).diff(&old, &new).unwrap(),
         plain
     );
+    // The smallest zstd window (2^10) is below LZMA's smallest dictionary
+    // (2^12): the LZMA trial uses 2^12.
+    for log in [10, 12, 16] {
+        check_roundtrip(&old, &new, &DiffOptions::new().window_log(log).threads(1));
+    }
     let runs = check_roundtrip(&old, &new, &DiffOptions::new().level(18).threads(1));
     let r = streams(&runs);
     assert!(r[1] > 0 && r[2] > 0, "level 18 keeps the run layout: {r:?}");
