@@ -69,8 +69,10 @@ impl DiffOptions {
 
     /// Compression level, 1 (fast) to 22 (smallest); values outside that range
     /// are clamped. It is the zstd level of the streams; from 19 (the default)
-    /// up, each segment that copies at most 8 MiB is also coded in the plain
-    /// layout with LZMA, and the smaller of the two is kept (docs/FORMAT.md).
+    /// up, when the copies of the file add up to at most 16 MiB, each segment
+    /// (cut into pieces of at most 4 MiB copied, coded in parallel) is also
+    /// coded in the plain layout with LZMA, and the smaller of the two is kept
+    /// (docs/FORMAT.md).
     /// That makes patches of shared libraries 3–15% smaller and costs about
     /// 1 s of one core per MiB copied; level 18 and below skip it. The zstd
     /// window and the LZMA dictionary stay capped at 8 MiB whatever the level,
