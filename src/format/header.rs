@@ -140,7 +140,8 @@ impl LzmaParams {
     pub(crate) const MAX_DICT_LOG: u8 = 30;
 
     /// `(lc, lp, pb)` from the properties byte, if it is valid for this format:
-    /// `lc + lp ≤ 4` (as in LZMA2), which bounds the decoder's tables to 48 KiB.
+    /// `lc + lp ≤ 4` (as in LZMA2), which bounds the decoder's literal tables to
+    /// 0x300 × 2^(lc + lp) ≤ 12,288 probabilities.
     pub(crate) fn lc_lp_pb(self) -> Option<(u32, u32, u32)> {
         let p = u32::from(self.props);
         let (lc, lp, pb) = (p % 9, (p / 9) % 5, p / 45);
