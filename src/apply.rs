@@ -389,10 +389,9 @@ struct PlainDeltas<'a> {
 enum PlainDecoder<'a> {
     Raw(&'a [u8]),
     Zstd(Box<zstd::stream::read::Decoder<'static, &'a [u8]>>),
-    Lzma {
-        stream: Box<lzma_rust2::LzmaStream>,
-        input: &'a [u8],
-        done: bool,
+    Model {
+        model: Box<crate::model::Model>,
+        coded: crate::model::Decoder<'a>,
     },
 }
 
@@ -416,29 +415,21 @@ impl<'a> PlainDeltas<'a> {
                     .map_err(|_| bad(FormatErrorKind::BadCompression))?;
                 PlainDecoder::Zstd(Box::new(dec))
             }
-            Codec::Lzma => {
+            Codec::Model => {
                 let params = desc
-                    .lzma
-                    .ok_or(Error::Bug("LZMA stream without parameters"))?;
-                let (lc, lp, pb) = params
-                    .lc_lp_pb()
-                    .ok_or_else(|| bad(FormatErrorKind::OutOfRange))?;
-                if u32::from(params.dict_log) > limits.max_window_log {
+                    .model
+                    .ok_or(Error::Bug("model stream without parameters"))?;
+                let window_log = u32::from(params.window_log);
+                if window_log > limits.max_window_log {
                     return Err(Error::LimitExceeded {
-                        what: "LZMA dictionary (log2)",
-                        actual: u64::from(params.dict_log),
+                        what: "delta model window (log2)",
+                        actual: u64::from(window_log),
                         limit: u64::from(limits.max_window_log),
                     });
                 }
-                let dict = 1u32
-                    .checked_shl(u32::from(params.dict_log))
-                    .ok_or_else(|| bad(FormatErrorKind::OutOfRange))?;
-                let stream = lzma_rust2::LzmaStream::new(desc.raw_len, lc, lp, pb, dict, None)
-                    .map_err(|_| bad(FormatErrorKind::BadCompression))?;
-                PlainDecoder::Lzma {
-                    stream: Box::new(stream),
-                    input: stored,
-                    done: false,
+                PlainDecoder::Model {
+                    model: Box::new(crate::model::Model::new(desc.raw_len, window_log)),
+                    coded: crate::model::Decoder::new(stored),
                 }
             }
         };
@@ -474,28 +465,7 @@ impl<'a> PlainDeltas<'a> {
             PlainDecoder::Zstd(dec) => {
                 read_literal(dec.as_mut(), out).map_err(|_| bad())?;
             }
-            PlainDecoder::Lzma {
-                stream,
-                input,
-                done,
-            } => {
-                let mut filled = 0usize;
-                while filled < out.len() {
-                    if *done {
-                        return Err(bad());
-                    }
-                    let dst = out.get_mut(filled..).unwrap_or_default();
-                    let r = stream
-                        .process(input, dst, lzma_rust2::Action::Finish)
-                        .map_err(|_| bad())?;
-                    *input = input.get(r.bytes_consumed..).unwrap_or_default();
-                    filled = filled.saturating_add(r.bytes_produced);
-                    *done = r.status == lzma_rust2::Status::StreamEnd;
-                    if r.bytes_consumed == 0 && r.bytes_produced == 0 && !*done {
-                        return Err(bad());
-                    }
-                }
-            }
+            PlainDecoder::Model { .. } => return Err(Error::Bug("model deltas are not buffered")),
         }
         Ok(())
     }
@@ -504,6 +474,18 @@ impl<'a> PlainDeltas<'a> {
         let n = buf.len();
         if n as u64 > self.left {
             return Err(self.err(FormatErrorKind::StreamUnderrun));
+        }
+        if let PlainDecoder::Model { model, coded } = &mut self.dec {
+            // The model predicts each delta from the old byte it is added to.
+            for b in buf.iter_mut() {
+                let d = model.code(coded, *b, 0);
+                *b = b.wrapping_add(d);
+            }
+            if coded.overran() {
+                return Err(self.err(FormatErrorKind::BadCompression));
+            }
+            self.left = self.left.saturating_sub(n as u64);
+            return Ok(());
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         if scratch.len() < n {
@@ -535,22 +517,7 @@ impl<'a> PlainDeltas<'a> {
                 Ok(_) => false,
                 Err(_) => return Err(corrupt),
             },
-            PlainDecoder::Lzma {
-                mut stream,
-                input,
-                done,
-            } => {
-                let mut rest = input;
-                let mut ended = done;
-                if !ended {
-                    let r = stream
-                        .process(rest, &mut probe, lzma_rust2::Action::Finish)
-                        .map_err(|_| corrupt)?;
-                    rest = rest.get(r.bytes_consumed..).unwrap_or_default();
-                    ended = r.status == lzma_rust2::Status::StreamEnd && r.bytes_produced == 0;
-                }
-                ended && rest.is_empty()
-            }
+            PlainDecoder::Model { coded, .. } => coded.at_end(),
         };
         if at_end {
             Ok(())
@@ -578,8 +545,8 @@ fn read_buffered_stream<R: Read>(
             input.read_exact(&mut v, what)?;
             Ok(v)
         }
-        // The reader admits LZMA only for plain delta bytes, which are not buffered.
-        Codec::Lzma => Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Lzma as u8))),
+        // The reader admits the model only for plain delta bytes, which are not buffered.
+        Codec::Model => Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Model as u8))),
         Codec::Zstd => {
             let stored = usize::try_from(desc.stored_len)
                 .map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
@@ -694,8 +661,8 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     };
     let mut literal = match lit_d.codec {
         _ if lit_d.raw_len == 0 => Literal::Empty,
-        // The segment reader admits LZMA only for plain delta bytes.
-        Codec::Lzma => return Err(lit_err(FormatErrorKind::UnknownCodec(Codec::Lzma as u8))),
+        // The segment reader admits the model only for plain delta bytes.
+        Codec::Model => return Err(lit_err(FormatErrorKind::UnknownCodec(Codec::Model as u8))),
         Codec::Raw => Literal::Raw(input.by_ref_take(lit_d.stored_len)),
         Codec::Zstd => {
             let take = input.by_ref_take(lit_d.stored_len);

@@ -155,6 +155,15 @@ pub mod fuzzing;
 mod hash;
 mod limits;
 mod mmap;
+mod model;
+/// Not part of the API: the delta model's coder, for tests that build patches
+/// by hand and for the fuzz targets (no semver promise).
+#[doc(hidden)]
+pub mod model_codec {
+    #[cfg(feature = "diff")]
+    pub use crate::model::encode_deltas;
+    pub use crate::model::{decode_deltas, DecodedDeltas};
+}
 mod source;
 
 // The public interface is:

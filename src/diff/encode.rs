@@ -2,7 +2,7 @@
 
 use super::matcher::Op;
 use crate::format::{
-    put_varint, zigzag_encode, Codec, LzmaParams, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES,
+    put_varint, zigzag_encode, Codec, ModelParams, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES,
     DELTA_LENS, LITERALS, STREAMS, ZERO_RUNS,
 };
 
@@ -42,16 +42,6 @@ impl RawSegment {
             .map(|&k| self.streams[k].len())
             .sum();
         self.copied() > 0 && deltas as u64 * 100 >= self.new_len
-    }
-
-    /// The plain layout's delta stream: `new - old` for every copied byte.
-    pub(crate) fn plain_deltas(&self, old: &[u8], new: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.copied());
-        for &(o, n, len) in &self.copies {
-            let pairs = old[o..o + len].iter().zip(&new[n..n + len]);
-            out.extend(pairs.map(|(a, b)| b.wrapping_sub(*a)));
-        }
-        out
     }
 }
 
@@ -258,42 +248,33 @@ pub(crate) fn plain_piece(copied: usize) -> usize {
     copied.div_ceil(pieces).max(1)
 }
 
-/// LZMA properties for delta streams: lc = lp = pb = 0. Deltas have no
-/// byte-position structure that the literal coder could use; measured on the
-/// corpus this is best or within 0.3% of the best of (0,0,0), (3,0,2), (1,0,0),
-/// (0,2,2), (4,0,0).
-const PLAIN_LZMA_PROPS: u8 = 0;
-
-/// The plain-layout delta stream compressed with LZMA: descriptor and bytes.
-/// The dictionary is the smallest power of two that holds the whole stream,
-/// at most 2^`window_log`, so apply allocates no more than it needs.
-pub(crate) fn pack_plain(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
-    use lzma_rust2::{LzmaOptions, LzmaWriter};
-    let need = usize::BITS - raw.len().saturating_sub(1).leading_zeros();
-    let min_log = u32::from(LzmaParams::MIN_DICT_LOG);
-    let dict_log = need.clamp(min_log, packing.window_log.max(min_log));
-    let mut opts = LzmaOptions::with_preset(9);
-    opts.lc = 0;
-    opts.lp = 0;
-    opts.pb = 0;
-    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
-    opts.dict_size = 1 << dict_log;
-    let mut w = LzmaWriter::new_no_header(Vec::new(), &opts, false)?;
-    std::io::Write::write_all(&mut w, raw)?;
-    let packed = w.finish()?;
-    let params = LzmaParams {
-        props: PLAIN_LZMA_PROPS,
-        dict_log: u8::try_from(dict_log).unwrap_or(LzmaParams::MAX_DICT_LOG),
+/// The segment's plain-layout delta stream coded with the delta model:
+/// descriptor and bytes. The model's history window is the smallest power of
+/// two that holds the whole stream, at most 2^`window_log`, so apply allocates
+/// no more than it needs.
+pub(crate) fn pack_plain(
+    seg: &RawSegment,
+    old: &[u8],
+    new: &[u8],
+    packing: Packing,
+) -> (StreamDesc, Vec<u8>) {
+    let copied = seg.copied();
+    let need = usize::BITS - copied.saturating_sub(1).leading_zeros();
+    let min_log = u32::from(ModelParams::MIN_WINDOW_LOG);
+    let window_log = need.clamp(min_log, packing.window_log.max(min_log));
+    let packed = crate::model::encode(old, new, &seg.copies, window_log);
+    let params = ModelParams {
+        window_log: u8::try_from(window_log).unwrap_or(ModelParams::MAX_WINDOW_LOG),
     };
-    Ok((
+    (
         StreamDesc {
-            raw_len: raw.len() as u64,
-            codec: Codec::Lzma,
+            raw_len: copied as u64,
+            codec: Codec::Model,
             stored_len: packed.len() as u64,
-            lzma: Some(params),
+            model: Some(params),
         },
         packed,
-    ))
+    )
 }
 
 /// Streams at least this long are first compressed at [`PROBE_LEVEL`].
@@ -322,7 +303,7 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
         raw_len: raw.len() as u64,
         codec: Codec::Raw,
         stored_len: raw.len() as u64,
-        lzma: None,
+        model: None,
     };
     if raw.is_empty() {
         return Ok((StreamDesc::EMPTY, Vec::new()));
@@ -347,7 +328,7 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
                 raw_len: raw.len() as u64,
                 codec: Codec::Zstd,
                 stored_len: packed.len() as u64,
-                lzma: None,
+                model: None,
             },
             packed,
         ))

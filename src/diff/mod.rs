@@ -294,18 +294,12 @@ fn build_patch_with_budget(
         || {
             plain_jobs
                 .par_iter()
-                .map(|&s| {
-                    let raw = segments[s].plain_deltas(old, new);
-                    pack_plain(&raw, packing).map(|p| (s, p))
-                })
-                .collect::<Result<Vec<_>, _>>()
+                .map(|&s| (s, pack_plain(&segments[s], old, new, packing)))
+                .collect::<Vec<_>>()
         },
     );
     let packed = packed.map_err(Error::io("compressing a stream"))?;
-    let mut plain = plain
-        .map_err(Error::io("compressing a stream"))?
-        .into_iter()
-        .peekable();
+    let mut plain = plain.into_iter().peekable();
     let mut out = Vec::new();
     PatchHeader::encode(
         old.len() as u64,

@@ -118,35 +118,25 @@ impl PatchHeader {
 pub(crate) enum Codec {
     Raw = 0,
     Zstd = 1,
-    /// Raw LZMA (no header, no end marker), only for the delta bytes of a
-    /// segment in plain layout.
-    Lzma = 2,
+    /// The delta model (`src/model.rs`), only for the delta bytes of a
+    /// segment in plain layout. Id 2 is not defined (development builds used
+    /// it for raw LZMA) and reads as an unknown codec.
+    Model = 3,
 }
 
-/// The parameters of an LZMA stream, as its descriptor carries them.
+/// The parameters of a delta-model stream, as its descriptor carries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LzmaParams {
-    /// The LZMA properties byte: `(pb * 5 + lp) * 9 + lc`.
-    pub(crate) props: u8,
-    /// log2 of the dictionary size.
-    pub(crate) dict_log: u8,
+pub(crate) struct ModelParams {
+    /// log2 of the match model's history window.
+    pub(crate) window_log: u8,
 }
 
-impl LzmaParams {
-    /// Smallest dictionary a descriptor may name: 2^12 bytes.
-    pub(crate) const MIN_DICT_LOG: u8 = 12;
-    /// Largest dictionary a descriptor may name: 2^30 bytes (a reader's
+impl ModelParams {
+    /// Smallest window a descriptor may name: 2^10 bytes.
+    pub(crate) const MIN_WINDOW_LOG: u8 = 10;
+    /// Largest window a descriptor may name: 2^30 bytes (a reader's
     /// [`Limits`](crate::Limits) usually allows far less).
-    pub(crate) const MAX_DICT_LOG: u8 = 30;
-
-    /// `(lc, lp, pb)` from the properties byte, if it is valid for this format:
-    /// `lc + lp ≤ 4` (as in LZMA2), which bounds the decoder's literal tables to
-    /// 0x300 × 2^(lc + lp) ≤ 12,288 probabilities.
-    pub(crate) fn lc_lp_pb(self) -> Option<(u32, u32, u32)> {
-        let p = u32::from(self.props);
-        let (lc, lp, pb) = (p % 9, (p / 9) % 5, p / 45);
-        (pb <= 4 && lc + lp <= 4).then_some((lc, lp, pb))
-    }
+    pub(crate) const MAX_WINDOW_LOG: u8 = 30;
 }
 
 /// One stream of a segment: its decoded length, codec and stored length.
@@ -155,8 +145,8 @@ pub(crate) struct StreamDesc {
     pub(crate) raw_len: u64,
     pub(crate) codec: Codec,
     pub(crate) stored_len: u64,
-    /// Present for [`Codec::Lzma`] only.
-    pub(crate) lzma: Option<LzmaParams>,
+    /// Present for [`Codec::Model`] only.
+    pub(crate) model: Option<ModelParams>,
 }
 
 impl StreamDesc {
@@ -165,7 +155,7 @@ impl StreamDesc {
         raw_len: 0,
         codec: Codec::Raw,
         stored_len: 0,
-        lzma: None,
+        model: None,
     };
 }
 
@@ -217,7 +207,7 @@ pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
     }
 }
 
-/// One stream descriptor: `raw_len [codec [stored_len] [props dict_log]]`.
+/// One stream descriptor: `raw_len [codec [stored_len] [window_log]]`.
 pub(crate) fn write_stream_desc(s: &StreamDesc, out: &mut Vec<u8>) {
     put_varint(out, s.raw_len);
     if s.raw_len > 0 {
@@ -225,9 +215,8 @@ pub(crate) fn write_stream_desc(s: &StreamDesc, out: &mut Vec<u8>) {
         if s.codec != Codec::Raw {
             put_varint(out, s.stored_len);
         }
-        if let Some(p) = s.lzma {
-            out.push(p.props);
-            out.push(p.dict_log);
+        if let Some(p) = s.model {
+            out.push(p.window_log);
         }
     }
 }
@@ -248,14 +237,14 @@ pub(crate) fn read_segment_header<R: Read>(
         let codec = match input.read_u8(what)? {
             0 => Codec::Raw,
             1 => Codec::Zstd,
-            // LZMA is defined for the delta-byte stream only; whether the
+            // The model is defined for the delta-byte stream only; whether the
             // segment is in plain layout is checked once all descriptors are read.
-            2 if k == DELTA_BYTES => Codec::Lzma,
+            3 if k == DELTA_BYTES => Codec::Model,
             other => return Err(input.err(what, FormatErrorKind::UnknownCodec(other))),
         };
         let stored_len = match codec {
             Codec::Raw => raw_len,
-            Codec::Zstd | Codec::Lzma => {
+            Codec::Zstd | Codec::Model => {
                 let n = input.read_varint(what)?;
                 if n == 0 {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
@@ -263,15 +252,14 @@ pub(crate) fn read_segment_header<R: Read>(
                 n
             }
         };
-        let lzma = match codec {
-            Codec::Lzma => {
-                let params = LzmaParams {
-                    props: input.read_u8(what)?,
-                    dict_log: input.read_u8(what)?,
+        let model = match codec {
+            Codec::Model => {
+                let params = ModelParams {
+                    window_log: input.read_u8(what)?,
                 };
-                let dict_ok = (LzmaParams::MIN_DICT_LOG..=LzmaParams::MAX_DICT_LOG)
-                    .contains(&params.dict_log);
-                if params.lc_lp_pb().is_none() || !dict_ok {
+                let ok = (ModelParams::MIN_WINDOW_LOG..=ModelParams::MAX_WINDOW_LOG)
+                    .contains(&params.window_log);
+                if !ok {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
                 }
                 Some(params)
@@ -282,13 +270,13 @@ pub(crate) fn read_segment_header<R: Read>(
             raw_len,
             codec,
             stored_len,
-            lzma,
+            model,
         };
     }
     let seg = SegmentHeader { new_len, streams };
-    if seg.streams[DELTA_BYTES].codec == Codec::Lzma && !seg.is_plain() {
+    if seg.streams[DELTA_BYTES].codec == Codec::Model && !seg.is_plain() {
         let what = STREAM_NAMES[DELTA_BYTES];
-        return Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Lzma as u8)));
+        return Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Model as u8)));
     }
     Ok(seg)
 }

@@ -10,8 +10,9 @@ mod varint;
 
 pub use header::PatchHeader;
 pub(crate) use header::{
-    read_segment_header, write_segment_header, write_stream_desc, Codec, LzmaParams, SegmentHeader,
-    StreamDesc, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
+    read_segment_header, write_segment_header, write_stream_desc, Codec, ModelParams,
+    SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
+    ZERO_RUNS,
 };
 pub(crate) use varint::{
     put_varint, zigzag_decode, zigzag_encode, PatchInput, SliceReader, TakeCounted,
