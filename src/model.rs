@@ -141,8 +141,8 @@ impl Table {
     }
 }
 
-/// Inputs per mixer: seven context predictions and a bias.
-const INPUTS: usize = 8;
+/// Inputs per mixer: eight context predictions and a bias.
+const INPUTS: usize = 9;
 
 /// Logistic mixing of [`INPUTS`] predictions, one weight vector per set.
 struct Mixer {
@@ -323,18 +323,25 @@ const MATCH_MIN: usize = 6;
 
 /// Table sizes (log2) at full scale; streams shorter than 2^(bits - 2) get
 /// smaller tables (see [`Model::new`]).
-const FLAG_BITS: [u32; 7] = [16, 16, 14, 6, 16, 16, 16];
-const VALUE_BITS: [u32; 7] = [16, 16, 16, 7, 12, 16, 16];
-const MATCH_BITS: u32 = 18;
+const FLAG_BITS: [u32; 8] = [16, 16, 14, 6, 16, 16, 16, 16];
+const VALUE_BITS: [u32; 8] = [16, 16, 16, 7, 12, 16, 16, 16];
+const MATCH_BITS: u32 = 16;
 /// Weight sets: the flag mixer's by match state, the value mixer's by tree
 /// node or, when the match model predicts this byte, by its length and bit.
-const FLAG_SETS: usize = 33;
+const FLAG_SETS: usize = 66;
+/// Unchanged bytes before the flag model goes quiet, as a mask of `changed`.
+const QUIET_MASK: u32 = 0xff;
+/// The flag inputs used when quiet: old bytes, match state with old byte, hashed old bytes.
+const QUIET_INPUTS: u32 = 0b1100_0110;
 const VALUE_SETS: usize = 256 + 64;
 
 /// The model, shared by encoder and decoder.
 pub(crate) struct Model {
-    flag: [Table; 7],
-    value: [Table; 7],
+    flag: [Table; 8],
+    value: [Table; 8],
+    /// The last delta seen after each (hashed) four old bytes.
+    seen: Vec<u8>,
+    seen_mask: u32,
     flag_mix: Mixer,
     value_mix: Mixer,
     /// The last deltas, a ring of `ring_mask + 1` bytes, for the match model.
@@ -369,6 +376,7 @@ impl Model {
         let flag = FLAG_BITS.map(|b| Table::new(b.min(scale)));
         let value = VALUE_BITS.map(|b| Table::new(b.min(scale)));
         let match_bits = MATCH_BITS.min(scale);
+        let seen_bits = 16.min(scale);
         Model {
             flag,
             value,
@@ -377,6 +385,8 @@ impl Model {
             ring: vec![0; 1 << ring_log],
             ring_mask: (1 << ring_log) - 1,
             pos: 0,
+            seen: vec![0; 1 << seen_bits],
+            seen_mask: (1 << seen_bits) - 1,
             match_at: vec![0; 1 << match_bits],
             match_mask: (1 << match_bits) - 1,
             match_ptr: 0,
@@ -430,6 +440,8 @@ impl Model {
 
         // Changed or not.
         let olds4 = (self.olds << 8) | o0;
+        let seen_slot = (hash16(olds4 ^ 0x5bd1_e995) & self.seen_mask) as usize;
+        let seen = u32::from(self.seen.get(seen_slot).copied().unwrap_or(0));
         let ctx = [
             hz & 0xffff,
             (o1 << 8) | o0,
@@ -438,21 +450,30 @@ impl Model {
             (n1 << 8) | o0,
             hash16((self.run.min(3) << 18) | ((hz & 3) << 16) | (o1 << 8) | o0),
             hash16(olds4 ^ ((hz & 15) << 28).rotate_left(4)),
+            (seen << 8) | o0,
         ];
-        let mut slots = [0usize; 7];
+        // After QUIET unchanged bytes only the old-byte contexts and the match
+        // state are consulted: the others are constant there or repeat them.
+        let quiet = hz & QUIET_MASK == 0;
+        let used: u32 = if quiet { QUIET_INPUTS } else { 0xff };
+        let mut slots = [0usize; 8];
         for (k, (t, c)) in self.flag.iter().zip(ctx).enumerate() {
+            let on = used >> k & 1 == 1;
             let s = t.slot(c);
             if let (Some(slot), Some(input)) = (slots.get_mut(k), self.flag_mix.inputs.get_mut(k)) {
                 *slot = s;
-                *input = stretch(t.p12(s));
+                *input = if on { stretch(t.p12(s)) } else { 0 };
             }
         }
         self.flag_mix.inputs[INPUTS - 1] = 256;
-        let p = self.flag_mix.mix(mstate as usize);
+        let set = mstate as usize + if quiet { FLAG_SETS / 2 } else { 0 };
+        let p = self.flag_mix.mix(set);
         let changed = coder.code(p16(p), u32::from(delta != 0));
         self.flag_mix.update(changed);
-        for (t, s) in self.flag.iter_mut().zip(slots) {
-            t.update(s, changed);
+        for (k, (t, s)) in self.flag.iter_mut().zip(slots).enumerate() {
+            if used >> k & 1 == 1 {
+                t.update(s, changed);
+            }
         }
 
         // The delta's bits, top first.
@@ -476,6 +497,7 @@ impl Model {
                     (self.run.min(15) << 8) | node,
                     (o0 << 8) | node,
                     hash16(oh ^ node),
+                    (seen << 8) | node,
                 ];
                 for (k, (t, c)) in self.value.iter().zip(ctx).enumerate() {
                     let s = t.slot(c);
@@ -498,6 +520,9 @@ impl Model {
         }
         // An unchanged byte's delta is zero; a changed one's is the tree's leaf.
         let d = if changed == 1 { (node & 0xff) as u8 } else { 0 };
+        if let Some(s) = self.seen.get_mut(seen_slot) {
+            *s = d;
+        }
         self.push(old, d);
         d
     }
