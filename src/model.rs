@@ -7,15 +7,15 @@
 //! low bytes of a pointer in a table. A general-purpose compressor sees only
 //! the deltas; this model also sees the old bytes (the applier reads them
 //! anyway), so it learns which old contexts precede changes. On the corpus's
-//! library pairs that makes the delta stream 23-47% smaller than LZMA with the
-//! best settings, at 10-20x LZMA's encoding speed (docs/BENCHMARKS.md).
+//! library pairs that makes the delta stream 21-49% smaller than LZMA with the
+//! strongest settings, and several times faster to encode (docs/MODEL.md).
 //!
 //! Each delta is coded as a "changed" bit, then, when changed, its eight bits
 //! from the top. Every bit's probability is a logistic mix of adaptive
 //! counters looked up in context tables; the mixer's weights are learned as
 //! the stream is coded. The encoder and decoder run the same model, so the
 //! coded bytes carry no model parameters: only the stream's bytes and the
-//! history window's size (see docs/FORMAT.md, "Codec 3").
+//! history window's size. docs/MODEL.md specifies the model completely.
 //!
 //! Everything here is integer arithmetic, identical on every platform. Table
 //! indices are masked to the table's size and read through `get`, so no
@@ -449,7 +449,7 @@ impl Model {
             mstate,
             (n1 << 8) | o0,
             hash16((self.run.min(3) << 18) | ((hz & 3) << 16) | (o1 << 8) | o0),
-            hash16(olds4 ^ ((hz & 15) << 28).rotate_left(4)),
+            hash16(olds4 ^ (hz & 15)),
             (seen << 8) | o0,
         ];
         // After QUIET unchanged bytes only the old-byte contexts and the match
@@ -567,7 +567,8 @@ impl Model {
                 let mut len = 0u64;
                 while len < 32
                     && len < start
-                    && self.ring_at(start - 1 - len) == self.ring_at(here - len)
+                    && self.ring_at(start.wrapping_sub(1 + len))
+                        == self.ring_at(here.wrapping_sub(len))
                 {
                     len += 1;
                 }

@@ -57,8 +57,8 @@ impl Default for DiffOptions {
 }
 
 impl DiffOptions {
-    /// The defaults: level 19 (zstd level 19, plain layout with LZMA tried), all
-    /// available cores.
+    /// The defaults: level 19 (zstd level 19, plain layout with the delta model
+    /// tried), all available cores.
     pub fn new() -> DiffOptions {
         DiffOptions {
             level: DEFAULT_LEVEL,
@@ -71,12 +71,12 @@ impl DiffOptions {
     /// are clamped. It is the zstd level of the streams; from 19 (the default)
     /// up, when the copies of the file add up to at most 16 MiB, each segment
     /// (cut into pieces of at most 4 MiB copied, coded in parallel) is also
-    /// coded in the plain layout with LZMA, and the smaller of the two is kept
-    /// (docs/FORMAT.md).
-    /// That makes patches of shared libraries 3–15% smaller and costs about
-    /// 1 s of one core per MiB copied; level 18 and below skip it. The zstd
-    /// window and the LZMA dictionary stay capped at 8 MiB whatever the level,
-    /// so apply memory does not depend on it.
+    /// coded in the plain layout with the delta model (docs/MODEL.md), and the
+    /// smaller of the two is kept (docs/FORMAT.md). That makes patches of
+    /// shared libraries 25-50% smaller; it costs about 0.1 s of one core per
+    /// MiB copied to make and as much to apply. Level 18 and below skip it.
+    /// The zstd window and the model's history stay capped at 8 MiB whatever
+    /// the level, so apply memory does not depend on it.
     pub fn level(mut self, level: i32) -> DiffOptions {
         self.level = level.clamp(1, 22);
         self
@@ -272,23 +272,35 @@ fn build_patch_with_budget(
     let mut plain = packing.tries_plain() && copied <= PLAIN_MAX_COPIED;
     let mut segments = build(plain.then(|| plain_piece(copied)));
     if plain && !segments.iter().any(RawSegment::worth_plain) {
-        // Nothing for LZMA to gain: keep the segments whole.
+        // Nothing for the model to gain: keep the segments whole.
         plain = false;
         if segments.len() > 1 {
             segments = build(None);
         }
     }
-    let jobs: Vec<(usize, usize)> = (0..segments.len())
-        .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
-        .collect();
-    // The plain layout is tried beside the zstd jobs, one LZMA job per segment.
+    // The plain layout is tried beside the zstd jobs, one model job per segment.
     let plain_jobs: Vec<usize> = (0..segments.len())
         .filter(|&s| plain && segments[s].worth_plain())
+        .collect();
+    // The run streams of segments tried in plain layout are first packed at a
+    // fast level: the model usually beats them by far, and the strong level
+    // costs more than the model itself.
+    let tried =
+        |s: usize, k: usize| RUN_STREAMS.contains(&k) && plain_jobs.binary_search(&s).is_ok();
+    let fast = Packing {
+        level: PLAIN_RUNS_LEVEL.min(packing.level),
+        ..packing
+    };
+    let jobs: Vec<(usize, usize)> = (0..segments.len())
+        .flat_map(|s| (0..STREAMS).map(move |k| (s, k)))
         .collect();
     let (packed, plain) = rayon::join(
         || {
             jobs.par_iter()
-                .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
+                .map(|&(s, k)| {
+                    let p = if tried(s, k) { fast } else { packing };
+                    pack_stream(&segments[s].streams[k], p)
+                })
                 .collect::<Result<Vec<_>, _>>()
         },
         || {
@@ -298,7 +310,33 @@ fn build_patch_with_budget(
                 .collect::<Vec<_>>()
         },
     );
-    let packed = packed.map_err(Error::io("compressing a stream"))?;
+    let mut packed = packed.map_err(Error::io("compressing a stream"))?;
+    // Where the model does not clearly win, the run streams get the strong
+    // level after all, and the smaller layout is kept.
+    let redo: Vec<(usize, usize)> = plain
+        .iter()
+        .filter(|(s, (desc, _))| {
+            let runs: u64 = RUN_STREAMS
+                .iter()
+                .filter_map(|&k| packed.get(s * STREAMS + k))
+                .map(|(d, _)| stored_cost(d))
+                .sum();
+            stored_cost(desc) * 5 > runs * 4
+        })
+        .flat_map(|(s, _)| RUN_STREAMS.iter().map(move |&k| (*s, k)))
+        .collect();
+    if packing.level > fast.level {
+        let strong = redo
+            .par_iter()
+            .map(|&(s, k)| pack_stream(&segments[s].streams[k], packing))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::io("compressing a stream"))?;
+        for (&(s, k), p) in redo.iter().zip(strong) {
+            if let Some(slot) = packed.get_mut(s * STREAMS + k) {
+                *slot = p;
+            }
+        }
+    }
     let mut plain = plain.into_iter().peekable();
     let mut out = Vec::new();
     PatchHeader::encode(
@@ -335,6 +373,20 @@ fn build_patch_with_budget(
     Ok(out)
 }
 
+/// The streams the plain layout replaces.
+const RUN_STREAMS: [usize; 3] = [ZERO_RUNS, DELTA_LENS, DELTA_BYTES];
+
+/// The zstd level at which the run streams of a segment tried in plain layout
+/// are packed first (see `build_patch_with_budget`).
+const PLAIN_RUNS_LEVEL: i32 = 3;
+
+/// A stream's bytes in the patch: its descriptor and stored bytes.
+fn stored_cost(d: &StreamDesc) -> u64 {
+    let mut v = Vec::new();
+    write_stream_desc(d, &mut v);
+    d.stored_len + v.len() as u64
+}
+
 /// Replaces a segment's run streams by the plain delta stream when that makes
 /// the segment smaller, descriptors included.
 fn choose_layout(
@@ -343,16 +395,8 @@ fn choose_layout(
     plain: StreamDesc,
     plain_bytes: Vec<u8>,
 ) {
-    let cost = |d: &StreamDesc| {
-        let mut v = Vec::new();
-        write_stream_desc(d, &mut v);
-        d.stored_len + v.len() as u64
-    };
-    let runs: u64 = [ZERO_RUNS, DELTA_LENS, DELTA_BYTES]
-        .iter()
-        .map(|&k| cost(&streams[k]))
-        .sum();
-    let plain_cost = cost(&plain) + 2 * cost(&StreamDesc::EMPTY);
+    let runs: u64 = RUN_STREAMS.iter().map(|&k| stored_cost(&streams[k])).sum();
+    let plain_cost = stored_cost(&plain) + 2 * stored_cost(&StreamDesc::EMPTY);
     if plain_cost < runs {
         for k in [ZERO_RUNS, DELTA_LENS] {
             streams[k] = StreamDesc::EMPTY;
