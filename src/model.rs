@@ -103,7 +103,9 @@ impl Counter {
         let p = i64::from(self.0 >> 10);
         let target = (i64::from(bit) << 22) - i64::from(bit);
         let rate = i64::from(RECIP.get(n as usize).copied().unwrap_or(0));
-        let np = (p + (((target - p) * rate) >> 16)).clamp(0, (1 << 22) - 1);
+        // rate < 2^16, so p moves toward target without passing it: it stays
+        // in 0..2^22.
+        let np = p + (((target - p) * rate) >> 16);
         let nn = if n < LIMIT { n + 1 } else { n };
         self.0 = ((np as u32) << 10) | nn;
     }
@@ -157,10 +159,49 @@ impl Mixer {
     fn new(sets: usize, rate: i32) -> Mixer {
         Mixer {
             weights: vec![[(1 << 16) / 3; INPUTS]; sets],
-            inputs: [0; INPUTS],
+            inputs: {
+                let mut x = [0; INPUTS];
+                x[INPUTS - 1] = BIAS;
+                x
+            },
             set: 0,
             p12: 2048,
             rate,
+        }
+    }
+
+    /// [`Mixer::mix`] with only the [`QUIET_INPUTS`] on (the others zero):
+    /// the same result without the work for the inputs that are off.
+    #[inline]
+    fn mix_sparse(&mut self, set: usize, inputs: &[i32; 4]) -> i32 {
+        self.set = set;
+        let dot: i64 = match self.weights.get(set) {
+            Some(w) => {
+                let on: i64 = QUIET_INPUTS
+                    .iter()
+                    .zip(inputs)
+                    .map(|(&k, x)| i64::from(w.get(k).copied().unwrap_or(0)) * i64::from(*x))
+                    .sum();
+                on + i64::from(w[INPUTS - 1]) * i64::from(BIAS)
+            }
+            None => 0,
+        };
+        self.p12 = squash((dot >> 16).clamp(-2047, 2047) as i32);
+        self.p12
+    }
+
+    /// [`Mixer::update`] after [`Mixer::mix_sparse`].
+    #[inline]
+    fn update_sparse(&mut self, bit: u32, inputs: &[i32; 4]) {
+        let err = ((bit as i32) << 12) - self.p12;
+        let step = i64::from(err * self.rate);
+        if let Some(w) = self.weights.get_mut(self.set) {
+            for (&k, x) in QUIET_INPUTS.iter().zip(inputs) {
+                if let Some(w) = w.get_mut(k) {
+                    *w = nudge(*w, *x, step);
+                }
+            }
+            w[INPUTS - 1] = nudge(w[INPUTS - 1], BIAS, step);
         }
     }
 
@@ -186,11 +227,20 @@ impl Mixer {
         let step = i64::from(err * self.rate);
         if let Some(w) = self.weights.get_mut(self.set) {
             for (w, x) in w.iter_mut().zip(&self.inputs) {
-                let d = (i64::from(*x) * step) >> 13;
-                *w = (i64::from(*w) + d).clamp(-(1 << 22), 1 << 22) as i32;
+                *w = nudge(*w, *x, step);
             }
         }
     }
+}
+
+/// The constant input of every mixer.
+const BIAS: i32 = 256;
+
+/// A weight moved by its input times the scaled error.
+#[inline]
+fn nudge(w: i32, x: i32, step: i64) -> i32 {
+    let d = (i64::from(x) * step) >> 13;
+    (i64::from(w) + d).clamp(-(1 << 22), 1 << 22) as i32
 }
 
 /// Codes one bit with probability `p16` of a one (out of 2^16); the encoder
@@ -331,8 +381,9 @@ const MATCH_BITS: u32 = 16;
 const FLAG_SETS: usize = 66;
 /// Unchanged bytes before the flag model goes quiet, as a mask of `changed`.
 const QUIET_MASK: u32 = 0xff;
-/// The flag inputs used when quiet: old bytes, match state with old byte, hashed old bytes.
-const QUIET_INPUTS: u32 = 0b1100_0110;
+/// The flag inputs used when quiet: old bytes, match state with old byte,
+/// hashed old bytes, last delta after these old bytes.
+const QUIET_INPUTS: [usize; 4] = [1, 2, 6, 7];
 const VALUE_SETS: usize = 256 + 64;
 
 /// The model, shared by encoder and decoder.
@@ -442,45 +493,77 @@ impl Model {
         let olds4 = (self.olds << 8) | o0;
         let seen_slot = (hash16(olds4 ^ 0x5bd1_e995) & self.seen_mask) as usize;
         let seen = u32::from(self.seen.get(seen_slot).copied().unwrap_or(0));
-        let ctx = [
-            hz & 0xffff,
-            (o1 << 8) | o0,
-            (mstate << 8) | o0,
-            mstate,
-            (n1 << 8) | o0,
-            hash16((self.run.min(3) << 18) | ((hz & 3) << 16) | (o1 << 8) | o0),
-            hash16(olds4 ^ (hz & 15)),
-            (seen << 8) | o0,
-        ];
-        // After QUIET unchanged bytes only the old-byte contexts and the match
-        // state are consulted: the others are constant there or repeat them.
-        let quiet = hz & QUIET_MASK == 0;
-        let used: u32 = if quiet { QUIET_INPUTS } else { 0xff };
-        let mut slots = [0usize; 8];
-        for (k, (t, c)) in self.flag.iter().zip(ctx).enumerate() {
-            let on = used >> k & 1 == 1;
-            let s = t.slot(c);
-            if let (Some(slot), Some(input)) = (slots.get_mut(k), self.flag_mix.inputs.get_mut(k)) {
-                *slot = s;
-                *input = if on { stretch(t.p12(s)) } else { 0 };
+        let bit = u32::from(delta != 0);
+        let changed = if hz & QUIET_MASK == 0 {
+            // After eight unchanged bytes only the old-byte contexts and the
+            // match state are consulted: the others are constant there or
+            // repeat them. (Inputs 1, 2, 6 and 7; the rest are off.)
+            let ctx = [
+                (o1 << 8) | o0,
+                (mstate << 8) | o0,
+                hash16(olds4 ^ (hz & 15)),
+                (seen << 8) | o0,
+            ];
+            let mut slots = [0usize; 4];
+            let mut inputs = [0i32; 4];
+            for (j, &k) in QUIET_INPUTS.iter().enumerate() {
+                if let (Some(t), Some(&c), Some(s), Some(x)) = (
+                    self.flag.get(k),
+                    ctx.get(j),
+                    slots.get_mut(j),
+                    inputs.get_mut(j),
+                ) {
+                    *s = t.slot(c);
+                    *x = stretch(t.p12(*s));
+                }
             }
-        }
-        self.flag_mix.inputs[INPUTS - 1] = 256;
-        let set = mstate as usize + if quiet { FLAG_SETS / 2 } else { 0 };
-        let p = self.flag_mix.mix(set);
-        let changed = coder.code(p16(p), u32::from(delta != 0));
-        self.flag_mix.update(changed);
-        for (k, (t, s)) in self.flag.iter_mut().zip(slots).enumerate() {
-            if used >> k & 1 == 1 {
+            let p = self
+                .flag_mix
+                .mix_sparse(mstate as usize + FLAG_SETS / 2, &inputs);
+            let changed = coder.code(p16(p), bit);
+            self.flag_mix.update_sparse(changed, &inputs);
+            for (&k, s) in QUIET_INPUTS.iter().zip(slots) {
+                if let Some(t) = self.flag.get_mut(k) {
+                    t.update(s, changed);
+                }
+            }
+            changed
+        } else {
+            let ctx = [
+                hz & 0xffff,
+                (o1 << 8) | o0,
+                (mstate << 8) | o0,
+                mstate,
+                (n1 << 8) | o0,
+                hash16((self.run.min(3) << 18) | ((hz & 3) << 16) | (o1 << 8) | o0),
+                hash16(olds4 ^ (hz & 15)),
+                (seen << 8) | o0,
+            ];
+            let mut slots = [0usize; 8];
+            for (k, (t, c)) in self.flag.iter().zip(ctx).enumerate() {
+                let s = t.slot(c);
+                if let (Some(slot), Some(input)) =
+                    (slots.get_mut(k), self.flag_mix.inputs.get_mut(k))
+                {
+                    *slot = s;
+                    *input = stretch(t.p12(s));
+                }
+            }
+            let p = self.flag_mix.mix(mstate as usize);
+            let changed = coder.code(p16(p), bit);
+            self.flag_mix.update(changed);
+            for (t, s) in self.flag.iter_mut().zip(slots) {
                 t.update(s, changed);
             }
-        }
+            changed
+        };
 
         // The delta's bits, top first.
         let mut node = 1u32;
         if changed == 1 {
             let dh = (self.deltas as u32).wrapping_mul(0x2545_F491);
             let oh = ((o1 << 16) | (o0 << 8) | d1).wrapping_mul(0x2545_F491);
+            let mut slots = [0usize; 8];
             for k in (0..8).rev() {
                 let agree = predicted
                     .filter(|&p| p != 0 && (p | 0x100) >> (k + 1) == node)
@@ -508,7 +591,6 @@ impl Model {
                         *input = stretch(t.p12(s));
                     }
                 }
-                self.value_mix.inputs[INPUTS - 1] = 256;
                 let p = self.value_mix.mix(mix_set);
                 let bit = coder.code(p16(p), (u32::from(delta) >> k) & 1);
                 self.value_mix.update(bit);
