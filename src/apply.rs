@@ -517,7 +517,12 @@ impl<'a> PlainDeltas<'a> {
                 Ok(_) => false,
                 Err(_) => return Err(corrupt),
             },
-            PlainDecoder::Model { coded, .. } => coded.at_end(),
+            PlainDecoder::Model { coded, .. } => {
+                if coded.at_end() && !coded.ends_canonically() {
+                    return Err(corrupt);
+                }
+                coded.at_end()
+            }
         };
         if at_end {
             Ok(())

@@ -347,6 +347,14 @@ impl<'a> Decoder<'a> {
     pub(crate) fn at_end(&self) -> bool {
         self.input.is_empty() && self.overrun == 0
     }
+
+    /// True if the last four bytes are the ones the encoder writes: its final
+    /// `low`, which the decoder's state then equals. Any other value inside
+    /// the final interval would decode the same deltas; requiring this one
+    /// makes the coded bytes of a stream unique.
+    pub(crate) fn ends_canonically(&self) -> bool {
+        self.x == self.low
+    }
 }
 
 impl BitCoder for Decoder<'_> {
@@ -736,7 +744,8 @@ pub struct DecodedDeltas {
     pub deltas: Vec<u8>,
     /// The decoder needed bytes past the end of the stored ones.
     pub overran: bool,
-    /// Every stored byte was consumed, and no more.
+    /// Every stored byte was consumed, and no more, and the stream ended as
+    /// the encoder ends it.
     pub exact: bool,
 }
 
@@ -750,7 +759,7 @@ pub fn decode_deltas(stored: &[u8], olds: &[u8], window_log: u32) -> DecodedDelt
     DecodedDeltas {
         deltas,
         overran: dec.overran(),
-        exact: dec.at_end(),
+        exact: dec.at_end() && dec.ends_canonically(),
     }
 }
 
@@ -802,5 +811,15 @@ mod tests {
         // One byte short: the decoder notices.
         let (_, at_end) = decode(&stored[..stored.len() - 1], &olds, 16);
         assert!(!at_end);
+        // A flip in the final four bytes decodes other deltas or ends
+        // elsewhere than the encoder's `low`.
+        for i in stored.len() - 4..stored.len() {
+            for bit in 0..8 {
+                let mut bad = stored.clone();
+                bad[i] ^= 1 << bit;
+                let back = decode_deltas(&bad, &olds, 16);
+                assert!(back.deltas != want || !back.exact, "byte {i} bit {bit}");
+            }
+        }
     }
 }

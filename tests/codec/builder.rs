@@ -117,24 +117,26 @@ impl Stream {
         Stream { desc, payload }
     }
 
-    /// Codec 2: a raw LZMA stream (lc = lp = pb = 0, the given dictionary).
-    pub fn lzma(data: &[u8], dict_log: u8) -> Stream {
-        let mut o = lzma_rust2::LzmaOptions::with_preset(6);
-        o.lc = 0;
-        o.lp = 0;
-        o.pb = 0;
-        o.dict_size = 1 << dict_log.clamp(12, 20);
-        let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &o, false).unwrap();
-        std::io::Write::write_all(&mut w, data).unwrap();
-        Stream::lzma_payload(data.len() as u64, w.finish().unwrap(), 0, dict_log)
+    /// Codec 3, the delta model: `deltas` (one per copied byte) coded over
+    /// `olds`, the old bytes under the segment's copies in order (the same
+    /// length), with a history window of 2^`window_log` bytes (absent when
+    /// empty).
+    pub fn model(olds: &[u8], deltas: &[u8], window_log: u8) -> Stream {
+        assert_eq!(olds.len(), deltas.len(), "one old byte per delta");
+        if deltas.is_empty() {
+            return Stream::absent();
+        }
+        let payload = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(window_log));
+        Stream::model_payload(deltas.len() as u64, payload, window_log)
     }
 
-    /// Codec 2 with explicit fields.
-    pub fn lzma_payload(raw_len: u64, payload: Vec<u8>, props: u8, dict_log: u8) -> Stream {
+    /// Codec 3 with explicit fields: `raw_len 3 stored_len window_log`, where
+    /// stored_len is the payload's length.
+    pub fn model_payload(raw_len: u64, payload: Vec<u8>, window_log: u8) -> Stream {
         let mut desc = varint(raw_len);
-        desc.push(2);
+        desc.push(3);
         desc.extend(varint(payload.len() as u64));
-        desc.extend([props, dict_log]);
+        desc.push(window_log);
         Stream { desc, payload }
     }
 
@@ -307,23 +309,42 @@ pub fn plan(old: &[u8], new: &[u8], segments: &[Vec<Op>]) -> Vec<SegmentData> {
 /// The same segments in plain layout: no run streams, one delta per copied byte.
 pub fn to_plain(old: &[u8], new: &[u8], segments: &[Vec<Op>]) -> Vec<SegmentData> {
     let mut segs = plan(old, new, segments);
-    let mut p: i64 = 0;
+    let olds = copied_olds(old, segments);
     let mut n: usize = 0;
-    for (seg, ops) in segs.iter_mut().zip(segments) {
-        let mut deltas = Vec::new();
+    for ((seg, ops), olds) in segs.iter_mut().zip(segments).zip(&olds) {
+        let mut news = Vec::new();
         for o in ops {
-            let (pu, c) = (p as usize, o.copy as usize);
-            for k in 0..c {
-                deltas.push(new[n + k].wrapping_sub(old[pu + k]));
-            }
+            let c = o.copy as usize;
+            news.extend_from_slice(&new[n..n + c]);
             n += c + o.lit as usize;
-            p = p + o.copy as i64 + o.seek;
         }
         seg.streams[ZERO_RUNS].clear();
         seg.streams[DELTA_LENS].clear();
-        seg.streams[DELTA_BYTES] = deltas;
+        seg.streams[DELTA_BYTES] = news
+            .iter()
+            .zip(olds)
+            .map(|(n, o)| n.wrapping_sub(*o))
+            .collect();
     }
     segs
+}
+
+/// Per segment, the old bytes under its copies, in order and laid end to end:
+/// what the delta model codes a plain delta stream over. `p` is the old
+/// position, carried across segments as in [`plan`].
+pub fn copied_olds(old: &[u8], segments: &[Vec<Op>]) -> Vec<Vec<u8>> {
+    let mut p: i64 = 0;
+    let mut out = Vec::new();
+    for ops in segments {
+        let mut olds = Vec::new();
+        for o in ops {
+            let (pu, c) = (p as usize, o.copy as usize);
+            olds.extend_from_slice(&old[pu..pu + c]);
+            p = p + o.copy as i64 + o.seek;
+        }
+        out.push(olds);
+    }
+    out
 }
 
 /// A patch from decoded segments, all streams with the same codec.
@@ -360,6 +381,9 @@ pub struct Sample {
     pub segs: Vec<SegmentData>,
     /// The same operations in plain layout.
     pub plain: Vec<SegmentData>,
+    /// Per segment, the old bytes under its copies (what a codec-3 delta
+    /// stream of `plain` is coded over).
+    pub plain_olds: Vec<Vec<u8>>,
 }
 
 pub fn sample() -> Sample {
@@ -388,10 +412,12 @@ pub fn sample() -> Sample {
     ];
     let segs = plan(&old, &new, &ops);
     let plain = to_plain(&old, &new, &ops);
+    let plain_olds = copied_olds(&old, &ops);
     Sample {
         old,
         new,
         segs,
         plain,
+        plain_olds,
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! It parses the whole patch into memory, decodes every stream completely,
 //! builds the output with the copies first and adds the deltas afterwards. It
-//! shares no code with the crate. Its errors are plain strings: the tests only
+//! shares no code with the crate, except the delta model's decoder
+//! (`deltaswap::model_codec::decode_deltas`, codec 3), which it runs on the
+//! old bytes under the copies, taken from the old file once the control stream
+//! has been executed. Its errors are plain strings: the tests only
 //! compare accept / reject and the output with the streaming applier.
 
+use deltaswap::model_codec::decode_deltas;
 use sha2::{Digest, Sha256};
 
 pub type NaiveResult<T> = Result<T, String>;
@@ -81,54 +85,103 @@ pub struct NaiveHeader {
     pub new_sha256: [u8; 32],
 }
 
-struct Desc {
-    raw_len: u64,
-    codec: u8,
-    stored_len: u64,
-    /// LZMA properties byte and log2 of the dictionary (codec 2 only).
-    lzma: (u8, u8),
+/// One stream descriptor, as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Desc {
+    pub raw_len: u64,
+    pub codec: u8,
+    pub stored_len: u64,
+    /// log2 of the delta model's history window (codec 3 only).
+    pub window_log: Option<u8>,
 }
 
-/// Largest LZMA dictionary accepted (the default `Limits::max_window_log`).
-const MAX_DICT_LOG: u8 = 24;
+impl Desc {
+    const ABSENT: Desc = Desc {
+        raw_len: 0,
+        codec: 0,
+        stored_len: 0,
+        window_log: None,
+    };
+}
 
-/// Decodes a raw LZMA stream (no header, no end marker) of known size; every
-/// stored byte must be used and the range coder must end cleanly.
-fn decode_lzma(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>> {
-    let (props, dict_log) = desc.lzma;
-    let (lc, lp, pb) = (
-        u32::from(props % 9),
-        u32::from(props / 9 % 5),
-        u32::from(props / 45),
-    );
-    let mut stream = lzma_rust2::LzmaStream::new(desc.raw_len, lc, lp, pb, 1u32 << dict_log, None)
-        .map_err(|e| format!("{what}: {e}"))?;
-    let mut out = vec![0u8; usize::try_from(desc.raw_len).unwrap() + 1];
-    let (mut used, mut made) = (0usize, 0usize);
-    loop {
-        let r = stream
-            .process(
-                &payload[used..],
-                &mut out[made..],
-                lzma_rust2::Action::Finish,
-            )
-            .map_err(|e| format!("{what}: LZMA error {e}"))?;
-        used += r.bytes_consumed;
-        made += r.bytes_produced;
-        if r.status == lzma_rust2::Status::StreamEnd {
-            break;
+/// Largest model window accepted (the default `Limits::max_window_log`).
+const MAX_WINDOW_LOG: u8 = 24;
+
+/// Reads a segment's length and its five stream descriptors, with the checks
+/// the format puts on the descriptors themselves: codecs 0 and 1 anywhere,
+/// codec 3 (the delta model) only for the delta bytes of a plain-layout
+/// segment, a nonzero stored_len, a window_log in 10..=30.
+fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
+    let seg_len = c.varint("seg_len")?;
+    let mut descs = [Desc::ABSENT; 5];
+    for (k, d) in descs.iter_mut().enumerate() {
+        let raw_len = c.varint("raw_len")?;
+        if raw_len == 0 {
+            continue;
         }
-        if r.bytes_consumed == 0 && r.bytes_produced == 0 {
-            return Err(format!("{what}: LZMA stream ends early"));
+        let codec = c.byte("codec")?;
+        // Codec 3 is defined for the delta-byte stream only; 2 is not defined.
+        let known = codec == 0 || codec == 1 || (codec == 3 && k == 3);
+        if !known {
+            return Err(format!("stream {k}: unknown codec {codec}"));
         }
+        let stored_len = if codec == 0 {
+            raw_len
+        } else {
+            let s = c.varint("stored_len")?;
+            if s == 0 {
+                return Err(format!("stream {k}: codec {codec} with stored_len 0"));
+            }
+            s
+        };
+        let mut window_log = None;
+        if codec == 3 {
+            let w = c.byte("window_log")?;
+            if !(10..=30).contains(&w) {
+                return Err(format!("model window_log {w} out of range"));
+            }
+            window_log = Some(w);
+        }
+        *d = Desc {
+            raw_len,
+            codec,
+            stored_len,
+            window_log,
+        };
     }
-    if made as u64 != desc.raw_len || used != payload.len() {
-        return Err(format!(
-            "{what}: LZMA decodes to {made} bytes from {used} of {} stored",
-            payload.len()
-        ));
+    if descs[3].codec == 3 && !is_plain(&descs) {
+        return Err("delta model outside the plain layout".into());
     }
-    out.truncate(made);
+    Ok((seg_len, descs))
+}
+
+/// Plain layout: no run streams, and a delta-byte stream.
+fn is_plain(descs: &[Desc; 5]) -> bool {
+    descs[1].raw_len == 0 && descs[2].raw_len == 0 && descs[3].raw_len > 0
+}
+
+/// The stream descriptors of every segment, read without applying anything
+/// (payloads are skipped, not decoded). For tests that check which layout and
+/// codec the writer chose.
+pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
+    let mut c = Cursor::new(patch);
+    let h = parse_header(&mut c)?;
+    let mut out = Vec::new();
+    let mut produced: u64 = 0;
+    while produced < h.new_len {
+        let (seg_len, descs) = parse_segment_descs(&mut c)?;
+        if seg_len == 0 || seg_len > h.new_len - produced {
+            return Err(format!("seg_len {seg_len}"));
+        }
+        for d in &descs {
+            c.bytes(d.stored_len, "payload")?;
+        }
+        produced += seg_len;
+        out.push(descs);
+    }
+    if !c.at_end() {
+        return Err("trailing bytes after the last segment".into());
+    }
     Ok(out)
 }
 
@@ -191,8 +244,7 @@ fn decode_stream(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>
             }
             Ok(out)
         }
-        2 => decode_lzma(desc, payload, what),
-        c => Err(format!("{what}: unknown codec {c}")),
+        c => Err(format!("{what}: codec {c} is not decoded up front")),
     }
 }
 
@@ -219,63 +271,11 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
     let mut p: u64 = 0;
     while (out.len() as u64) < h.new_len {
         let remaining = h.new_len - out.len() as u64;
-        let seg_len = c.varint("seg_len")?;
+        let (seg_len, descs) = parse_segment_descs(&mut c)?;
         if seg_len == 0 || seg_len > remaining {
             return Err(format!("seg_len {seg_len} with {remaining} remaining"));
         }
-        let mut descs = Vec::new();
-        for k in 0..5 {
-            let raw_len = c.varint("raw_len")?;
-            if raw_len == 0 {
-                descs.push(Desc {
-                    raw_len: 0,
-                    codec: 0,
-                    stored_len: 0,
-                    lzma: (0, 0),
-                });
-                continue;
-            }
-            let codec = c.byte("codec")?;
-            let stored_len = match codec {
-                0 => raw_len,
-                1 => {
-                    let s = c.varint("stored_len")?;
-                    if s == 0 {
-                        return Err("zstd stored_len 0".into());
-                    }
-                    s
-                }
-                2 if k == 3 => {
-                    let s = c.varint("stored_len")?;
-                    if s == 0 {
-                        return Err("LZMA stored_len 0".into());
-                    }
-                    s
-                }
-                other => return Err(format!("stream {k}: unknown codec {other}")),
-            };
-            let mut lzma = (0, 0);
-            if codec == 2 {
-                let props = c.byte("LZMA props")?;
-                let dict_log = c.byte("LZMA dict_log")?;
-                let (lc, lp, pb) = (props % 9, props / 9 % 5, props / 45);
-                if pb > 4 || lc + lp > 4 || !(12..=30).contains(&dict_log) {
-                    return Err("LZMA parameters out of range".into());
-                }
-                lzma = (props, dict_log);
-            }
-            descs.push(Desc {
-                raw_len,
-                codec,
-                stored_len,
-                lzma,
-            });
-        }
-        // Plain layout: no run streams, and a delta-byte stream.
-        let plain = descs[1].raw_len == 0 && descs[2].raw_len == 0 && descs[3].raw_len > 0;
-        if descs[3].codec == 2 && !plain {
-            return Err("LZMA outside the plain layout".into());
-        }
+        let plain = is_plain(&descs);
         let mut budget: u128 = 0;
         for (k, d) in descs[..4].iter().enumerate() {
             if plain && k == 3 {
@@ -300,13 +300,20 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         if plain && descs[3].raw_len > seg_len {
             return Err("plain delta stream longer than its segment".into());
         }
-        if descs[3].codec == 2 && descs[3].lzma.1 > MAX_DICT_LOG {
-            return Err("LZMA dictionary over the limit".into());
+        if descs[3].window_log.is_some_and(|w| w > MAX_WINDOW_LOG) {
+            return Err("model window over the limit".into());
         }
+        // Every stream is decoded here, except a model-coded delta stream:
+        // the model needs the old bytes under the copies, known only once the
+        // control stream has been executed (pass 2 below).
         let mut streams: Vec<Vec<u8>> = Vec::new();
+        let mut model_payload: &[u8] = &[];
         for (k, d) in descs.iter().enumerate() {
             let payload = c.bytes(d.stored_len, "payload")?;
             if d.raw_len == 0 {
+                streams.push(Vec::new());
+            } else if d.codec == 3 {
+                model_payload = payload;
                 streams.push(Vec::new());
             } else {
                 streams.push(decode_stream(d, payload, &format!("stream {k}"))?);
@@ -317,6 +324,9 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         let mut ctrl = Cursor::new(&streams[0]);
         let mut lits = Cursor::new(&streams[4]);
         let mut copied: Vec<std::ops::Range<usize>> = Vec::new();
+        // The old bytes under the copies, laid end to end (read from the old
+        // file itself, not from the output).
+        let mut olds: Vec<u8> = Vec::new();
         let mut produced: u64 = 0;
         while produced < seg_len {
             let copy = ctrl.varint("copy_len")?;
@@ -335,6 +345,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             }
             let start = out.len();
             out.extend_from_slice(&old[p as usize..end as usize]);
+            olds.extend_from_slice(&old[p as usize..end as usize]);
             copied.push(start..out.len());
             out.extend_from_slice(lits.bytes(lit, "literals")?);
             produced += total;
@@ -354,8 +365,20 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         // Pass 2: the deltas over the copies laid end to end.
         let positions: Vec<usize> = copied.into_iter().flatten().collect();
         if plain {
-            if streams[3].len() != positions.len() {
+            if descs[3].raw_len != positions.len() as u64 {
                 return Err("plain delta stream length differs from the copies".into());
+            }
+            if let Some(w) = descs[3].window_log {
+                // Codec 3: decode over the old bytes; the coded data must be
+                // neither cut short nor followed by unused bytes.
+                let got = decode_deltas(model_payload, &olds, u32::from(w));
+                if got.overran {
+                    return Err("model stream: coded data cut short".into());
+                }
+                if !got.exact {
+                    return Err("model stream: bytes after the coded data".into());
+                }
+                streams[3] = got.deltas;
             }
             for (&at, d) in positions.iter().zip(&streams[3]) {
                 out[at] = out[at].wrapping_add(*d);

@@ -506,31 +506,39 @@ fn bug_new_starting_with_a_copy_from_inside_old() {
     check_roundtrip(&old, &old[1..], &DiffOptions::new());
 }
 
-/// Changes that the plain layout codes better than the run layout. The default settings choose the plain layout (LZMA) for
-/// such a segment when it is smaller; level 18 keeps the run layout. Both apply
+/// The codec of each segment's delta-byte stream and its window_log (for
+/// codec 3), and whether the segment is in plain layout, as the oracle's
+/// parser reads them.
+fn delta_streams(patch: &[u8]) -> Vec<(bool, u8, Option<u8>)> {
+    naive::segments(patch)
+        .expect("oracle parses the segments")
+        .iter()
+        .map(|d| {
+            let plain = d[1].raw_len == 0 && d[2].raw_len == 0 && d[3].raw_len > 0;
+            (plain, d[3].codec, d[3].window_log)
+        })
+        .collect()
+}
+
+/// A recompiled library, the case the plain layout's delta model is made for:
+/// an instruction inserted early shifts every later branch target, so the
+/// four bytes after most call opcodes change, by amounts that repeat. The
+/// model predicts each delta from the old bytes it is added to (the opcode
+/// before it); the run layout spends two varints per changed run. The default
+/// settings choose the plain layout with the model, with the smallest history
+/// window that holds the stream; level 18 keeps the run layout. Both apply
 /// exactly, and the choice does not depend on the thread count.
 #[test]
 fn plain_layout_is_chosen_when_smaller_and_round_trips() {
-    // A tenth of the bytes change by a pattern that repeats every 1000 bytes,
-    // and 2% more by noise: the run layout spends two varints per change and
-    // zstd restarts its matches at every noisy byte; LZMA codes each period as
-    // a match whose mismatching bytes cost little (measured: 7.5 KB against
-    // 16 KB at level 18).
-    let old = random_bytes(5, 200_000);
-    let pattern: Vec<u8> = random_bytes(6, 1000)
-        .into_iter()
-        .map(|b| if b % 10 == 0 { b | 1 } else { 0 })
-        .collect();
-    let noise = random_bytes(7, old.len());
-    let new: Vec<u8> = old
-        .iter()
-        .zip(pattern.iter().cycle())
-        .zip(&noise)
-        .map(|((o, d), z)| {
-            o.wrapping_add(*d)
-                .wrapping_add(if z % 50 == 0 { *z } else { 0 })
-        })
-        .collect();
+    let code = instrs(5, 20_000);
+    let old = render(&code);
+    let new = render(&recompile(
+        code,
+        &[
+            CodeEdit::Insert(7000, Instr { op: 0, arg: 5 }),
+            CodeEdit::Delete(100),
+        ],
+    ));
     let streams = |p: &[u8]| {
         let info = deltaswap::inspect(p).unwrap();
         info.streams().map(|(_, raw, _)| raw)
@@ -538,24 +546,36 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
     let plain = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
     let s = streams(&plain);
     assert_eq!((s[1], s[2]), (0, 0), "run streams absent: {s:?}");
-    assert!(
-        s[3] + s[4] >= new.len() as u64,
+    assert_eq!(
+        s[3] + s[4],
+        new.len() as u64,
         "one delta per copied byte: {s:?}"
     );
+    // 75,185 deltas: a window of 2^17 holds them.
+    assert!(s[3] > 1 << 16 && s[3] <= 1 << 17, "{s:?}");
+    assert_eq!(delta_streams(&plain), [(true, 3, Some(17))]);
     assert_eq!(
         DiffOptions::new().threads(2).diff(&old, &new).unwrap(),
         plain
     );
-    // The smallest zstd window (2^10) is below LZMA's smallest dictionary
-    // (2^12): the LZMA trial uses 2^12.
-    for log in [10, 12, 16] {
-        check_roundtrip(&old, &new, &DiffOptions::new().window_log(log).threads(1));
+    // A smaller window_log caps the model's window (2^10 is the smallest for
+    // both zstd and the model); a larger one changes nothing.
+    for (log, want) in [(10, 10), (12, 12), (16, 16), (17, 17), (24, 17)] {
+        let p = check_roundtrip(&old, &new, &DiffOptions::new().window_log(log).threads(1));
+        assert_eq!(
+            delta_streams(&p),
+            [(true, 3, Some(want))],
+            "window_log {log}"
+        );
     }
+    // Measured 2026-11-29: 2,329 bytes (2,214 of them the model's stream)
+    // against 4,669 in run layout at level 18.
     let runs = check_roundtrip(&old, &new, &DiffOptions::new().level(18).threads(1));
     let r = streams(&runs);
     assert!(r[1] > 0 && r[2] > 0, "level 18 keeps the run layout: {r:?}");
+    assert_eq!(delta_streams(&runs), [(false, 1, None)]);
     assert!(
-        plain.len() < runs.len(),
+        plain.len() * 3 / 2 < runs.len(),
         "{} vs {}",
         plain.len(),
         runs.len()
@@ -563,22 +583,23 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
 }
 
 /// Over 4 MiB of copies, the default level cuts segments into equal pieces
-/// whose plain-layout trials run in parallel: the pieces, and so the patch
-/// bytes, must not depend on the thread count. (Here the run layout wins in
-/// both pieces; `plain_layout_is_chosen_when_smaller_and_round_trips` covers a
-/// plain segment.)
+/// whose plain-layout trials (model encodings) run in parallel: the pieces,
+/// and so the patch bytes, must not depend on the thread count. Here the plain
+/// layout wins in both pieces, so both model streams are checked too.
 #[test]
 fn plain_pieces_do_not_depend_on_thread_count() {
-    let old = random_bytes(51, 4_500_000);
-    let pattern: Vec<u8> = random_bytes(52, 1000)
-        .into_iter()
-        .map(|b| if b & 7 == 0 { b | 1 } else { 0 })
-        .collect();
-    let new: Vec<u8> = old
-        .iter()
-        .zip(pattern.iter().cycle())
-        .map(|(o, d)| o.wrapping_add(*d))
-        .collect();
+    // 4.6 MiB of toy code, with an instruction inserted near the start and
+    // one near the end: branch targets shift all over the file.
+    let code = instrs(53, 1_300_000);
+    let old = render(&code);
+    let new = render(&recompile(
+        code,
+        &[
+            CodeEdit::Insert(1000, Instr { op: 0, arg: 5 }),
+            CodeEdit::Insert(900_000, Instr { op: 4, arg: 5 }),
+        ],
+    ));
+    assert!(old.len() > 4 << 20 && new.len() > 4 << 20);
     let one = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
     let two = DiffOptions::new().threads(2).diff(&old, &new).unwrap();
     assert!(one == two, "patches differ with the thread count");
@@ -586,15 +607,23 @@ fn plain_pieces_do_not_depend_on_thread_count() {
     assert_eq!(
         info.segments(),
         2,
-        "two pieces of 2.25 MB: {:?}",
+        "two pieces of 2.3 MiB: {:?}",
         info.streams()
     );
-    assert!(info.streams()[1].1 > 0, "run layout: {:?}", info.streams());
-    // At level 18 the file is one segment (no pieces, no LZMA trial).
+    // Both pieces in plain layout; 2.3 MiB of deltas each need a 2^22 window.
+    assert_eq!(
+        delta_streams(&one),
+        [(true, 3, Some(22)), (true, 3, Some(22))],
+        "{:?}",
+        info.streams()
+    );
+    // At level 18 the file is one segment (no pieces, no model trial).
     let fast = DiffOptions::new()
         .level(18)
         .threads(2)
         .diff(&old, &new)
         .unwrap();
     assert_eq!(deltaswap::inspect(&fast[..]).unwrap().segments(), 1);
+    assert_eq!(delta_streams(&fast), [(false, 1, None)]);
+    assert!(one.len() < fast.len(), "{} vs {}", one.len(), fast.len());
 }
