@@ -70,8 +70,9 @@ fn stretch(p12: u32) -> i32 {
 
 /// A counter adapts at rate 1/(n + 1.5) for its first `LIMIT` updates, then at
 /// 1/(LIMIT + 1.5): fast to learn, and quick to follow a stream that changes
-/// character. 20 measured best of 10-1023 on the corpus.
-const LIMIT: u32 = 20;
+/// character. Of 4, 6, 8, 11, 14, 20 and 30, 6 codes the corpus's delta
+/// streams smallest (2026-11-29).
+const LIMIT: u32 = 6;
 
 /// 2^16 / (n + 1.5) for n = 0..=LIMIT.
 const RECIP: [u32; LIMIT as usize + 1] = {
@@ -194,6 +195,9 @@ impl Mixer {
     #[inline]
     fn update_sparse(&mut self, bit: u32, inputs: &[i32; 4]) {
         let err = ((bit as i32) << 12) - self.p12;
+        if err.abs() < SKIP_ERR {
+            return;
+        }
         let step = i64::from(err * self.rate);
         if let Some(w) = self.weights.get_mut(self.set) {
             for (&k, x) in QUIET_INPUTS.iter().zip(inputs) {
@@ -224,6 +228,9 @@ impl Mixer {
     #[inline]
     fn update(&mut self, bit: u32) {
         let err = ((bit as i32) << 12) - self.p12;
+        if err.abs() < SKIP_ERR {
+            return;
+        }
         let step = i64::from(err * self.rate);
         if let Some(w) = self.weights.get_mut(self.set) {
             for (w, x) in w.iter_mut().zip(&self.inputs) {
@@ -232,6 +239,10 @@ impl Mixer {
         }
     }
 }
+
+/// Mixer weights are left alone when the error is this small (out of 4096):
+/// fewer updates, and 2.7% smaller streams on the corpus than always updating.
+const SKIP_ERR: i32 = 16;
 
 /// The constant input of every mixer.
 const BIAS: i32 = 256;
@@ -440,7 +451,7 @@ impl Model {
             flag,
             value,
             flag_mix: Mixer::new(FLAG_SETS, 5),
-            value_mix: Mixer::new(VALUE_SETS, 12),
+            value_mix: Mixer::new(VALUE_SETS, 8),
             ring: vec![0; 1 << ring_log],
             ring_mask: (1 << ring_log) - 1,
             pos: 0,
