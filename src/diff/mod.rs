@@ -73,7 +73,7 @@ impl DiffOptions {
     /// (cut into pieces of at most 4 MiB copied, coded in parallel) is also
     /// coded in the plain layout with the delta model (docs/MODEL.md), and the
     /// smaller of the two is kept (docs/FORMAT.md). That makes patches of
-    /// shared libraries 25-50% smaller; it costs about 0.1 s of one core per
+    /// shared libraries 8-56% smaller; it costs about 0.1 s of one core per
     /// MiB copied to make and as much to apply. Level 18 and below skip it.
     /// The zstd window and the model's history stay capped at 8 MiB whatever
     /// the level, so apply memory does not depend on it.
