@@ -103,7 +103,7 @@ impl Counter {
         let n = self.0 & 1023;
         let p = i64::from(self.0 >> 10);
         let target = (i64::from(bit) << 22) - i64::from(bit);
-        let rate = i64::from(RECIP.get(n as usize).copied().unwrap_or(0));
+        let rate = i64::from(RECIP[(n as usize).min(LIMIT as usize)]);
         // rate < 2^16, so p moves toward target without passing it: it stays
         // in 0..2^22.
         let np = p + (((target - p) * rate) >> 16);
@@ -114,14 +114,14 @@ impl Counter {
 
 /// A table of counters indexed by a context, masked to its size.
 struct Table {
-    cells: Vec<Counter>,
+    cells: Box<[Counter]>,
     mask: u32,
 }
 
 impl Table {
     fn new(bits: u32) -> Table {
         Table {
-            cells: vec![Counter::INIT; 1 << bits],
+            cells: vec![Counter::INIT; 1 << bits].into_boxed_slice(),
             mask: (1 << bits) - 1,
         }
     }
@@ -559,14 +559,12 @@ impl Model {
                 (seen << 8) | o0,
             ];
             let mut slots = [0usize; 8];
-            for (k, (t, c)) in self.flag.iter().zip(ctx).enumerate() {
-                let s = t.slot(c);
-                if let (Some(slot), Some(input)) =
-                    (slots.get_mut(k), self.flag_mix.inputs.get_mut(k))
-                {
-                    *slot = s;
-                    *input = stretch(t.p12(s));
-                }
+            let inputs = self.flag_mix.inputs.iter_mut();
+            for ((t, c), (slot, input)) in
+                self.flag.iter().zip(ctx).zip(slots.iter_mut().zip(inputs))
+            {
+                *slot = t.slot(c);
+                *input = stretch(t.p12(*slot));
             }
             let p = self.flag_mix.mix(mstate as usize);
             let changed = coder.code(p16(p), bit);
@@ -601,14 +599,12 @@ impl Model {
                     hash16(oh ^ node),
                     (seen << 8) | node,
                 ];
-                for (k, (t, c)) in self.value.iter().zip(ctx).enumerate() {
-                    let s = t.slot(c);
-                    if let (Some(slot), Some(input)) =
-                        (slots.get_mut(k), self.value_mix.inputs.get_mut(k))
-                    {
-                        *slot = s;
-                        *input = stretch(t.p12(s));
-                    }
+                let inputs = self.value_mix.inputs.iter_mut();
+                for ((t, c), (slot, input)) in
+                    self.value.iter().zip(ctx).zip(slots.iter_mut().zip(inputs))
+                {
+                    *slot = t.slot(c);
+                    *input = stretch(t.p12(*slot));
                 }
                 let p = self.value_mix.mix(mix_set);
                 let bit = coder.code(p16(p), (u32::from(delta) >> k) & 1);
