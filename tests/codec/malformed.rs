@@ -900,20 +900,7 @@ fn stream_buffer_limit_counts_decoded_and_stored_bytes() {
         })
         .max()
         .unwrap();
-    let bytes = p.bytes();
-    let ok =
-        deltaswap::apply_with_limits(&s.old, &bytes, Limits::default().max_segment_buffer(need));
-    assert_eq!(ok.unwrap(), s.new);
-    let e = deltaswap::apply_with_limits(
-        &s.old,
-        &bytes,
-        Limits::default().max_segment_buffer(need - 1),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(e, Error::LimitExceeded { actual, limit, .. } if actual == need && limit == need - 1),
-        "{e:?}"
-    );
+    applies_at_exactly_the_buffer_limit(&s, &p.bytes(), need);
     // Declared sizes far over the default limit are refused before allocation.
     let (_, p) = sample_seg(Codec::Raw, 0, |g| {
         g.streams[DELTA_BYTES] = Stream::custom(1 << 40, 0, None, &[]);
@@ -1416,20 +1403,7 @@ fn plain_model_stream_counts_its_stored_bytes_against_the_buffer_limit() {
         need < decoded,
         "control and stored deltas ({need} bytes) against {decoded} decoded deltas"
     );
-    let bytes = p.bytes();
-    let ok =
-        deltaswap::apply_with_limits(&s.old, &bytes, Limits::default().max_segment_buffer(need));
-    assert_eq!(ok.unwrap(), s.new);
-    let e = deltaswap::apply_with_limits(
-        &s.old,
-        &bytes,
-        Limits::default().max_segment_buffer(need - 1),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(e, Error::LimitExceeded { actual, limit, .. } if actual == need && limit == need - 1),
-        "{e:?}"
-    );
+    applies_at_exactly_the_buffer_limit(&s, &p.bytes(), need);
 }
 
 proptest! {
@@ -1499,4 +1473,22 @@ proptest! {
             prop_assert!(out == new, "byte {} ^ {:#x} gave another file", at, damage.1);
         }
     }
+}
+
+/// The patch applies with `max_segment_buffer(need)` and is refused one byte
+/// below, with a `LimitExceeded` that names both figures.
+fn applies_at_exactly_the_buffer_limit(s: &Sample, bytes: &[u8], need: u64) {
+    let ok =
+        deltaswap::apply_with_limits(&s.old, bytes, Limits::default().max_segment_buffer(need));
+    assert_eq!(ok.unwrap(), s.new);
+    let e = deltaswap::apply_with_limits(
+        &s.old,
+        bytes,
+        Limits::default().max_segment_buffer(need - 1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::LimitExceeded { actual, limit, .. } if actual == need && limit == need - 1),
+        "{e:?}"
+    );
 }

@@ -419,15 +419,7 @@ fn one_byte_inputs() {
 /// Identical inputs give identical bytes for every thread count and every run.
 #[test]
 fn patches_are_deterministic() {
-    let code = instrs(5, 20_000);
-    let old = render(&code);
-    let new = render(&recompile(
-        code,
-        &[
-            CodeEdit::Insert(7000, Instr { op: 0, arg: 5 }),
-            CodeEdit::Delete(100),
-        ],
-    ));
+    let (old, new) = small_recompile();
     let reference = DiffOptions::new().threads(1).diff(&old, &new).unwrap();
     for threads in [1, 2, 0] {
         for _ in 0..2 {
@@ -530,15 +522,7 @@ fn delta_streams(patch: &[u8]) -> Vec<(bool, u8, Option<u8>)> {
 /// exactly, and the choice does not depend on the thread count.
 #[test]
 fn plain_layout_is_chosen_when_smaller_and_round_trips() {
-    let code = instrs(5, 20_000);
-    let old = render(&code);
-    let new = render(&recompile(
-        code,
-        &[
-            CodeEdit::Insert(7000, Instr { op: 0, arg: 5 }),
-            CodeEdit::Delete(100),
-        ],
-    ));
+    let (old, new) = small_recompile();
     let streams = |p: &[u8]| {
         let info = deltaswap::inspect(p).unwrap();
         info.streams().map(|(_, raw, _)| raw)
@@ -626,4 +610,19 @@ fn plain_pieces_do_not_depend_on_thread_count() {
     assert_eq!(deltaswap::inspect(&fast[..]).unwrap().segments(), 1);
     assert_eq!(delta_streams(&fast), [(false, 1, None)]);
     assert!(one.len() < fast.len(), "{} vs {}", one.len(), fast.len());
+}
+
+/// 20,000 toy instructions, then the same code with one instruction inserted
+/// and one deleted: every later address shifts.
+fn small_recompile() -> (Vec<u8>, Vec<u8>) {
+    let code = instrs(5, 20_000);
+    let old = render(&code);
+    let new = render(&recompile(
+        code,
+        &[
+            CodeEdit::Insert(7000, Instr { op: 0, arg: 5 }),
+            CodeEdit::Delete(100),
+        ],
+    ));
+    (old, new)
 }
