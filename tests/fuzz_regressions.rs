@@ -3,8 +3,9 @@
 //! * every crash input saved under `tests/fixtures/fuzz-regressions/<target>/`
 //!   (`apply_structured` crashes are saved as `<name>.old` + `<name>.patch`,
 //!   since its fuzzer input needs the `arbitrary` crate to decode);
-//! * the committed seed corpora `fuzz/corpus/<target>/` (except
-//!   `apply_structured`, whose seeds are raw `arbitrary` bytes).
+//! * the committed seed corpora `fuzz/corpus/<target>/` (`apply_structured`
+//!   seeds are `arbitrary` bytes, decoded as the fuzzer decodes them and run
+//!   through `fuzz/src/structured.rs`).
 //!
 //! `bundle_open` is here too (its check is `fuzz/src/bundle_check.rs`); the
 //! bundle state-machine and recovery targets are replayed by
@@ -31,6 +32,9 @@ mod heap;
 #[path = "codec/naive.rs"]
 #[allow(dead_code)]
 mod naive;
+#[path = "../fuzz/src/structured.rs"]
+#[allow(dead_code)]
+mod structured;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -108,12 +112,16 @@ fn fuzz_regressions_replay() {
     eprintln!("{n} regression inputs replayed");
 }
 
+/// An `apply_structured` input as the fuzzer decodes it.
+fn structured_input(data: &[u8]) -> structured::Input {
+    use arbitrary::Arbitrary;
+    structured::Input::arbitrary_take_rest(arbitrary::Unstructured::new(data))
+        .expect("every byte string decodes")
+}
+
 #[test]
 fn seed_corpora_pass_the_checks() {
     for t in TARGETS {
-        if t == "apply_structured" {
-            continue;
-        }
         let seeds = files(&root().join("fuzz/corpus").join(t));
         assert!(
             seeds.len() >= 3,
@@ -121,9 +129,314 @@ fn seed_corpora_pass_the_checks() {
             seeds.len()
         );
         for f in seeds {
-            replay(t, &f);
+            if t == "apply_structured" {
+                structured::check(&structured_input(&fs::read(&f).unwrap()));
+            } else {
+                replay(t, &f);
+            }
         }
     }
+}
+
+/// The committed `apply_structured` seeds of [`structured_seeds`] are what
+/// `write_seed_corpus` writes today: they decode back to the inputs they were
+/// written for (a change to `structured::Input` makes them stale), with the
+/// validity they were meant to have.
+#[test]
+fn structured_seeds_are_current() {
+    let dir = root().join("fuzz/corpus/apply_structured");
+    for (name, valid, inp) in structured_seeds() {
+        let mut bytes = Vec::new();
+        structured::Emit::emit(&inp, &mut bytes);
+        let back = structured_input(&bytes);
+        assert_eq!(format!("{back:?}"), format!("{inp:?}"), "{name}");
+        let case = structured::build(&inp);
+        assert_eq!(case.expected.is_some(), valid, "{name}: validity");
+        let plain_model = name.contains("model") && !name.contains("codec2");
+        assert!(
+            !plain_model || case.model_streams > 0,
+            "{name}: no model stream"
+        );
+        let codec = if name.starts_with("codec2-") {
+            Some(2)
+        } else if name.starts_with("model-on-") || name == "model-in-run-layout" {
+            Some(3)
+        } else {
+            None
+        };
+        assert_eq!(
+            case.expected_error,
+            codec.map(deltaswap::FormatErrorKind::UnknownCodec),
+            "{name}: expected error"
+        );
+        let committed = fs::read(dir.join(format!("seed-{name}"))).unwrap_or_default();
+        assert!(
+            committed == bytes,
+            "fuzz/corpus/apply_structured/seed-{name} is stale: run \
+             `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`"
+        );
+    }
+}
+
+/// The `apply_structured` seeds that exercise the plain layout: raw, zstd and
+/// model-coded deltas (codec 3, windows 2^10 to 2^21), and the faults the
+/// target can put on them. Each with whether the case is valid (applies, or
+/// is over the fuzzing limits only).
+fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
+    use structured::{FaultKind, FuzzOp, Input, Layout, ModelSpec, Seg, StreamFault};
+    let op = |copy: u16, lit: u16, seek: i32, delta: u8, delta_stride: u8| FuzzOp {
+        copy,
+        lit,
+        seek,
+        delta,
+        delta_stride,
+    };
+    // `window` as ModelSpec reads it: 10 + window % 11 below 0xe0.
+    let seg = |layout: Layout, window: u8, ops: Vec<FuzzOp>| Seg {
+        ops,
+        zstd: [false; 5],
+        level: 0,
+        seg_len_skew: 0,
+        layout,
+        model: ModelSpec {
+            window,
+            declare: 0,
+            declared: 0,
+        },
+        model_elsewhere: 0,
+        codec2: 0,
+    };
+    let input = |segments: Vec<Seg>, stream_faults: Vec<StreamFault>| Input {
+        old_len: 4096,
+        old_seed: 7,
+        old_periodic: false,
+        segments,
+        clamp: true,
+        wrong_old_hash: false,
+        wrong_new_hash: false,
+        new_len_skew: 0,
+        stream_faults,
+        trailer: Vec::new(),
+    };
+    // A stored-byte fault (or, with `stored` false, a decoded-byte one) on
+    // stream `stream` of the first segment.
+    let fault = |stream: u8, pos: u16, kind: FaultKind, stored: bool| StreamFault {
+        segment: 0,
+        stream,
+        pos,
+        kind,
+        stored,
+    };
+    // Copies with scattered changes (every 37th byte, every 5th), a literal,
+    // a seek back to 100.
+    let ops = || vec![op(3000, 20, 3000, 0x10, 37), op(900, 35, 100, 0xfc, 5)];
+    let declared = |window: u8, declared: u8| {
+        let mut s = seg(Layout::PlainModel, window, ops());
+        s.model.declare = 0xf0;
+        s.model.declared = declared;
+        input(vec![s], vec![])
+    };
+    let model = || seg(Layout::PlainModel, 2, ops());
+    let with_model = |k: u8, layout: Layout| {
+        let mut s = seg(layout, 2, ops());
+        s.model_elsewhere = 0xf0 + k;
+        input(vec![s], vec![])
+    };
+    let with_codec2 = |k: u8| {
+        let mut s = seg(Layout::PlainModel, 2, ops());
+        s.codec2 = 0xf8 + (k + 2) % 5;
+        input(vec![s], vec![])
+    };
+    let faulted =
+        |kind: FaultKind, stored: bool| input(vec![model()], vec![fault(3, 40, kind, stored)]);
+    let mut periodic = input(
+        vec![seg(
+            Layout::PlainModel,
+            4,
+            vec![
+                op(2000, 0, 10, 1, 4),
+                op(2000, 3, 500, 0x80, 61),
+                op(3000, 0, 0, 2, 7),
+                op(1500, 9, 3, 0xff, 1),
+            ],
+        )],
+        vec![],
+    );
+    periodic.old_periodic = true;
+    // 16 copies of 4 KiB: 64 KiB of deltas (window 2^16 in use).
+    let long: Vec<FuzzOp> = (0..16u8)
+        .map(|i| op(4096, u16::from(i), 0, i.wrapping_mul(37) | 1, 3 + i))
+        .collect();
+    let mut zstd_plain = seg(Layout::PlainZstd, 0, ops());
+    zstd_plain.level = 1;
+    let mut skewed = model();
+    skewed.seg_len_skew = -1;
+    let mut unclamped = input(
+        vec![seg(Layout::PlainModel, 2, vec![op(5000, 3, -20, 1, 2)])],
+        vec![],
+    );
+    unclamped.clamp = false;
+    vec![
+        ("plain-model", true, input(vec![model()], vec![])),
+        (
+            "plain-model-w10",
+            true,
+            input(
+                vec![seg(Layout::PlainModel, 0, vec![op(700, 5, 0, 3, 11)])],
+                vec![],
+            ),
+        ),
+        (
+            "plain-model-w20-long",
+            true,
+            input(vec![seg(Layout::PlainModel, 10, long)], vec![]),
+        ),
+        (
+            "plain-model-window-over-limit",
+            true,
+            // 0xe6: 2^21, over the fuzzing limit, within the default one.
+            input(vec![seg(Layout::PlainModel, 0xe6, ops())], vec![]),
+        ),
+        ("plain-model-periodic", true, periodic),
+        (
+            "plain-model-two-segments",
+            true,
+            input(
+                vec![
+                    model(),
+                    seg(Layout::PlainModel, 5, vec![op(2500, 0, 7, 0x20, 9)]),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "mixed-layouts",
+            true,
+            input(
+                vec![
+                    seg(Layout::Runs, 0, vec![op(1000, 10, 50, 1, 3)]),
+                    seg(Layout::PlainRaw, 0, vec![op(800, 0, 900, 2, 5)]),
+                    zstd_plain,
+                    model(),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "plain-raw",
+            true,
+            input(vec![seg(Layout::PlainRaw, 0, ops())], vec![]),
+        ),
+        (
+            "plain-zstd",
+            true,
+            input(vec![seg(Layout::PlainZstd, 0, ops())], vec![]),
+        ),
+        (
+            "plain-zstd-stored-set",
+            false,
+            input(
+                vec![seg(Layout::PlainZstd, 0, ops())],
+                vec![fault(3, 9, FaultKind::Set(0x55), true)],
+            ),
+        ),
+        ("plain-seg-skew", false, input(vec![skewed], vec![])),
+        ("plain-unclamped", false, unclamped),
+        // The descriptor names another window than the encoder's: the same
+        // history for a stream under 2^10 deltas; a smaller one for a longer
+        // stream; over the fuzzing limit; outside 10..=30.
+        ("model-declared-bigger-window", true, {
+            let mut i = declared(0, 16);
+            i.segments[0].ops = vec![op(700, 5, 0, 3, 11)];
+            i
+        }),
+        ("model-declared-smaller-window", false, {
+            // The same delta pattern 2,400 deltas apart: the match model
+            // finds it in a 2^12 window, not in 2^10.
+            let mut i = declared(2, 10);
+            i.segments[0].ops = vec![
+                op(1200, 0, 1200, 5, 3),
+                op(1200, 0, 2400, 9, 7),
+                op(1200, 0, 0, 5, 3),
+            ];
+            i
+        }),
+        ("model-declared-over-limit", true, declared(2, 25)),
+        ("model-declared-bad-window-9", false, declared(2, 9)),
+        ("model-declared-bad-window-31", false, declared(2, 31)),
+        // The model where it is not defined, and the undefined codec 2.
+        ("model-in-run-layout", false, with_model(3, Layout::Runs)),
+        ("model-on-control", false, with_model(0, Layout::PlainModel)),
+        (
+            "model-on-literals",
+            false,
+            with_model(4, Layout::PlainModel),
+        ),
+        ("codec2-on-deltas", false, with_codec2(3)),
+        ("codec2-on-literals", false, with_codec2(4)),
+        ("codec2-on-control", false, with_codec2(0)),
+        // Damaged model bytes and lengths.
+        (
+            "model-stored-set",
+            false,
+            faulted(FaultKind::Set(0xa5), true),
+        ),
+        (
+            "model-stored-flip",
+            false,
+            faulted(FaultKind::FlipBit(3), true),
+        ),
+        (
+            "model-stored-tail",
+            false,
+            faulted(FaultKind::Append(0), true),
+        ),
+        (
+            "model-stored-insert",
+            false,
+            faulted(FaultKind::Insert(0x42), true),
+        ),
+        (
+            "model-stored-remove",
+            false,
+            faulted(FaultKind::Remove, true),
+        ),
+        (
+            "model-stored-truncate",
+            false,
+            faulted(FaultKind::TruncateHere, true),
+        ),
+        (
+            "model-stored-len-plus",
+            false,
+            faulted(FaultKind::SkewLen(1), true),
+        ),
+        (
+            "model-stored-len-minus",
+            false,
+            faulted(FaultKind::SkewLen(-1), true),
+        ),
+        (
+            "model-raw-len-minus",
+            false,
+            faulted(FaultKind::SkewLen(-1), false),
+        ),
+        (
+            "model-raw-len-plus",
+            false,
+            faulted(FaultKind::SkewLen(1), false),
+        ),
+        (
+            "plain-delta-insert",
+            false,
+            faulted(FaultKind::Insert(7), false),
+        ),
+        (
+            "plain-delta-remove",
+            false,
+            faulted(FaultKind::Remove, false),
+        ),
+    ]
 }
 
 /// The seeds: valid and nearly valid patches, so that the fuzzer starts past
@@ -249,6 +562,43 @@ fn write_seed_corpus() {
     text.extend_from_slice(b"fn main() { println!(\"hello, world\"); }");
     put("roundtrip", "text", &text);
 
+    // apply_fixed_old: patches the writer makes at its default level in the
+    // plain layout, the deltas coded with the delta model (codec 3), for
+    // scattered changes, shifted 32-bit words and a short prefix (window 2^10).
+    let mut scattered = old.clone();
+    for i in (0..scattered.len()).step_by(29) {
+        scattered[i] = scattered[i].wrapping_add(1 + (i % 3) as u8);
+    }
+    let mut shifted = old.clone();
+    for w in shifted[..2048].chunks_exact_mut(16) {
+        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]).wrapping_add(0x40);
+        w[..4].copy_from_slice(&v.to_le_bytes());
+    }
+    let mut prefix = old[2048..2948].to_vec();
+    for i in (0..prefix.len()).step_by(13) {
+        prefix[i] ^= 0x20;
+    }
+    prefix.extend_from_slice(b"a literal tail");
+    for (name, new) in [
+        ("diff-model-scattered", &scattered),
+        ("diff-model-shifted", &shifted),
+        ("diff-model-prefix", &prefix),
+    ] {
+        let patch = deltaswap::DiffOptions::new()
+            .threads(1)
+            .diff(&old, new)
+            .unwrap();
+        // The writer puts the plain layout's deltas under the model only.
+        let info = deltaswap::inspect(&patch[..]).unwrap();
+        let [_, runs, lens, deltas, _] = info.streams();
+        assert!(
+            runs.1 == 0 && lens.1 == 0 && deltas.1 > 0,
+            "{name}: not in plain layout: {:?}",
+            info.streams()
+        );
+        put("apply_fixed_old", name, &patch);
+    }
+
     // apply_structured: arbitrary bytes (any input decodes).
     for (i, len) in [64usize, 256, 1024].into_iter().enumerate() {
         put(
@@ -256,6 +606,13 @@ fn write_seed_corpus() {
             &format!("random-{i}"),
             &random_bytes(100 + i as u64, len),
         );
+    }
+    // ... and inputs written for the plain layout (checked to decode back by
+    // `structured_seeds_are_current`).
+    for (name, _, inp) in structured_seeds() {
+        let mut bytes = Vec::new();
+        structured::Emit::emit(&inp, &mut bytes);
+        put("apply_structured", name, &bytes);
     }
 }
 

@@ -20,15 +20,25 @@ use crate::naive;
 pub const MAX_OUTPUT: u64 = 1 << 20;
 /// Decoded control/delta bytes (plus stored compressed ones) per segment.
 pub const MAX_SEGMENT_BUFFER: u64 = 1 << 20;
-/// Largest zstd window for the literal stream: 2^20.
+/// Largest zstd window for the literal stream, and largest delta model
+/// window: 2^20.
 pub const MAX_WINDOW_LOG: u32 = 20;
+
+/// Heap bytes the delta model (codec 3) may hold while it decodes a plain
+/// segment's deltas under [`limits`]: its tables and mixer weights (3.40 MiB
+/// at full scale, docs/MODEL.md), rounded up to 4 MiB, and its history ring,
+/// at most 2^`MAX_WINDOW_LOG` bytes. Neither is counted in
+/// `MAX_SEGMENT_BUFFER`, which holds only the model's stored bytes.
+pub const MODEL_HEAP: usize = (4 << 20) + (1 << MAX_WINDOW_LOG);
 
 /// Heap bytes (Rust allocations) apply may hold at once under [`limits`]: the
 /// output vector (at most `MAX_OUTPUT`), one segment's buffered streams with
-/// their compressed copies (`MAX_SEGMENT_BUFFER`), the 256 KiB copy buffer, a
-/// 256 KiB hashing buffer, the 64 KiB literal read buffer, and 1 MiB of slack.
-/// Going over it is a finding: something was sized by an unchecked field.
-pub const APPLY_HEAP_BUDGET: usize = (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + (2 << 20);
+/// their compressed copies (`MAX_SEGMENT_BUFFER`), the delta model of a plain
+/// segment ([`MODEL_HEAP`]), the 256 KiB copy buffer, a 256 KiB hashing
+/// buffer, the 64 KiB literal read buffer, and 1 MiB of slack. Going over it
+/// is a finding: something was sized by an unchecked field.
+pub const APPLY_HEAP_BUDGET: usize =
+    (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + MODEL_HEAP + (2 << 20);
 
 /// Heap bytes `inspect` and the header parser may hold: they buffer nothing.
 pub const INSPECT_HEAP_BUDGET: usize = 256 << 10;
@@ -233,6 +243,11 @@ pub fn check_header(data: &[u8]) {
 /// reads outside `old`, never holds more than [`APPLY_HEAP_BUDGET`] heap bytes,
 /// and only returns bytes whose SHA-256 the patch declared.
 pub fn check_apply(old: &[u8], patch: &[u8]) {
+    let _ = apply_checked(old, patch);
+}
+
+/// [`check_apply`], returning what the slice applier gave under [`limits`].
+pub fn apply_checked(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, Error> {
     let (res, peak) = peak_during(|| deltaswap::apply_with_limits(old, patch, limits()));
     assert!(
         peak <= APPLY_HEAP_BUDGET,
@@ -262,7 +277,7 @@ pub fn check_apply(old: &[u8], patch: &[u8]) {
     // The oracle. Skipped past a limit: it applies the default limits, and with
     // the small ones out of the way the inputs it would decode are unbounded.
     if matches!(res, Err(Error::LimitExceeded { .. })) {
-        return;
+        return res;
     }
     let oracle = naive::apply(old, patch);
     match (&res, &oracle) {
@@ -280,6 +295,7 @@ pub fn check_apply(old: &[u8], patch: &[u8]) {
             }
         }
     }
+    res
 }
 
 /// `apply_any_old`: the first two bytes give the old file's length (little

@@ -7,9 +7,12 @@
 //!
 //! A segment is written in the run layout (zero runs, delta lengths, changed
 //! bytes) or in the plain layout (no run streams; one delta byte per copied
-//! byte, stored raw, as a zstd frame or as raw LZMA). Faults on the delta-byte
+//! byte, stored raw, as a zstd frame or coded with the delta model, codec 3,
+//! over the old bytes under the segment's copies). Faults on the delta-byte
 //! stream of a plain segment hit its plain deltas; faults on stored bytes hit
-//! the compressed frames.
+//! the compressed frames and the model's coded bytes; length faults hit the
+//! descriptors. Rare codec faults put the model on a stream where it is not
+//! defined (`UnknownCodec(3)`) or write the undefined codec byte 2.
 
 use arbitrary::Arbitrary;
 use sha2::{Digest, Sha256};
@@ -30,7 +33,8 @@ pub struct Input {
     pub wrong_new_hash: bool,
     /// Added to the header's new length (0 keeps it right).
     pub new_len_skew: i8,
-    /// Byte-level faults in decoded streams, applied before encoding.
+    /// Faults in a segment's streams: byte edits of the decoded bytes (before
+    /// encoding) or of the stored ones, and skews of the declared lengths.
     pub stream_faults: Vec<StreamFault>,
     /// Bytes appended after the last segment.
     pub trailer: Vec<u8>,
@@ -46,14 +50,18 @@ pub struct Seg {
     pub level: u8,
     /// Added to the declared segment length (0 keeps it right).
     pub seg_len_skew: i8,
-    /// Run layout, or plain layout with its delta bytes raw, zstd or LZMA.
+    /// Run layout, or plain layout with its delta bytes raw, zstd or model-coded.
     pub layout: Layout,
-    /// How the plain deltas are LZMA-coded (valid parameters only).
-    pub lzma: LzmaSpec,
-    /// From 0xf0 up: also code stream `lzma_elsewhere % 5` with LZMA, which is
-    /// refused unless it is the delta-byte stream of a plain segment (or
-    /// absent). A rare fault, so that most cases get past the descriptors.
-    pub lzma_elsewhere: u8,
+    /// How the plain deltas are model-coded.
+    pub model: ModelSpec,
+    /// From 0xf0 up: also code stream `model_elsewhere % 5` with the model,
+    /// which is refused (`UnknownCodec(3)`) unless it is the delta-byte stream
+    /// of a plain segment (or absent). A rare fault, so that most cases get
+    /// past the descriptors.
+    pub model_elsewhere: u8,
+    /// From 0xf8 up: write the undefined codec byte 2 (LZMA in development
+    /// builds) for stream `codec2 % 5`, refused unless the stream is absent.
+    pub codec2: u8,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,25 +69,36 @@ pub enum Layout {
     Runs,
     PlainRaw,
     PlainZstd,
-    PlainLzma,
+    PlainModel,
 }
 
+/// Log2 of the largest model window the fuzzing limits accept
+/// ([`crate::checks::MAX_WINDOW_LOG`]).
+const FUZZ_WINDOW_LOG: u8 = crate::checks::MAX_WINDOW_LOG as u8;
+
 #[derive(Arbitrary, Debug, Clone, Copy)]
-pub struct LzmaSpec {
-    /// lc = props % 5, lp = (props / 5) % (5 - lc), pb = (props / 25) % 5:
-    /// always lc + lp <= 4, as the format requires.
-    pub props: u8,
-    /// The declared dictionary is 2^(12 + dict % 9), the fuzzing limit's range;
-    /// the encoder's is at most that and at most what the stream needs.
-    pub dict: u8,
-    /// The encoder's preset: `encoder & 1` (0 or 1, the fast ones).
-    pub encoder: u16,
-    /// From 0xf0 up, `declared` is written instead of the (props, dict_log)
-    /// descriptor bytes. Valid when the properties are the encoder's and the
-    /// dictionary is within 12..=30 and holds the encoder's window or the whole
-    /// stream (over 2^20 the fuzzing limits refuse it with `LimitExceeded`).
+pub struct ModelSpec {
+    /// The window the encoder codes with and the descriptor names: below
+    /// 0xe0, 2^(10 + window % 11), within the fuzzing limit (2^20); from 0xe0
+    /// up, 2^(21 + window % 10), over it (`LimitExceeded` under the fuzzing
+    /// limits, valid under the default ones up to 2^24).
+    pub window: u8,
+    /// From 0xf0 up, `declared` is written as the descriptor's window_log
+    /// instead. Outside 10..=30 it is `OutOfRange`; inside, the case stays
+    /// valid only if the stored bytes decode to the same deltas with it.
     pub declare: u8,
-    pub declared: (u8, u8),
+    pub declared: u8,
+}
+
+impl ModelSpec {
+    /// The window the encoder uses.
+    fn window_log(&self) -> u8 {
+        if self.window < 0xe0 {
+            10 + self.window % 11
+        } else {
+            FUZZ_WINDOW_LOG + 1 + self.window % 10
+        }
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -109,6 +128,14 @@ pub enum FaultKind {
     Insert(u8),
     Remove,
     TruncateHere,
+    /// Flips bit `b % 8` of the byte at `pos`.
+    FlipBit(u8),
+    /// Appends a byte after the stream's last one (a tail).
+    Append(u8),
+    /// Leaves the bytes alone and adds this to the length the descriptor
+    /// declares: the stored length when `stored` (for a raw stream, its only
+    /// length), else the decoded length.
+    SkewLen(i8),
 }
 
 const CONTROL: usize = 0;
@@ -139,6 +166,12 @@ pub struct Case {
     pub old: Vec<u8>,
     pub patch: Vec<u8>,
     pub expected: Option<Vec<u8>>,
+    /// The refusal the patch must meet when its first fault is a codec one:
+    /// `UnknownCodec(3)` for the model where it is not defined,
+    /// `UnknownCodec(2)` for codec byte 2.
+    pub expected_error: Option<deltaswap::FormatErrorKind>,
+    /// Streams written with the delta model (codec 3), valid or not.
+    pub model_streams: usize,
 }
 
 /// Literal bytes of the new file come from a fixed pseudo-random pool, not
@@ -212,6 +245,8 @@ pub fn build(inp: &Input) -> Case {
     let mut p: i128 = 0;
     let mut lit_counter: u64 = inp.old_seed % 4096;
     let mut total: u64 = 0;
+    let mut model_streams = 0;
+    let mut codec_error = None;
     let mut encoded_segments: Vec<Vec<u8>> = Vec::new();
     for (si, seg) in inp.segments.iter().take(6).enumerate() {
         let mut streams: [Vec<u8>; 5] = Default::default();
@@ -219,6 +254,9 @@ pub fn build(inp: &Input) -> Case {
             plain: seg.layout != Layout::Runs,
             ..Runs::default()
         };
+        // The old bytes under the segment's copies, laid end to end: what the
+        // delta model codes the plain deltas over, as the applier will.
+        let mut olds: Vec<u8> = Vec::new();
         let mut seg_len: u64 = 0;
         for o in seg.ops.iter().take(32) {
             let (copy, lit, seek) = if inp.clamp {
@@ -253,9 +291,17 @@ pub fn build(inp: &Input) -> Case {
                 .zip(usize::try_from(p + i128::from(copy)).ok())
                 .and_then(|(a, b)| old.get(a..b));
             match in_old {
-                Some(src) if valid => new.extend_from_slice(src),
-                Some(_) => {}
-                None => valid = false,
+                Some(src) => {
+                    if valid {
+                        new.extend_from_slice(src);
+                    }
+                    olds.extend_from_slice(src);
+                }
+                None => {
+                    valid = false;
+                    // Never decoded: apply refuses the copy first.
+                    olds.resize(olds.len() + copy as usize, 0);
+                }
             }
             let copy_start = new.len().saturating_sub(copy as usize);
             if stride == 0 || o.delta == 0 {
@@ -296,11 +342,16 @@ pub fn build(inp: &Input) -> Case {
             }
         }
         runs.finish(&mut streams);
-        for f in &inp.stream_faults {
-            if usize::from(f.segment) % 8 == si && !f.stored {
-                fault(&mut streams[usize::from(f.stream) % 5], f);
-            }
+        let faults: Vec<&StreamFault> = inp
+            .stream_faults
+            .iter()
+            .filter(|f| usize::from(f.segment) % 8 == si)
+            .collect();
+        for f in faults.iter().filter(|f| !f.stored) {
+            fault(&mut streams[usize::from(f.stream) % 5], f);
         }
+        // One old byte per delta, also when a fault changed the count.
+        olds.resize(streams[DELTA_BYTES].len(), 0);
         if seg.seg_len_skew != 0 {
             valid = false;
         }
@@ -322,26 +373,41 @@ pub fn build(inp: &Input) -> Case {
             Layout::Runs => {}
             Layout::PlainRaw => codecs[DELTA_BYTES] = Enc::Raw,
             Layout::PlainZstd => codecs[DELTA_BYTES] = Enc::Zstd(level),
-            Layout::PlainLzma => codecs[DELTA_BYTES] = Enc::Lzma,
+            Layout::PlainModel => codecs[DELTA_BYTES] = Enc::Model,
         }
-        if seg.lzma_elsewhere >= 0xf0 {
-            let k = usize::from(seg.lzma_elsewhere) % 5;
-            codecs[k] = Enc::Lzma;
+        // Everything before this segment's codec faults is right: the reader
+        // meets them first.
+        let sound = valid;
+        if seg.model_elsewhere >= 0xf0 {
+            let k = usize::from(seg.model_elsewhere) % 5;
+            codecs[k] = Enc::Model;
             let harmless = streams[k].is_empty() || (k == DELTA_BYTES && plain);
             if !harmless {
                 valid = false;
             }
         }
-        if codecs[DELTA_BYTES] == Enc::Lzma && !streams[DELTA_BYTES].is_empty() && !plain {
+        if codecs[DELTA_BYTES] == Enc::Model && !streams[DELTA_BYTES].is_empty() && !plain {
             valid = false;
         }
-        let faults: Vec<&StreamFault> = inp
-            .stream_faults
+        if seg.codec2 >= 0xf8 {
+            let k = usize::from(seg.codec2) % 5;
+            codecs[k] = Enc::Undefined;
+            if !streams[k].is_empty() {
+                valid = false;
+            }
+        }
+        if sound && codec_error.is_none() {
+            codec_error = first_codec_error(&streams, codecs, plain, &seg.model);
+        }
+        model_streams += streams
             .iter()
-            .filter(|f| usize::from(f.segment) % 8 == si && f.stored)
-            .collect();
-        let (bytes, lzma_ok) = encode_segment(declared, &streams, codecs, &seg.lzma, &faults);
-        if !lzma_ok {
+            .zip(codecs)
+            .filter(|(s, c)| !s.is_empty() && *c == Enc::Model)
+            .count();
+        let (bytes, model_ok) = encode_segment(
+            declared, &streams, codecs, &seg.model, &olds, plain, &faults,
+        );
+        if !model_ok {
             valid = false;
         }
         encoded_segments.push(bytes);
@@ -351,6 +417,12 @@ pub fn build(inp: &Input) -> Case {
         valid = false;
     }
     let new_len = total.wrapping_add_signed(i64::from(inp.new_len_skew));
+    // The header refuses nothing, and the new length reaches the segment.
+    let header_ok =
+        !inp.wrong_old_hash && inp.new_len_skew >= 0 && new_len <= crate::checks::MAX_OUTPUT;
+    let expected_error = codec_error
+        .filter(|_| header_ok)
+        .map(deltaswap::FormatErrorKind::UnknownCodec);
     let mut old_hash: [u8; 32] = Sha256::digest(&old).into();
     let mut new_hash: [u8; 32] = Sha256::digest(&new).into();
     if inp.wrong_old_hash {
@@ -372,7 +444,34 @@ pub fn build(inp: &Input) -> Case {
         old,
         patch,
         expected: valid.then_some(new),
+        expected_error,
+        model_streams,
     }
+}
+
+/// The codec refusal the reader meets first among a segment's descriptors:
+/// codec 2 anywhere and the model on any stream but the delta bytes, refused
+/// at their descriptor, then the model on the delta bytes of a segment that is
+/// not in plain layout, refused once all five are read. None if there is
+/// none, or if a model window out of 10..=30 is refused first.
+fn first_codec_error(
+    streams: &[Vec<u8>; 5],
+    codecs: [Enc; 5],
+    plain: bool,
+    model: &ModelSpec,
+) -> Option<u8> {
+    let bad_window = model.declare >= 0xf0 && !(10..=30).contains(&model.declared);
+    for (k, (s, c)) in streams.iter().zip(codecs).enumerate() {
+        match c {
+            _ if s.is_empty() => {}
+            Enc::Undefined => return Some(2),
+            Enc::Model if k != DELTA_BYTES => return Some(3),
+            Enc::Model if bad_window => return None,
+            _ => {}
+        }
+    }
+    let model_deltas = codecs[DELTA_BYTES] == Enc::Model && !streams[DELTA_BYTES].is_empty();
+    (model_deltas && !plain).then_some(3)
 }
 
 fn fault(s: &mut Vec<u8>, f: &StreamFault) {
@@ -390,6 +489,14 @@ fn fault(s: &mut Vec<u8>, f: &StreamFault) {
             }
         }
         FaultKind::TruncateHere => s.truncate(at),
+        FaultKind::FlipBit(b) => {
+            if let Some(x) = s.get_mut(at) {
+                *x ^= 1 << (b & 7)
+            }
+        }
+        FaultKind::Append(b) => s.push(b),
+        // A descriptor fault, applied by `encode_segment`.
+        FaultKind::SkewLen(_) => {}
     }
 }
 
@@ -399,52 +506,44 @@ enum Enc {
     Raw,
     /// One zstd frame at this level.
     Zstd(i32),
-    /// Raw LZMA1 (no header, no end marker) with the segment's [`LzmaSpec`].
-    Lzma,
+    /// The delta model (codec 3) with the segment's [`ModelSpec`].
+    Model,
+    /// Codec byte 2, which no version defines; the stream's bytes stored as is.
+    Undefined,
 }
 
-/// Codes `data` (not empty) as raw LZMA. Returns the stored bytes, the
-/// descriptor's (props, dict_log) and whether they are valid for it.
-fn lzma_encode(data: &[u8], spec: &LzmaSpec) -> (Vec<u8>, [u8; 2], bool) {
-    let lc = u32::from(spec.props % 5);
-    let lp = u32::from(spec.props / 5) % (5 - lc);
-    let pb = u32::from(spec.props / 25) % 5;
-    let props = ((pb * 5 + lp) * 9 + lc) as u8;
-    let dict_log = 12 + u32::from(spec.dict % 9);
-    // The smallest window that holds the stream, within 2^12..=2^dict_log.
-    let need = usize::BITS - (data.len() - 1).leading_zeros();
-    let enc_log = need.clamp(12, dict_log);
-    // The writer's encoder at a fast preset. Under the fuzzer's coverage
-    // instrumentation it costs a few milliseconds per LZMA case; mutations of
-    // the stored bytes (`StreamFault::stored`) give the decoder the symbol
-    // kinds a fast preset does not write.
-    let mut o = lzma_rust2::LzmaOptions::with_preset(u32::from(spec.encoder) & 1);
-    o.lc = lc;
-    o.lp = lp;
-    o.pb = pb;
-    o.dict_size = 1 << enc_log;
-    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &o, false).expect("lzma writer");
-    std::io::Write::write_all(&mut w, data).expect("lzma write");
-    let bytes = w.finish().expect("lzma finish");
-    match (spec.declare >= 0xf0).then_some(spec.declared) {
-        None => (bytes, [props, dict_log as u8], true),
-        Some((p, d)) => {
-            let ok = p == props
-                && (12..=30).contains(&d)
-                && (u32::from(d) >= enc_log || 1u64 << d >= data.len() as u64);
-            (bytes, [p, d], ok)
-        }
+/// Codes `deltas` over `olds` (the same length) with the delta model.
+/// Returns the stored bytes, the descriptor's window_log, and whether that
+/// descriptor decodes them to `deltas`.
+fn model_encode(olds: &[u8], deltas: &[u8], spec: &ModelSpec) -> (Vec<u8>, u8, bool) {
+    let w = spec.window_log();
+    let bytes = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(w));
+    if spec.declare < 0xf0 || spec.declared == w {
+        return (bytes, w, true);
     }
+    // Another window changes the model's history, so the same bytes may decode
+    // to other deltas. Out of 10..=30 the descriptor is refused outright.
+    let d = spec.declared;
+    let ok = (10..=30).contains(&d) && {
+        let back = deltaswap::model_codec::decode_deltas(&bytes, olds, u32::from(d));
+        back.exact && back.deltas == deltas
+    };
+    (bytes, d, ok)
 }
 
-/// Encodes a segment; `faults` hit the stored bytes. Returns the bytes and
-/// false if an LZMA descriptor was written with parameters that do not decode
-/// the stream.
+/// Encodes a segment. Faults of the segment that hit stored bytes are applied
+/// to them here, and length faults to the descriptors. `olds` are the old
+/// bytes under the copies, one per delta byte; `plain` tells whether the
+/// applier will see the segment in plain layout. Returns the bytes and false
+/// if a model descriptor was written with a window that does not decode the
+/// stream.
 fn encode_segment(
     seg_len: u64,
     streams: &[Vec<u8>; 5],
     codecs: [Enc; 5],
-    lzma: &LzmaSpec,
+    model: &ModelSpec,
+    olds: &[u8],
+    plain: bool,
     faults: &[&StreamFault],
 ) -> (Vec<u8>, bool) {
     let mut head = Vec::new();
@@ -456,35 +555,54 @@ fn encode_segment(
             varint(&mut head, 0);
             continue;
         }
-        let (codec, mut stored, params) = match enc {
+        let (codec, mut stored, window) = match enc {
             Enc::Raw => (0, s.clone(), None),
             Enc::Zstd(level) => (
                 1,
                 zstd::bulk::compress(s, level).expect("zstd compress"),
                 None,
             ),
-            Enc::Lzma => {
-                let (bytes, params, valid) = lzma_encode(s, lzma);
+            Enc::Model if k == DELTA_BYTES && plain => {
+                let (bytes, w, valid) = model_encode(olds, s, model);
                 ok &= valid;
-                (2, bytes, Some(params))
+                (3, bytes, Some(w))
             }
+            Enc::Model => {
+                // Refused at its descriptor, before any payload is read: the
+                // payload is the coding of a short prefix over zero old bytes
+                // (coding all of a long literal stream would only cost time).
+                let head = s.get(..256).unwrap_or(s);
+                let (bytes, w, _) = model_encode(&vec![0; head.len()], head, model);
+                (3, bytes, Some(w))
+            }
+            Enc::Undefined => (2, s.clone(), None),
         };
+        let (mut raw_skew, mut stored_skew) = (0i64, 0i64);
         for f in faults.iter().filter(|f| usize::from(f.stream) % 5 == k) {
-            fault(&mut stored, f);
+            match f.kind {
+                FaultKind::SkewLen(d) if f.stored => stored_skew += i64::from(d),
+                FaultKind::SkewLen(d) => raw_skew += i64::from(d),
+                _ if f.stored => fault(&mut stored, f),
+                // Faults on the decoded bytes were applied before encoding.
+                _ => {}
+            }
         }
         if codec == 0 {
-            // Raw: the stored bytes are the stream.
-            varint(&mut head, stored.len() as u64);
-            if stored.is_empty() {
-                continue;
+            // Raw: the stored bytes are the stream, with a single length.
+            let len = (stored.len() as u64).wrapping_add_signed(raw_skew + stored_skew);
+            varint(&mut head, len);
+            if len != 0 {
+                head.push(0);
             }
-            head.push(0);
         } else {
-            varint(&mut head, s.len() as u64);
+            varint(&mut head, (s.len() as u64).wrapping_add_signed(raw_skew));
             head.push(codec);
-            varint(&mut head, stored.len() as u64);
-            if let Some(p) = params {
-                head.extend_from_slice(&p);
+            varint(
+                &mut head,
+                (stored.len() as u64).wrapping_add_signed(stored_skew),
+            );
+            if let Some(w) = window {
+                head.push(w);
             }
         }
         body.extend_from_slice(&stored);
@@ -493,21 +611,186 @@ fn encode_segment(
     (head, ok)
 }
 
-/// The target: a valid case must apply to exactly the model's output; every
+/// The target: a valid case must apply to exactly the in-target model's output
+/// (the new file [`build`] computed); every
 /// case goes through [`crate::checks::check_apply`] (appliers and oracle agree,
 /// heap budget, reads inside old).
 pub fn check(inp: &Input) {
     let case = build(inp);
-    crate::checks::check_apply(&case.old, &case.patch);
+    let applied = crate::checks::apply_checked(&case.old, &case.patch);
+    if let Some(kind) = case.expected_error {
+        match &applied {
+            Err(deltaswap::Error::Format(f)) => {
+                assert_eq!(f.kind(), kind, "a codec fault is refused as {f:?}")
+            }
+            // A model window over the fuzzing limit in an earlier segment.
+            Err(deltaswap::Error::LimitExceeded { .. }) => {}
+            other => panic!("a codec fault gives {other:?}, not {kind:?}"),
+        }
+    }
     if let Some(want) = &case.expected {
         if want.len() as u64 <= crate::checks::MAX_OUTPUT {
-            match deltaswap::apply_with_limits(&case.old, &case.patch, crate::checks::limits()) {
+            match applied {
                 Ok(out) => assert!(
                     &out == want,
                     "a valid structured patch applies to other bytes"
                 ),
-                Err(deltaswap::Error::LimitExceeded { .. }) => {}
+                // Over a fuzzing limit (a model window over 2^20): the
+                // default limits apply it, unless it is over theirs too.
+                Err(deltaswap::Error::LimitExceeded { .. }) => {
+                    match deltaswap::apply(&case.old, &case.patch) {
+                        Ok(out) => assert!(
+                            &out == want,
+                            "a valid structured patch applies to other bytes (default limits)"
+                        ),
+                        Err(deltaswap::Error::LimitExceeded { .. }) => {}
+                        Err(e) => {
+                            panic!("a valid structured patch is refused (default limits): {e:?}")
+                        }
+                    }
+                }
                 Err(e) => panic!("a valid structured patch is refused: {e:?}"),
+            }
+        }
+    }
+}
+
+/// Writes a value as the bytes that `arbitrary` (1.x, as derived above)
+/// decodes back into it: fields in order, integers little-endian, a `bool` as
+/// a byte's low bit, an enum variant as a `u32` that, multiplied by the number
+/// of variants and shifted right by 32, gives its index, and a `Vec` as a
+/// `true` byte before each element and a `false` one after the last. For
+/// writing seeds; `tests/fuzz_regressions.rs` checks that they decode back.
+pub trait Emit {
+    fn emit(&self, out: &mut Vec<u8>);
+}
+
+/// Variant `index` of an enum with `count` variants.
+fn variant(out: &mut Vec<u8>, index: u64, count: u64) {
+    let v = (index << 32).div_ceil(count);
+    out.extend_from_slice(&(v as u32).to_le_bytes());
+}
+
+macro_rules! emit_int {
+    ($($t:ty)*) => {$(
+        impl Emit for $t {
+            fn emit(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+emit_int!(u8 u16 u64 i8 i32);
+
+impl Emit for bool {
+    fn emit(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+}
+
+impl<T: Emit, const N: usize> Emit for [T; N] {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.iter().for_each(|x| x.emit(out));
+    }
+}
+
+impl<T: Emit> Emit for Vec<T> {
+    fn emit(&self, out: &mut Vec<u8>) {
+        for x in self {
+            true.emit(out);
+            x.emit(out);
+        }
+        false.emit(out);
+    }
+}
+
+impl Emit for Input {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.old_len.emit(out);
+        self.old_seed.emit(out);
+        self.old_periodic.emit(out);
+        self.segments.emit(out);
+        self.clamp.emit(out);
+        self.wrong_old_hash.emit(out);
+        self.wrong_new_hash.emit(out);
+        self.new_len_skew.emit(out);
+        self.stream_faults.emit(out);
+        self.trailer.emit(out);
+    }
+}
+
+impl Emit for Seg {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.ops.emit(out);
+        self.zstd.emit(out);
+        self.level.emit(out);
+        self.seg_len_skew.emit(out);
+        self.layout.emit(out);
+        self.model.emit(out);
+        self.model_elsewhere.emit(out);
+        self.codec2.emit(out);
+    }
+}
+
+impl Emit for Layout {
+    fn emit(&self, out: &mut Vec<u8>) {
+        variant(out, *self as u64, 4);
+    }
+}
+
+impl Emit for ModelSpec {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.window.emit(out);
+        self.declare.emit(out);
+        self.declared.emit(out);
+    }
+}
+
+impl Emit for FuzzOp {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.copy.emit(out);
+        self.lit.emit(out);
+        self.seek.emit(out);
+        self.delta.emit(out);
+        self.delta_stride.emit(out);
+    }
+}
+
+impl Emit for StreamFault {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.segment.emit(out);
+        self.stream.emit(out);
+        self.pos.emit(out);
+        self.kind.emit(out);
+        self.stored.emit(out);
+    }
+}
+
+impl Emit for FaultKind {
+    fn emit(&self, out: &mut Vec<u8>) {
+        const N: u64 = 7;
+        match *self {
+            FaultKind::Set(b) => {
+                variant(out, 0, N);
+                b.emit(out);
+            }
+            FaultKind::Insert(b) => {
+                variant(out, 1, N);
+                b.emit(out);
+            }
+            FaultKind::Remove => variant(out, 2, N),
+            FaultKind::TruncateHere => variant(out, 3, N),
+            FaultKind::FlipBit(b) => {
+                variant(out, 4, N);
+                b.emit(out);
+            }
+            FaultKind::Append(b) => {
+                variant(out, 5, N);
+                b.emit(out);
+            }
+            FaultKind::SkewLen(d) => {
+                variant(out, 6, N);
+                d.emit(out);
             }
         }
     }
