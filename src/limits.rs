@@ -5,7 +5,9 @@
 /// allocate or write more than these values allow.
 ///
 /// The defaults suit system components (libraries, executables, resource packs):
-/// outputs up to 16 GiB and an apply memory budget of 48 MiB.
+/// outputs up to 16 GiB and an apply memory budget of 52 MiB: the 16 MiB
+/// segment buffer, a 16 MiB literal zstd window, a 16 MiB delta-model history
+/// and 3.4 MiB of model tables (docs/MODEL.md).
 ///
 /// There is no separate limit on the number of operations: every operation
 /// must produce at least one byte (an empty one is
@@ -90,8 +92,9 @@ impl Limits {
         self
     }
 
-    /// The largest zstd window (as a power of two) accepted for streamed data.
-    /// Default 24 (16 MiB); clamped to 10..=31.
+    /// The largest window (as a power of two) accepted for data decoded as it
+    /// is consumed: the literal stream's zstd window and the delta model's
+    /// history (docs/MODEL.md). Default 24 (16 MiB); clamped to 10..=31.
     ///
     /// ```
     /// # use deltaswap::{Error, Limits};

@@ -7,7 +7,7 @@
 //! low bytes of a pointer in a table. A general-purpose compressor sees only
 //! the deltas; this model also sees the old bytes (the applier reads them
 //! anyway), so it learns which old contexts precede changes. On the corpus's
-//! library pairs that makes the delta stream 21-49% smaller than LZMA with the
+//! library pairs that makes the delta stream 22-50% smaller than LZMA with the
 //! strongest settings, and several times faster to encode (docs/MODEL.md).
 //!
 //! Each delta is coded as a "changed" bit, then, when changed, its eight bits
