@@ -81,7 +81,8 @@ impl Limits {
     /// # use deltaswap::{Error, Limits};
     /// let old: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     /// let mut new = old.clone();
-    /// for i in (0..new.len()).step_by(3) { new[i] ^= 0x55; }
+    /// // Every third byte changed unpredictably: about 16 KiB of coded deltas.
+    /// for i in (0..new.len()).step_by(3) { new[i] ^= (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] | 1; }
     /// let patch = deltaswap::diff(&old, &new)?;
     /// let err = deltaswap::apply_with_limits(&old, &patch, Limits::default().max_segment_buffer(1000)).unwrap_err();
     /// assert!(matches!(err, Error::LimitExceeded { .. }));
