@@ -65,7 +65,7 @@ const STRETCH: [i16; 4096] = {
 
 #[inline]
 fn stretch(p12: u32) -> i32 {
-    i32::from(STRETCH.get(p12 as usize).copied().unwrap_or(0))
+    i32::from(STRETCH[(p12 & 4095) as usize])
 }
 
 /// A counter adapts at rate 1/(n + 1.5) for its first `LIMIT` updates, then at
@@ -74,12 +74,18 @@ fn stretch(p12: u32) -> i32 {
 /// streams smallest (2026-11-29).
 const LIMIT: u32 = 6;
 
-/// 2^16 / (n + 1.5) for n = 0..=LIMIT.
-const RECIP: [u32; LIMIT as usize + 1] = {
-    let mut t = [0u32; LIMIT as usize + 1];
+/// 2^16 / (min(n, LIMIT) + 1.5) for every 10-bit count n (counts above
+/// LIMIT do not occur; the table covers them so that it needs no check).
+const RECIP: [u32; 1024] = {
+    let mut t = [0u32; 1024];
     let mut n = 0;
-    while n <= LIMIT as usize {
-        t[n] = 131_072 / (2 * n as u32 + 3);
+    while n < 1024 {
+        let c = if n < LIMIT as usize {
+            n
+        } else {
+            LIMIT as usize
+        };
+        t[n] = 131_072 / (2 * c as u32 + 3);
         n += 1;
     }
     t
@@ -103,11 +109,11 @@ impl Counter {
         let n = self.0 & 1023;
         let p = i64::from(self.0 >> 10);
         let target = (i64::from(bit) << 22) - i64::from(bit);
-        let rate = i64::from(RECIP[(n as usize).min(LIMIT as usize)]);
+        let rate = i64::from(RECIP[n as usize]);
         // rate < 2^16, so p moves toward target without passing it: it stays
         // in 0..2^22.
         let np = p + (((target - p) * rate) >> 16);
-        let nn = if n < LIMIT { n + 1 } else { n };
+        let nn = n + u32::from(n < LIMIT);
         self.0 = ((np as u32) << 10) | nn;
     }
 }

@@ -16,7 +16,10 @@
 //! parallel); chunk boundaries depend only on the input, never on the thread
 //! count, so the result is the same bytes on every machine.
 
+use rayon::prelude::*;
+
 use super::sa::SuffixArray;
+use crate::error::Error;
 
 /// One operation: copy `add_len` bytes from `old_start` (adding deltas), then
 /// `extra_len` literal bytes. The new-file position is implied by order.
@@ -28,10 +31,44 @@ pub(crate) struct Op {
     pub(crate) extra_len: usize,
 }
 
-/// Suffix array plus a table of SA ranges by the first two bytes, and a filter
-/// of the old file's 8-byte windows.
+/// The old file's suffix arrays and filters of its 8-byte windows, one of
+/// each per part (see [`part_bounds`]).
 pub(crate) struct Index<'a> {
     old: &'a [u8],
+    parts: Vec<Part<'a>>,
+}
+
+/// Old files from this size up are indexed in two parts, whose suffix arrays
+/// are built at the same time on two cores: suffix sorting is the longest
+/// single step of a large diff and libsais's own threads gain little here
+/// (measured 2026-11-29: libnode's 45 MB old file sorts in 2.5 s whole, 2.4 s
+/// with two OpenMP threads, and 1.0-1.2 s per half with both halves sorted at
+/// once). The parts depend only on the old file's length, never on the thread
+/// count, so the patch bytes do not either.
+const SPLIT_MIN: usize = 16 << 20;
+/// Parts are at most this long (so a large file gets more than two).
+const PART_MAX: usize = 64 << 20;
+
+/// The `(start, end)` of each part of an old file of `len` bytes: equal parts,
+/// one below [`SPLIT_MIN`], else at least two and at most [`PART_MAX`] each.
+pub(crate) fn part_bounds(len: usize) -> Vec<(usize, usize)> {
+    let parts = if len < SPLIT_MIN {
+        1
+    } else {
+        len.div_ceil(PART_MAX).max(2)
+    };
+    let size = len.div_ceil(parts).max(1);
+    (0..parts)
+        .map(|k| ((k * size).min(len), ((k + 1) * size).min(len)))
+        .collect()
+}
+
+/// One part of the old file: its suffix array, a table of SA ranges by the
+/// first two bytes, and the filter of its windows.
+pub(crate) struct Part<'a> {
+    /// Where the part starts in the old file.
+    start: usize,
+    text: &'a [u8],
     sa: SuffixArray,
     grams: GramFilter,
     /// `buckets[k]..buckets[k + 1]` is the SA range of suffixes whose first two
@@ -44,13 +81,19 @@ const MIN_MATCH: usize = 2;
 /// How many SA neighbours are examined to prefer the match nearest the current alignment.
 const TIE_WINDOW: usize = 16;
 
-impl<'a> Index<'a> {
-    pub(crate) fn new(old: &'a [u8], sa: SuffixArray) -> Index<'a> {
+impl<'a> Part<'a> {
+    /// Indexes `text`, which starts at `start` in the old file.
+    pub(crate) fn build(text: &'a [u8], start: usize) -> Result<Part<'a>, Error> {
+        let (sa, grams) = rayon::join(|| SuffixArray::build(text), || GramFilter::build(text));
+        Ok(Part::new(text, start, sa?, grams))
+    }
+
+    fn new(text: &'a [u8], start: usize, sa: SuffixArray, grams: GramFilter) -> Part<'a> {
         let mut buckets = vec![0u32; 65537];
         if u32::try_from(sa.len()).is_ok() {
             let mut counts = vec![0u32; 65536];
-            for i in 0..old.len() {
-                let k = key(old, i);
+            for i in 0..text.len() {
+                let k = key(text, i);
                 if let Some(c) = counts.get_mut(k) {
                     *c = c.saturating_add(1);
                 }
@@ -68,24 +111,13 @@ impl<'a> Index<'a> {
         } else {
             buckets.clear();
         }
-        Index {
-            old,
+        Part {
+            start,
+            text,
             sa,
+            grams,
             buckets,
-            grams: GramFilter::default(),
         }
-    }
-
-    /// Attaches the 8-byte window filter (built in parallel with the suffix array).
-    pub(crate) fn with_grams(mut self, grams: GramFilter) -> Index<'a> {
-        self.grams = grams;
-        self
-    }
-
-    /// False when no match of [`GRAM`] bytes or more can start with `needle`.
-    #[inline]
-    pub(crate) fn may_match(&self, needle: &[u8]) -> bool {
-        self.grams.may_contain(needle)
     }
 
     /// The SA range to search for a needle starting with bytes `a, b`.
@@ -99,22 +131,21 @@ impl<'a> Index<'a> {
         (lo, hi)
     }
 
-    /// The longest match of a prefix of `needle` in old: `(old_pos, len)`.
-    /// Among equally long matches near the SA position found, the one closest to
-    /// `prefer` wins.
-    pub(crate) fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
+    /// The longest match of a prefix of `needle` in this part: `(old_pos, len)`
+    /// with `old_pos` in the whole old file. Among equally long matches near
+    /// the SA position found, the one closest to `prefer` wins.
+    fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
         let (mut lo, mut hi) = self.range(needle);
         if lo >= hi {
             return (0, 0);
         }
         let base = lo;
         let end = hi;
+        let suffix = |r: usize| self.text.get(self.sa.get(r)..).unwrap_or_default();
         // Lower bound: first suffix >= needle.
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let s = self.sa.get(mid);
-            let suffix = self.old.get(s..).unwrap_or_default();
-            if suffix < needle {
+            if suffix(mid) < needle {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -128,19 +159,18 @@ impl<'a> Index<'a> {
             if r < base || r >= end {
                 continue;
             }
-            let p = self.sa.get(r);
-            let l = common_prefix(self.old.get(p..).unwrap_or_default(), needle);
+            let l = common_prefix(suffix(r), needle);
             if l > best_len {
                 best_len = l;
-                best_pos = p;
+                best_pos = self.sa.get(r);
                 best_rank = r;
             }
         }
         if best_len < MIN_MATCH {
-            return (best_pos, best_len);
+            return (self.start + best_pos, best_len);
         }
         // Among neighbours sharing the same match length, prefer the nearest to `prefer`.
-        let dist = |p: usize| p.abs_diff(prefer);
+        let dist = |p: usize| (self.start + p).abs_diff(prefer);
         if dist(best_pos) != 0 {
             let mut chosen = best_pos;
             let lo_r = best_rank.saturating_sub(TIE_WINDOW).max(base);
@@ -149,20 +179,20 @@ impl<'a> Index<'a> {
             let mut r = best_rank;
             while r > lo_r {
                 r -= 1;
-                let p = self.sa.get(r);
-                if common_prefix(self.old.get(p..).unwrap_or_default(), needle) < best_len {
+                if common_prefix(suffix(r), needle) < best_len {
                     break;
                 }
+                let p = self.sa.get(r);
                 if dist(p) < dist(chosen) {
                     chosen = p;
                 }
             }
             let mut r = best_rank + 1;
             while r < hi_r {
-                let p = self.sa.get(r);
-                if common_prefix(self.old.get(p..).unwrap_or_default(), needle) < best_len {
+                if common_prefix(suffix(r), needle) < best_len {
                     break;
                 }
+                let p = self.sa.get(r);
                 if dist(p) < dist(chosen) {
                     chosen = p;
                 }
@@ -170,7 +200,70 @@ impl<'a> Index<'a> {
             }
             best_pos = chosen;
         }
-        (best_pos, best_len)
+        (self.start + best_pos, best_len)
+    }
+}
+
+impl<'a> Index<'a> {
+    /// Indexes `old`: the suffix arrays and window filters of its parts, all
+    /// built in parallel.
+    pub(crate) fn build(old: &'a [u8]) -> Result<Index<'a>, Error> {
+        Index::build_parts(old, &part_bounds(old.len()))
+    }
+
+    /// [`Index::build`] with the parts given.
+    fn build_parts(old: &'a [u8], bounds: &[(usize, usize)]) -> Result<Index<'a>, Error> {
+        let parts = bounds
+            .par_iter()
+            .map(|&(s, e)| Part::build(old.get(s..e).unwrap_or_default(), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Index { old, parts })
+    }
+
+    /// False when no match of [`GRAM`] bytes or more can start with `needle`.
+    #[inline]
+    pub(crate) fn may_match(&self, needle: &[u8]) -> bool {
+        self.parts.iter().any(|p| p.grams.may_contain(needle))
+    }
+
+    /// The longest match of a prefix of `needle` within one part of old:
+    /// `(old_pos, len)`. Among equally long matches near the SA position
+    /// found, the one closest to `prefer` wins.
+    ///
+    /// The part holding `prefer` (the current alignment) is searched first.
+    /// Another part is searched only if its filter allows a longer match: one
+    /// of `len + 1` bytes or more would contain the window that ends with the
+    /// first byte past the match found. (Below [`GRAM`] - 1 bytes the first
+    /// window stands in for it, so a part may then be skipped that holds a
+    /// match a few bytes longer but shorter than [`GRAM`]: too short to be
+    /// accepted by the scan.)
+    pub(crate) fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
+        let home = self
+            .parts
+            .iter()
+            .position(|p| prefer >= p.start && prefer - p.start < p.text.len())
+            .unwrap_or(0);
+        let mut best: (usize, usize) = match self.parts.get(home) {
+            Some(part) => part.search(needle, prefer),
+            None => return (0, 0),
+        };
+        for (k, part) in self.parts.iter().enumerate() {
+            if k == home || needle.len() <= best.1 {
+                continue;
+            }
+            let from = best.1.saturating_sub(GRAM - 1);
+            if let Some(window) = needle.get(from..from + GRAM) {
+                if !part.grams.may_contain(window) {
+                    continue;
+                }
+            }
+            let (p, l) = part.search(needle, prefer);
+            if l > best.1 || (l == best.1 && l > 0 && p.abs_diff(prefer) < best.0.abs_diff(prefer))
+            {
+                best = (p, l);
+            }
+        }
+        best
     }
 
     pub(crate) fn old(&self) -> &'a [u8] {
@@ -265,8 +358,65 @@ fn eq_at(old: &[u8], o: isize, new: &[u8], n: usize) -> bool {
     }
 }
 
+/// What one lookup proves about the next ones. A lookup at `from` found the
+/// longest match `new[from..end]` at `pos`, and the [`GRAM`] bytes ending with
+/// `new[end]` (the first byte it could not match) occur nowhere in old. Then
+/// no match starting at `s` in `from + 1..=limit` (`limit = end + 1 - GRAM`)
+/// can reach past `end`, since it would contain those bytes; and
+/// `new[s..end]` does occur, at `pos + (s - from)`. So the longest match at
+/// `s` is exactly `end - s` bytes long, known without a lookup.
+///
+/// Only the length is known, not which occurrence a lookup would pick; that
+/// does not matter, because such a match is never accepted: its mismatches
+/// with the current alignment are a subset of those of the match it is the
+/// rest of, which was not accepted either. (It can end the search as the
+/// current alignment itself, which moves on by its length and uses no
+/// position.) The tests check the operations are the same with and without.
+///
+/// In recompiled code, where the bsdiff scan looks up every byte of long
+/// stretches that mostly match, this removes most lookups: each changed byte
+/// usually makes a window that old does not have.
+#[derive(Clone, Copy)]
+struct Known {
+    from: usize,
+    pos: usize,
+    end: usize,
+    limit: usize,
+}
+
+impl Known {
+    fn after(
+        index: &Index<'_>,
+        new: &[u8],
+        from: usize,
+        chunk_end: usize,
+        (pos, len): (usize, usize),
+    ) -> Option<Known> {
+        let end = from.checked_add(len)?;
+        if len < GRAM || end >= chunk_end {
+            return None;
+        }
+        let window = new.get(end + 1 - GRAM..end + 1)?;
+        if index.may_match(window) {
+            return None;
+        }
+        Some(Known {
+            from,
+            pos,
+            end,
+            limit: end + 1 - GRAM,
+        })
+    }
+}
+
 /// Scans `new[start..end]` and returns operations covering exactly that range.
 pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize) -> Vec<Op> {
+    scan(index, new, start, end, true)
+}
+
+/// [`scan_chunk`], with the [`Known`] shortcut on or off (the tests check
+/// that it changes nothing).
+fn scan(index: &Index<'_>, new: &[u8], start: usize, end: usize, shortcut: bool) -> Vec<Op> {
     let old = index.old();
     let old_len = old.len();
     let mut ops = Vec::new();
@@ -276,6 +426,7 @@ pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize
     let mut last_scan = start;
     let mut last_pos = start.min(old_len);
     let mut last_offset: isize = 0;
+    let mut known: Option<Known> = None;
     while scan < end {
         let mut old_score: usize = 0;
         scan += len;
@@ -283,10 +434,16 @@ pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize
         while scan < end {
             let prefer = (scan as isize + last_offset).max(0) as usize;
             let needle = &new[scan..end];
-            if index.may_match(needle) {
+            if let Some(k) = known.filter(|k| shortcut && scan > k.from && scan <= k.limit) {
+                // The longest match here is the rest of an earlier one (see
+                // `Known`): no lookup needed to score it.
+                len = k.end - scan;
+                pos = k.pos + (scan - k.from);
+            } else if index.may_match(needle) {
                 let (p, l) = index.search(needle, prefer);
                 pos = p;
                 len = l;
+                known = Known::after(index, new, scan, end, (p, l)).or(known);
             } else {
                 // No match of 8 bytes or more starts here, so none can be
                 // accepted: skip the lookup. Keep the score of the current
@@ -400,7 +557,7 @@ mod tests {
             x
         };
         let old: Vec<u8> = (0..3000).map(|_| (rnd() % 4) as u8).collect();
-        let idx = Index::new(&old, SuffixArray::build(&old).unwrap());
+        let idx = Index::build(&old).unwrap();
         for _ in 0..500 {
             let s = (rnd() as usize) % 2900;
             let mut needle = old[s..s + 50].to_vec();
@@ -409,6 +566,120 @@ mod tests {
             let (p, l) = idx.search(&needle, 0);
             assert_eq!(l, brute(&old, &needle));
             assert_eq!(common_prefix(&old[p..], &needle), l);
+        }
+    }
+
+    /// Old and new files like two builds of a program: new is old with bytes
+    /// changed here and there, runs inserted and deleted, blocks moved.
+    fn recompiled(seed: u32, len: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut x = seed | 1;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let old: Vec<u8> = (0..len)
+            .map(|i| match rnd() % 8 {
+                0..=2 => (i % 7) as u8,
+                3 => 0,
+                _ => (rnd() % 32) as u8,
+            })
+            .collect();
+        let mut new = Vec::with_capacity(len);
+        let mut i = 0;
+        while i < old.len() {
+            match rnd() % 64 {
+                0 => i += (rnd() % 40) as usize,
+                1 => new.extend((0..rnd() % 40).map(|_| rnd() as u8)),
+                2 => {
+                    let from = (rnd() as usize) % old.len();
+                    let n = (rnd() % 200) as usize;
+                    new.extend_from_slice(&old[from..(from + n).min(old.len())]);
+                }
+                3..=12 => {
+                    new.push(old[i].wrapping_add(1 + (rnd() % 3) as u8));
+                    i += 1;
+                }
+                _ => {
+                    new.push(old[i]);
+                    i += 1;
+                }
+            }
+        }
+        (old, new)
+    }
+
+    /// Checks that operations cover `new[start..end]` exactly, in order, and
+    /// copy from inside old.
+    fn check_cover(ops: &[Op], old: &[u8], start: usize, end: usize) {
+        let mut at = start;
+        for op in ops {
+            assert_eq!(op.new_start, at);
+            assert!(op.old_start + op.add_len <= old.len());
+            at += op.add_len + op.extra_len;
+        }
+        assert_eq!(at, end);
+    }
+
+    #[test]
+    fn parts_follow_the_length_only() {
+        assert_eq!(part_bounds(0), vec![(0, 0)]);
+        assert_eq!(part_bounds(SPLIT_MIN - 1), vec![(0, SPLIT_MIN - 1)]);
+        let two = part_bounds(SPLIT_MIN + 1);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0].0, 0);
+        assert_eq!(two[0].1, two[1].0);
+        assert_eq!(two[1].1, SPLIT_MIN + 1);
+        let big = 3 * PART_MAX + 5;
+        let parts = part_bounds(big);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|&(s, e)| e - s <= PART_MAX));
+        assert!(parts.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(parts.last().map(|p| p.1), Some(big));
+    }
+
+    #[test]
+    fn search_over_parts_finds_longest_within_a_part() {
+        let (old, new) = recompiled(7, 20_000);
+        let bounds = [(0, 6_000), (6_000, 13_000), (13_000, 20_000)];
+        let idx = Index::build_parts(&old, &bounds).unwrap();
+        let whole = Index::build(&old).unwrap();
+        for s in (0..new.len()).step_by(37) {
+            let needle = &new[s..(s + 300).min(new.len())];
+            let longest = bounds
+                .iter()
+                .flat_map(|&(a, b)| (a..b).map(move |p| (p, b)))
+                .map(|(p, b)| common_prefix(&old[p..b], needle))
+                .max()
+                .unwrap_or(0);
+            // Exact from GRAM bytes up, the only matches the scan accepts.
+            let (p, l) = idx.search(needle, s);
+            if longest >= GRAM {
+                assert_eq!(l, longest, "at {s}");
+            } else {
+                assert!(l <= longest, "at {s}");
+            }
+            assert!(common_prefix(&old[p..], needle) >= l);
+            // One part: the longest match anywhere.
+            let l = whole.search(needle, s).1;
+            assert_eq!(l.max(MIN_MATCH), brute(&old, needle).max(MIN_MATCH));
+        }
+    }
+
+    #[test]
+    fn shortcut_changes_no_operation() {
+        for seed in 1..6 {
+            let (old, new) = recompiled(seed, 30_000);
+            for bounds in [vec![(0, old.len())], vec![(0, 12_345), (12_345, old.len())]] {
+                let idx = Index::build_parts(&old, &bounds).unwrap();
+                for (a, b) in [(0, new.len()), (1_000, new.len() / 2)] {
+                    let fast = scan(&idx, &new, a, b, true);
+                    let slow = scan(&idx, &new, a, b, false);
+                    assert_eq!(fast, slow, "seed {seed}, {} parts", bounds.len());
+                    check_cover(&fast, &old, a, b);
+                }
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use encode::{
     pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment, SegmentBuilder,
     PLAIN_MAX_COPIED,
 };
-use matcher::{scan_chunk, GramFilter, Index, Op};
+use matcher::{scan_chunk, Index, Op};
 
 /// The new file is matched in chunks of this size, in parallel. Fixed so that the
 /// patch does not depend on the thread count.
@@ -167,8 +167,7 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let (sa, grams) = rayon::join(|| sa::SuffixArray::build(old), || GramFilter::build(old));
-    let index = Index::new(old, sa?).with_grams(grams);
+    let index = Index::build(old)?;
     let starts: Vec<usize> = (0..new.len()).step_by(CHUNK).collect();
     let per_chunk: Vec<Vec<Op>> = starts
         .par_iter()
