@@ -8,9 +8,15 @@
 //! so that the small differences of recompiled code (shifted addresses) become
 //! sparse byte deltas instead of literals.
 //!
-//! Two things differ from bsdiff: lookups start from a 64K-bucket table on the
-//! first two bytes, and among the suffixes sharing the longest match the one
-//! nearest the current alignment is preferred, which keeps seeks and deltas small.
+//! Where this differs from bsdiff:
+//! - lookups start from a 64K-bucket table on the first two bytes, and among
+//!   the suffixes sharing the longest match the one nearest the current
+//!   alignment is preferred, which keeps seeks and deltas small;
+//! - a bitmap of the old file's 8-byte windows skips lookups that cannot be
+//!   accepted, and answers without a lookup those whose result an earlier
+//!   one implies ([`Known`]);
+//! - an old file of 16 MiB or more is indexed in parts whose suffix arrays are
+//!   sorted at the same time ([`part_bounds`]).
 //!
 //! The new file is cut into fixed-size chunks that are scanned independently (in
 //! parallel); chunk boundaries depend only on the input, never on the thread
