@@ -81,24 +81,47 @@ pub struct ModelSpec {
     /// The window the encoder codes with and the descriptor names: below
     /// 0xe0, 2^(10 + window % 11), within the fuzzing limit (2^20); from 0xe0
     /// up, 2^(21 + window % 10), over it (`LimitExceeded` under the fuzzing
-    /// limits, valid under the default ones up to 2^24).
+    /// limits, valid under the default ones up to 2^24). Either way at most
+    /// what the stream needs (the format refuses more), so the windows over
+    /// the limit occur only in streams of more than 1 MiB.
     pub window: u8,
     /// From 0xf0 up, `declared` is written as the descriptor's window_log
-    /// instead. Outside 10..=30 it is `OutOfRange`; inside, the case stays
-    /// valid only if the stored bytes decode to the same deltas with it.
+    /// instead. Outside 10..=30, or over what the stream needs, it is
+    /// `OutOfRange`; otherwise the case stays valid only if the stored bytes
+    /// decode to the same deltas with it.
     pub declare: u8,
     pub declared: u8,
 }
 
 impl ModelSpec {
-    /// The window the encoder uses.
-    fn window_log(&self) -> u8 {
-        if self.window < 0xe0 {
+    /// The window the encoder uses for a stream of `len` deltas: the one
+    /// chosen, or the largest the format allows for that length if less.
+    fn window_log(&self, len: usize) -> u8 {
+        let chosen = if self.window < 0xe0 {
             10 + self.window % 11
         } else {
             FUZZ_WINDOW_LOG + 1 + self.window % 10
-        }
+        };
+        chosen.min(window_cap(len as u64))
     }
+
+    /// Whether a model descriptor on the delta bytes of `len` deltas is
+    /// refused for its window (out of 10..=30, or larger than the stream
+    /// needs), when `declare` replaces the window.
+    fn declares_bad_window(&self, len: usize) -> bool {
+        self.declare >= 0xf0
+            && (!(10..=30).contains(&self.declared) || self.declared > window_cap(len as u64))
+    }
+}
+
+/// The largest window_log a model stream of `len` deltas may name: the
+/// smallest power of two that holds it, at least 2^10 (docs/FORMAT.md).
+fn window_cap(len: u64) -> u8 {
+    let mut cap = 10u8;
+    while cap < 63 && (1u64 << cap) < len {
+        cap += 1;
+    }
+    cap
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -397,7 +420,7 @@ pub fn build(inp: &Input) -> Case {
             }
         }
         if sound && codec_error.is_none() {
-            codec_error = first_codec_error(&streams, codecs, plain, &seg.model);
+            codec_error = first_codec_error(&streams, codecs, plain, &seg.model, &faults);
         }
         model_streams += streams
             .iter()
@@ -453,14 +476,21 @@ pub fn build(inp: &Input) -> Case {
 /// codec 2 anywhere and the model on any stream but the delta bytes, refused
 /// at their descriptor, then the model on the delta bytes of a segment that is
 /// not in plain layout, refused once all five are read. None if there is
-/// none, or if a model window out of 10..=30 is refused first.
+/// none, or if the model window of the delta bytes may be refused first (out
+/// of 10..=30, larger than the stream needs, or its length skewed).
 fn first_codec_error(
     streams: &[Vec<u8>; 5],
     codecs: [Enc; 5],
     plain: bool,
     model: &ModelSpec,
+    faults: &[&StreamFault],
 ) -> Option<u8> {
-    let bad_window = model.declare >= 0xf0 && !(10..=30).contains(&model.declared);
+    let skewed = faults.iter().any(|f| {
+        !f.stored
+            && usize::from(f.stream) % 5 == DELTA_BYTES
+            && matches!(f.kind, FaultKind::SkewLen(_))
+    });
+    let bad_window = skewed || model.declares_bad_window(streams[DELTA_BYTES].len());
     for (k, (s, c)) in streams.iter().zip(codecs).enumerate() {
         match c {
             _ if s.is_empty() => {}
@@ -516,15 +546,16 @@ enum Enc {
 /// Returns the stored bytes, the descriptor's window_log, and whether that
 /// descriptor decodes them to `deltas`.
 fn model_encode(olds: &[u8], deltas: &[u8], spec: &ModelSpec) -> (Vec<u8>, u8, bool) {
-    let w = spec.window_log();
+    let w = spec.window_log(deltas.len());
     let bytes = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(w));
     if spec.declare < 0xf0 || spec.declared == w {
         return (bytes, w, true);
     }
     // Another window changes the model's history, so the same bytes may decode
-    // to other deltas. Out of 10..=30 the descriptor is refused outright.
+    // to other deltas. Out of 10..=30, or larger than the stream needs, the
+    // descriptor is refused outright.
     let d = spec.declared;
-    let ok = (10..=30).contains(&d) && {
+    let ok = !spec.declares_bad_window(deltas.len()) && {
         let back = deltaswap::model_codec::decode_deltas(&bytes, olds, u32::from(d));
         back.exact && back.deltas == deltas
     };

@@ -260,9 +260,9 @@ pub(crate) fn pack_plain(
     packing: Packing,
 ) -> (StreamDesc, Vec<u8>) {
     let copied = seg.copied();
-    let need = usize::BITS - copied.saturating_sub(1).leading_zeros();
     let min_log = u32::from(ModelParams::MIN_WINDOW_LOG);
-    let window_log = need.clamp(min_log, packing.window_log.max(min_log));
+    let cap = u32::from(ModelParams::window_log_cap(copied as u64));
+    let window_log = cap.min(packing.window_log.max(min_log));
     let packed = crate::model::encode(old, new, &seg.copies, window_log);
     let params = ModelParams {
         window_log: u8::try_from(window_log).unwrap_or(ModelParams::MAX_WINDOW_LOG),

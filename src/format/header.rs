@@ -137,6 +137,17 @@ impl ModelParams {
     /// Largest window a descriptor may name: 2^30 bytes (a reader's
     /// [`Limits`](crate::Limits) usually allows far less).
     pub(crate) const MAX_WINDOW_LOG: u8 = 30;
+
+    /// The largest window a stream of `raw_len` deltas may name: the
+    /// smallest power of two that holds the stream, at least
+    /// [`Self::MIN_WINDOW_LOG`]. A larger window gives the model the same
+    /// history, so allowing it would give one stream several encodings.
+    pub(crate) fn window_log_cap(raw_len: u64) -> u8 {
+        let need = u64::BITS - raw_len.saturating_sub(1).leading_zeros();
+        u8::try_from(need)
+            .unwrap_or(u8::MAX)
+            .max(Self::MIN_WINDOW_LOG)
+    }
 }
 
 /// One stream of a segment: its decoded length, codec and stored length.
@@ -258,7 +269,8 @@ pub(crate) fn read_segment_header<R: Read>(
                     window_log: input.read_u8(what)?,
                 };
                 let ok = (ModelParams::MIN_WINDOW_LOG..=ModelParams::MAX_WINDOW_LOG)
-                    .contains(&params.window_log);
+                    .contains(&params.window_log)
+                    && params.window_log <= ModelParams::window_log_cap(raw_len);
                 if !ok {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
                 }

@@ -119,18 +119,21 @@ impl Stream {
 
     /// Codec 3, the delta model: `deltas` (one per copied byte) coded over
     /// `olds`, the old bytes under the segment's copies in order (the same
-    /// length), with a history window of 2^`window_log` bytes (absent when
-    /// empty).
+    /// length), with a history window of 2^`window_log` bytes, or the
+    /// smallest power of two (at least 2^10) that holds the stream if that is
+    /// less, as the format requires (absent when empty).
     pub fn model(olds: &[u8], deltas: &[u8], window_log: u8) -> Stream {
         assert_eq!(olds.len(), deltas.len(), "one old byte per delta");
         if deltas.is_empty() {
             return Stream::absent();
         }
+        let window_log = window_log.min(window_cap(deltas.len() as u64));
         let payload = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(window_log));
         Stream::model_payload(deltas.len() as u64, payload, window_log)
     }
 
-    /// Codec 3 with explicit fields: `raw_len 3 stored_len window_log`, where
+    /// Codec 3 with explicit fields (the window as given, canonical or not):
+    /// `raw_len 3 stored_len window_log`, where
     /// stored_len is the payload's length.
     pub fn model_payload(raw_len: u64, payload: Vec<u8>, window_log: u8) -> Stream {
         let mut desc = varint(raw_len);
@@ -420,4 +423,14 @@ pub fn sample() -> Sample {
         plain,
         plain_olds,
     }
+}
+
+/// The largest window_log a model stream of `len` deltas may name: the
+/// smallest power of two that holds it, at least 2^10.
+pub fn window_cap(len: u64) -> u8 {
+    let mut cap = 10u8;
+    while (1u64 << cap) < len {
+        cap += 1;
+    }
+    cap
 }

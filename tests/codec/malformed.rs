@@ -6,8 +6,8 @@ use deltaswap::{Error, FormatErrorKind as K, Limits, PatchReader, Sha256Digest, 
 use proptest::prelude::*;
 
 use crate::builder::{
-    assemble, copied_olds, op, plan, random_bytes, sample, sha256, to_plain, varint, zigzag,
-    zstd_frame, Codec, Header, Op, Patch, Sample, Segment, SegmentData, Stream, CONTROL,
+    assemble, copied_olds, op, plan, random_bytes, sample, sha256, to_plain, varint, window_cap,
+    zigzag, zstd_frame, Codec, Header, Op, Patch, Sample, Segment, SegmentData, Stream, CONTROL,
     DELTA_BYTES, DELTA_LENS, LITERALS, ZERO_RUNS,
 };
 use crate::{apply_all, naive, stream_apply, OneByteWriter};
@@ -505,6 +505,32 @@ fn unknown_codec_in_every_stream() {
     }
 }
 
+/// `len` old bytes copied whole into new, every seventh changed, as one
+/// plain segment whose deltas are coded with the model under `window_log`,
+/// written as given: (old, new, patch).
+fn long_plain(len: usize, window_log: u8) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let old = random_bytes(7, len);
+    let new: Vec<u8> = old
+        .iter()
+        .enumerate()
+        .map(|(i, b)| if i % 7 == 3 { b.wrapping_add(1) } else { *b })
+        .collect();
+    let segments = vec![vec![op(len as u64, 0, 0)]];
+    let olds = copied_olds(&old, &segments);
+    let data = to_plain(&old, &new, &segments);
+    let mut seg = data[0].encode([Codec::Raw; 5]);
+    let deltas = &data[0].streams[DELTA_BYTES];
+    let payload = deltaswap::model_codec::encode_deltas(&olds[0], deltas, u32::from(window_log));
+    seg.streams[DELTA_BYTES] = Stream::model_payload(deltas.len() as u64, payload, window_log);
+    let patch = Patch {
+        header: Header::for_files(&old, &new),
+        segments: vec![seg],
+        trailer: Vec::new(),
+    }
+    .bytes();
+    (old, new, patch)
+}
+
 /// The model-coded delta stream of the sample's plain segment `i`.
 fn model_stream(s: &Sample, i: usize, window_log: u8) -> Stream {
     Stream::model(
@@ -689,34 +715,27 @@ fn model_descriptor_faults() {
         });
         assert_eq!(kind(&s.old, &p), K::OutOfRange, "window_log {w}");
     }
-    // The edges of the format's range and of the default limit (2^24): the
-    // payload is the same (the sample's stream is shorter than 2^10, so the
-    // model's history is 2^10 whatever the window).
-    for w in [10u8, 12, 24] {
+    // The window is canonical: the sample's stream is shorter than 2^10, so
+    // 2^10 is the only window it may name; a larger one (the same history)
+    // is refused, inside the default limit (2^24) or over it.
+    let (s, p) = plain_seg(0, |o, d| {
+        Stream::model_payload(d.len() as u64, enc(o, d), 10)
+    });
+    assert_eq!(apply_all(&s.old, &p).unwrap(), s.new, "window_log 10");
+    for w in [11u8, 12, 24, 25, 30] {
         let (s, p) = plain_seg(0, |o, d| {
             Stream::model_payload(d.len() as u64, enc(o, d), w)
         });
-        assert_eq!(apply_all(&s.old, &p).unwrap(), s.new, "window_log {w}");
+        assert_eq!(kind(&s.old, &p), K::OutOfRange, "window_log {w}");
     }
-    // Valid for the format, over the reader's limit.
-    for w in [25u8, 30] {
-        let (s, p) = plain_seg(0, |o, d| {
-            Stream::model_payload(d.len() as u64, enc(o, d), w)
-        });
-        let e = reject(&s.old, &p);
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded { what: "delta model window (log2)", actual, limit: 24 }
-                    if actual == u64::from(w)
-            ),
-            "window_log {w}: {e:?}"
-        );
-    }
-    // A configured limit: window 2^16 against a limit of 2^12, then 2^16.
-    let (s, p) = plain_seg(0, |o, d| Stream::model(o, d, 16));
+    // A stream of 40,000 deltas needs 2^16: 16 applies, 17 is refused, and a
+    // reader's limit of 2^12 refuses 16 before decoding.
+    let (old, new, p16) = long_plain(40_000, 16);
+    assert_eq!(apply_all(&old, &p16).unwrap(), new, "window_log 16");
+    let (old, _, p17) = long_plain(40_000, 17);
+    assert_eq!(kind(&old, &p17), K::OutOfRange, "window_log 17");
     let e =
-        deltaswap::apply_with_limits(&s.old, &p, Limits::default().max_window_log(12)).unwrap_err();
+        deltaswap::apply_with_limits(&old, &p16, Limits::default().max_window_log(12)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -728,8 +747,11 @@ fn model_descriptor_faults() {
         ),
         "{e:?}"
     );
-    let ok = deltaswap::apply_with_limits(&s.old, &p, Limits::default().max_window_log(16));
-    assert_eq!(ok.unwrap(), s.new);
+    let ok = deltaswap::apply_with_limits(&old, &p16, Limits::default().max_window_log(16));
+    assert_eq!(ok.unwrap(), new);
+    // A smaller window than the stream needs is the writer's choice: valid.
+    let (old, new, p12) = long_plain(40_000, 12);
+    assert_eq!(apply_all(&old, &p12).unwrap(), new, "window_log 12");
     // stored_len 0 (no payload).
     let (s, p) = plain_seg(0, |_, d| {
         Stream::model_payload(d.len() as u64, Vec::new(), 12)
@@ -752,7 +774,8 @@ fn model_payload_faults() {
     let good = model_stream(&s, 0, 12).payload;
     let with = |payload: Vec<u8>| {
         plain_seg(0, move |_, d| {
-            Stream::model_payload(d.len() as u64, payload, 12)
+            let w = window_cap(d.len() as u64);
+            Stream::model_payload(d.len() as u64, payload, w)
         })
         .1
     };

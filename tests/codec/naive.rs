@@ -140,6 +140,17 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             if !(10..=30).contains(&w) {
                 return Err(format!("model window_log {w} out of range"));
             }
+            // Canonical: no larger than the smallest power of two (at least
+            // 2^10) that holds the stream.
+            let mut cap = 10u8;
+            while cap < 64 && (1u128 << cap) < u128::from(raw_len) {
+                cap += 1;
+            }
+            if w > cap {
+                return Err(format!(
+                    "model window_log {w} over {cap}, all this stream needs"
+                ));
+            }
             window_log = Some(w);
         }
         *d = Desc {
