@@ -102,7 +102,7 @@ impl ModelSpec {
         } else {
             FUZZ_WINDOW_LOG + 1 + self.window % 10
         };
-        chosen.min(window_cap(len as u64))
+        chosen.min(crate::naive::window_cap(len as u64))
     }
 
     /// Whether a model descriptor on the delta bytes of `len` deltas is
@@ -110,18 +110,9 @@ impl ModelSpec {
     /// needs), when `declare` replaces the window.
     fn declares_bad_window(&self, len: usize) -> bool {
         self.declare >= 0xf0
-            && (!(10..=30).contains(&self.declared) || self.declared > window_cap(len as u64))
+            && (!(10..=30).contains(&self.declared)
+                || self.declared > crate::naive::window_cap(len as u64))
     }
-}
-
-/// The largest window_log a model stream of `len` deltas may name: the
-/// smallest power of two that holds it, at least 2^10 (docs/FORMAT.md).
-fn window_cap(len: u64) -> u8 {
-    let mut cap = 10u8;
-    while cap < 63 && (1u64 << cap) < len {
-        cap += 1;
-    }
-    cap
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]

@@ -57,7 +57,7 @@ const PART_MAX: usize = 64 << 20;
 
 /// The `(start, end)` of each part of an old file of `len` bytes: equal parts,
 /// one below [`SPLIT_MIN`], else at least two and at most [`PART_MAX`] each.
-pub(crate) fn part_bounds(len: usize) -> Vec<(usize, usize)> {
+fn part_bounds(len: usize) -> Vec<(usize, usize)> {
     let parts = if len < SPLIT_MIN {
         1
     } else {
@@ -71,7 +71,7 @@ pub(crate) fn part_bounds(len: usize) -> Vec<(usize, usize)> {
 
 /// One part of the old file: its suffix array, a table of SA ranges by the
 /// first two bytes, and the filter of its windows.
-pub(crate) struct Part<'a> {
+struct Part<'a> {
     /// Where the part starts in the old file.
     start: usize,
     text: &'a [u8],
@@ -89,7 +89,7 @@ const TIE_WINDOW: usize = 16;
 
 impl<'a> Part<'a> {
     /// Indexes `text`, which starts at `start` in the old file.
-    pub(crate) fn build(text: &'a [u8], start: usize) -> Result<Part<'a>, Error> {
+    fn build(text: &'a [u8], start: usize) -> Result<Part<'a>, Error> {
         let (sa, grams) = rayon::join(|| SuffixArray::build(text), || GramFilter::build(text));
         Ok(Part::new(text, start, sa?, grams))
     }

@@ -140,12 +140,7 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             if !(10..=30).contains(&w) {
                 return Err(format!("model window_log {w} out of range"));
             }
-            // Canonical: no larger than the smallest power of two (at least
-            // 2^10) that holds the stream.
-            let mut cap = 10u8;
-            while cap < 64 && (1u128 << cap) < u128::from(raw_len) {
-                cap += 1;
-            }
+            let cap = window_cap(raw_len);
             if w > cap {
                 return Err(format!(
                     "model window_log {w} over {cap}, all this stream needs"
@@ -167,6 +162,17 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
 }
 
 /// Plain layout: no run streams, and a delta-byte stream.
+/// The largest window_log a model stream of `raw_len` deltas may name (it
+/// must be canonical): the smallest power of two that holds the stream, at
+/// least 2^10.
+pub fn window_cap(raw_len: u64) -> u8 {
+    let mut cap = 10u8;
+    while cap < 64 && (1u128 << cap) < u128::from(raw_len) {
+        cap += 1;
+    }
+    cap
+}
+
 fn is_plain(descs: &[Desc; 5]) -> bool {
     descs[1].raw_len == 0 && descs[2].raw_len == 0 && descs[3].raw_len > 0
 }
