@@ -119,6 +119,11 @@ impl PatchOptions {
     /// the rollback copy. `path` must be on the same file system as the file;
     /// an existing file there is replaced. Default: no copy is kept.
     ///
+    /// The copy is named and made durable just before the swap, so a crash
+    /// can never leave the new version in place without it. A patch that
+    /// fails after that point leaves the file unchanged and `path` holding the
+    /// same old version (docs/GUARANTEES.md, "The rollback copy").
+    ///
     /// # Examples
     ///
     /// ```

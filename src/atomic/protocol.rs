@@ -15,14 +15,18 @@
 //! 5. stream the new version into `.deltaswap-tmp.*` (created `O_EXCL`, locked),
 //!    checking its size and SHA-256;
 //! 6. carry over owner, mode and extended attributes; `fsync` the new file;
-//! 7. check the name still holds the locked inode, then swap:
-//!    `renameat2(RENAME_EXCHANGE)` (the commit point), or `rename` where the
-//!    file system refuses exchange;
-//! 8. remove the old inode's temporary name or move it to the rollback path,
-//!    then `fsync` the directory (and the rollback path's directory).
+//! 7. check the name still holds the locked inode; with a rollback path, give
+//!    the old inode that name first (`link` beside the target, check it is the
+//!    locked inode, `rename` to the rollback path, `fsync` its directory), so
+//!    that no crash after the swap can leave the new version without its
+//!    rollback copy; then swap: `renameat2(RENAME_EXCHANGE)` (the commit
+//!    point), or `rename` where the file system refuses exchange;
+//! 8. remove the old inode's temporary name (after an exchange), then `fsync`
+//!    the directory.
 //!
-//! Any failure before 7 removes the temporary file and leaves the target
-//! untouched; any failure after it is [`Error::DurabilityUnknown`].
+//! Any failure before the swap removes the temporary file and leaves the
+//! target untouched (the rollback path may by then hold the old version);
+//! any failure after it is [`Error::DurabilityUnknown`].
 //!
 //! Why a named `O_EXCL` temporary file rather than `O_TMPFILE` + `linkat`: the
 //! new version needs a name anyway before `RENAME_EXCHANGE`; linking an
@@ -496,7 +500,7 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
         &temp_name,
         &temp,
         verified.len(),
-        keep.is_some(),
+        keep.as_ref(),
         &ctx,
         knobs,
     );
@@ -516,25 +520,14 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
             failure.get_or_insert((op, e));
         }
     };
-    match (&keep, &old_name) {
-        (Some(k), Some(old)) => note(
-            "moving the old version to the rollback path",
-            fs.rename(&dir, old, &k.dir, &k.name),
-        ),
-        (None, Some(old)) => note(
+    if let Some(old) = &old_name {
+        note(
             "removing the old version's temporary name",
             fs.unlink(&dir, old),
-        ),
-        (_, None) => {}
+        );
     }
     if !knobs.skip_dir_sync() {
         note("fsync of the directory", fs.sync_dir(&dir));
-        if let Some(k) = &keep {
-            note(
-                "fsync of the rollback copy's directory",
-                fs.sync_dir(&k.dir),
-            );
-        }
     }
     drop(target); // releases the lock
     if let Some((operation, source)) = failure {
@@ -618,7 +611,7 @@ fn prepare_and_swap<F: Fs>(
     temp_name: &OsStr,
     temp: &F::File,
     len: u64,
-    keep: bool,
+    keep: Option<&Keep<F>>,
     ctx: &Ctx,
     knobs: Knobs,
 ) -> Result<(SwapMethod, Option<OsString>), Error> {
@@ -648,28 +641,58 @@ fn prepare_and_swap<F: Fs>(
             path: ctx.path.clone(),
         });
     }
+    if let Some(k) = keep {
+        name_rollback_copy(fs, dir, name, st, k, ctx, knobs)?;
+    }
     match fs.exchange(dir, temp_name, name) {
+        // The old inode is now under the temporary name (and the rollback
+        // name, if any); the caller removes the temporary one.
         Ok(()) => return Ok((SwapMethod::Exchanged, Some(temp_name.to_os_string()))),
         Err(e) if exchange_unsupported(&e) => {}
         Err(e) => return Err(ctx.fail("swapping in the new version", e)),
     }
-    // Fallback: plain rename. The old inode loses its name at the rename, so
-    // a rollback copy needs a second name first.
-    let old_name = if keep {
-        let old_name = fresh_temp_name(name);
-        fs.link(dir, name, dir, &old_name)
-            .map_err(|e| ctx.fail("linking the old version for the rollback copy", e))?;
-        Some(old_name)
-    } else {
-        None
+    // Fallback: plain rename. The old inode loses the target's name; it keeps
+    // the rollback name if it was given one.
+    fs.rename(dir, temp_name, dir, name)
+        .map_err(|e| ctx.fail("renaming the new version into place", e))?;
+    Ok((SwapMethod::Renamed, None))
+}
+
+/// Gives the old inode (still at `name`, locked) its rollback name before the
+/// swap: a hard link under a temporary name beside it (which `recover`
+/// removes if a crash leaves it), checked to be the locked inode, renamed
+/// over the rollback path, whose directory is then made durable. From here on
+/// a crash leaves the rollback copy in place whichever version the target is.
+fn name_rollback_copy<F: Fs>(
+    fs: &F,
+    dir: &F::Dir,
+    name: &OsStr,
+    st: &Stat,
+    keep: &Keep<F>,
+    ctx: &Ctx,
+    knobs: Knobs,
+) -> Result<(), Error> {
+    let link_name = fresh_temp_name(name);
+    fs.link(dir, name, dir, &link_name)
+        .map_err(|e| ctx.fail("linking the old version for the rollback copy", e))?;
+    let moved = match fs.stat_at(dir, &link_name) {
+        Ok(l) if l.same_inode(st) => fs
+            .rename(dir, &link_name, &keep.dir, &keep.name)
+            .map_err(|e| ctx.fail("moving the old version to the rollback path", e)),
+        Ok(_) => Err(Error::Changed {
+            path: ctx.path.clone(),
+        }),
+        Err(e) => Err(ctx.fail("examining the rollback copy's link", e)),
     };
-    if let Err(e) = fs.rename(dir, temp_name, dir, name) {
-        if let Some(old) = &old_name {
-            let _ = fs.unlink(dir, old);
-        }
-        return Err(ctx.fail("renaming the new version into place", e));
+    if let Err(e) = moved {
+        let _ = fs.unlink(dir, &link_name);
+        return Err(e);
     }
-    Ok((SwapMethod::Renamed, old_name))
+    if !knobs.skip_dir_sync() {
+        fs.sync_dir(&keep.dir)
+            .map_err(|e| ctx.fail("fsync of the rollback copy's directory", e))?;
+    }
+    Ok(())
 }
 
 fn exchange_unsupported(e: &io::Error) -> bool {

@@ -3,7 +3,7 @@
 //! crash during recovery, and the protocol mutants that these must catch (C5).
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -31,7 +31,12 @@ struct Scenario {
     /// Owner differs from the patcher's, mode has set-ID bits, xattrs present.
     rich_metadata: bool,
     new_empty: bool,
+    /// The rollback path already holds an earlier rollback copy.
+    keep_exists: bool,
 }
+
+/// What an earlier patch left at the rollback path, in `keep_exists` scenarios.
+const EARLIER_ROLLBACK: &[u8] = b"an earlier rollback copy";
 
 fn scenarios() -> Vec<Scenario> {
     let base = Scenario {
@@ -40,6 +45,7 @@ fn scenarios() -> Vec<Scenario> {
         keep: None,
         rich_metadata: false,
         new_empty: false,
+        keep_exists: false,
     };
     vec![
         base,
@@ -57,6 +63,12 @@ fn scenarios() -> Vec<Scenario> {
             name: "exchange+keep-other-dir",
             keep: Some("/k/lib.rollback"),
             rich_metadata: true,
+            ..base
+        },
+        Scenario {
+            name: "exchange+keep-replaces-earlier",
+            keep: Some("/k/lib.rollback"),
+            keep_exists: true,
             ..base
         },
         Scenario {
@@ -131,7 +143,16 @@ impl Case {
         m.no_exchange = self.s.no_exchange;
         m.put_file("/d", "lib", self.old.clone());
         m.put_file("/d", "other", Content::new(b"unrelated", 0o644, 0, 0));
+        if let (true, Some((dir, name))) = (self.s.keep_exists, self.keep_path()) {
+            m.put_file(dir, name, Content::new(EARLIER_ROLLBACK, 0o600, 0, 0));
+        }
         m
+    }
+
+    /// The rollback path's directory and name.
+    fn keep_path(&self) -> Option<(&'static str, &'static str)> {
+        let p = Path::new(self.s.keep?);
+        Some((p.parent()?.to_str()?, p.file_name()?.to_str()?))
     }
 
     fn run<F: Fs>(&self, fs: &F, mutant: Mutant) -> Result<PatchOutcome, Error> {
@@ -165,16 +186,23 @@ impl Case {
         }
     }
 
-    /// After a successful patch, the rollback copy (if asked for) is the old version.
+    /// Once the target is new, the rollback copy (if asked for) is the old version.
     fn rollback_ok(&self, m: &Model) -> bool {
-        match self.s.keep {
+        match self.keep_path() {
             None => true,
-            Some(k) => {
-                let p = Path::new(k);
-                let dir = p.parent().and_then(Path::to_str).unwrap_or("");
-                let name = p.file_name().and_then(OsStr::to_str).unwrap_or("");
-                m.file(dir, name) == Some(&self.old)
-            }
+            Some((dir, name)) => m.file(dir, name) == Some(&self.old),
+        }
+    }
+
+    /// While the target is old, the rollback path holds what it held before
+    /// or the old version: never anything else.
+    fn rollback_sane(&self, m: &Model) -> bool {
+        match self.keep_path() {
+            None => true,
+            Some((dir, name)) => match m.file(dir, name) {
+                None => !self.s.keep_exists,
+                Some(c) => *c == self.old || (self.s.keep_exists && c.data == EARLIER_ROLLBACK),
+            },
         }
     }
 }
@@ -248,10 +276,16 @@ fn error_at_every_operation() {
                             if case.state(&m) != State::New {
                                 bad.entry("incomplete_new").or_default().push(at.clone());
                             }
+                            if !case.rollback_ok(&m) {
+                                bad.entry("rollback_lost").or_default().push(at.clone());
+                            }
                         }
                         Err(_) => {
                             if case.state(&m) != State::Old || m.ino("/d", "lib") != old_ino {
                                 bad.entry("not_identical").or_default().push(at.clone());
+                            }
+                            if !case.rollback_sane(&m) {
+                                bad.entry("rollback_garbled").or_default().push(at.clone());
                             }
                         }
                     }
@@ -345,10 +379,15 @@ fn crash_enumeration(mutant: Mutant) -> CrashCounts {
                         c.durability += 1;
                         c.examples.push(format!("{at}: old after Ok"));
                     }
-                    State::New if returned_ok && !case.rollback_ok(&img) => {
+                    State::New if !case.rollback_ok(&img) => {
                         c.durability += 1;
                         c.examples
-                            .push(format!("{at}: rollback copy lost after Ok"));
+                            .push(format!("{at}: target new without its rollback copy"));
+                    }
+                    State::Old if !case.rollback_sane(&img) => {
+                        c.mixed += 1;
+                        c.examples
+                            .push(format!("{at}: rollback path holds something else"));
                     }
                     _ => {}
                 }
@@ -363,6 +402,11 @@ fn crash_enumeration(mutant: Mutant) -> CrashCounts {
                     c.mixed += 1;
                     c.examples
                         .push(format!("{at}: recovery changed the target"));
+                }
+                if state == State::New && !case.rollback_ok(&rebooted.m.borrow()) {
+                    c.durability += 1;
+                    c.examples
+                        .push(format!("{at}: rollback copy gone after recovery"));
                 }
                 // A second power cut during recovery, then recovery again.
                 let rn = counter.count();
