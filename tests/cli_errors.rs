@@ -125,9 +125,34 @@ fn apply_mistakes() {
         2,
         &["PATCH 'new'", "not a deltaswap patch", "deltaswap diff"],
     );
-    // The wrong old file.
+    // The wrong old file, of another length: named by its SHA-256 all the
+    // same (issue 2: "a message naming the SHA-256 mismatch").
     let r = f.run(&["apply", "new", "p", "out"]);
-    expect_error(&r, 2, &["'new'", "different old file", "argument order"]);
+    expect_error(
+        &r,
+        2,
+        &[
+            "'new'",
+            "source SHA-256 mismatch",
+            "different old file",
+            "argument order",
+        ],
+    );
+    assert!(!f.dir.join("out").exists());
+    // The wrong old file, of the right length.
+    let mut other = fs::read(f.dir.join("old")).expect("read");
+    other[30_000] ^= 1;
+    fs::write(f.dir.join("other-old"), &other).expect("write");
+    let r = f.run(&["apply", "other-old", "p", "out"]);
+    expect_error(
+        &r,
+        2,
+        &[
+            "'other-old'",
+            "source SHA-256 mismatch",
+            "different old file",
+        ],
+    );
     assert!(!f.dir.join("out").exists());
     // Output in a directory that does not exist, or where a file is.
     let r = f.run(&["apply", "old", "p", "no/such/dir/out"]);
@@ -178,7 +203,19 @@ fn diff_info_and_patch_mistakes() {
     expect_error(&r, 1, &["PATCH 'b.dsb'", "bundle"]);
     fs::write(f.dir.join("other"), b"some other library").expect("write");
     let r = f.run(&["patch", "other", "p"]);
-    expect_error(&r, 2, &["patching 'other'", "different old file"]);
+    expect_error(
+        &r,
+        2,
+        &[
+            "patching 'other'",
+            "source SHA-256 mismatch",
+            "different old file",
+        ],
+    );
+    assert_eq!(
+        fs::read(f.dir.join("other")).expect("read"),
+        b"some other library"
+    );
     assert_eq!(
         fs::read(f.dir.join("other")).expect("read"),
         b"some other library"

@@ -524,7 +524,8 @@ fn cmd_apply(old: &Path, patch: &Path, out: &Path) -> Result<(), Failure> {
     let patch_file = File::open(patch).map_err(|e| check::read_failure("PATCH", patch, e))?;
     let reader = PatchReader::new(BufReader::with_capacity(1 << 16, patch_file))
         .map_err(|e| Failure::from_lib(format!("cannot read PATCH '{}'", patch.display()), &e))?;
-    let new_len = reader.header().new_len();
+    let header = reader.header().clone();
+    let new_len = header.new_len();
     let t = Instant::now();
     let bar = progress::bytes(new_len, format!("writing {}", out.display()));
     let mut lib_err = None;
@@ -561,11 +562,30 @@ fn cmd_apply(old: &Path, patch: &Path, out: &Path) -> Result<(), Failure> {
                 source,
             }),
         ) => Err(check::write_failure("OUT", out, source)),
-        (Err(_), Some(e)) => Err(Failure::from_lib(
-            format!("applying '{}' to '{}'", patch.display(), old.display()),
-            &e,
-        )),
+        (Err(_), Some(e)) => {
+            let context = format!("applying '{}' to '{}'", patch.display(), old.display());
+            let e = by_source_digest(e, &header, old_map.as_bytes());
+            Err(Failure::from_lib(context, &e))
+        }
         (Err(e), None) => Err(check::write_failure("OUT", out, e)),
+    }
+}
+
+/// A wrong OLD of another length is refused by its length, before any
+/// hashing. The command still reports it by its SHA-256, as it does a wrong
+/// OLD of the right length, so that every wrong OLD names the digest the patch
+/// was made for and the one found.
+pub(super) fn by_source_digest(e: Error, header: &deltaswap::PatchHeader, old: &[u8]) -> Error {
+    match e {
+        Error::SizeMismatch {
+            subject: deltaswap::Subject::Source,
+            ..
+        } => Error::HashMismatch {
+            subject: deltaswap::Subject::Source,
+            expected: header.old_sha256(),
+            found: deltaswap::Sha256Digest::of(old),
+        },
+        e => e,
     }
 }
 

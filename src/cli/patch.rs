@@ -2,11 +2,11 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use deltaswap::{PatchOptions, SwapMethod};
+use deltaswap::{Error, PatchOptions, SwapMethod};
 
 use super::{check, note, Failure};
 
@@ -134,12 +134,37 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) => {
+            let e = by_target_digest(e, &target, &patch);
             let f = Failure::from_lib(
                 format!("patching '{}' with '{}'", target.display(), patch.display()),
                 &e,
             );
             Err(f)
         }
+    }
+}
+
+/// A TARGET of another length than the patch's old file is refused by its
+/// length; report it by its SHA-256 too, as `apply` does (see
+/// `super::by_source_digest`). If either file cannot be read again, the length
+/// error stands.
+fn by_target_digest(e: Error, target: &Path, patch: &Path) -> Error {
+    if !matches!(
+        e,
+        Error::SizeMismatch {
+            subject: deltaswap::Subject::Source,
+            ..
+        }
+    ) {
+        return e;
+    }
+    let header = File::open(patch)
+        .ok()
+        .and_then(|f| deltaswap::PatchReader::new(BufReader::new(f)).ok())
+        .map(|r| r.header().clone());
+    match (header, deltaswap::MappedFile::open(target)) {
+        (Some(h), Ok(map)) => super::by_source_digest(e, &h, map.as_bytes()),
+        _ => e,
     }
 }
 
