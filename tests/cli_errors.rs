@@ -132,7 +132,7 @@ fn apply_mistakes() {
         &r,
         2,
         &[
-            "'new'",
+            "'new' (60012 bytes; the patch was made for 60000)",
             "source SHA-256 mismatch",
             "different old file",
             "argument order",

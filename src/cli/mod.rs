@@ -563,8 +563,12 @@ fn cmd_apply(old: &Path, patch: &Path, out: &Path) -> Result<(), Failure> {
             }),
         ) => Err(check::write_failure("OUT", out, source)),
         (Err(_), Some(e)) => {
-            let context = format!("applying '{}' to '{}'", patch.display(), old.display());
-            let e = by_source_digest(e, &header, old_map.as_bytes());
+            let (e, sizes) = by_source_digest(e, &header, old_map.as_bytes());
+            let context = format!(
+                "applying '{}' to '{}'{sizes}",
+                patch.display(),
+                old.display()
+            );
             Err(Failure::from_lib(context, &e))
         }
         (Err(e), None) => Err(check::write_failure("OUT", out, e)),
@@ -574,18 +578,27 @@ fn cmd_apply(old: &Path, patch: &Path, out: &Path) -> Result<(), Failure> {
 /// A wrong OLD of another length is refused by its length, before any
 /// hashing. The command still reports it by its SHA-256, as it does a wrong
 /// OLD of the right length, so that every wrong OLD names the digest the patch
-/// was made for and the one found.
-pub(super) fn by_source_digest(e: Error, header: &deltaswap::PatchHeader, old: &[u8]) -> Error {
+/// was made for and the one found. The lengths go into the second value, to
+/// be added to the message's context.
+pub(super) fn by_source_digest(
+    e: Error,
+    header: &deltaswap::PatchHeader,
+    old: &[u8],
+) -> (Error, String) {
     match e {
         Error::SizeMismatch {
             subject: deltaswap::Subject::Source,
-            ..
-        } => Error::HashMismatch {
-            subject: deltaswap::Subject::Source,
-            expected: header.old_sha256(),
-            found: deltaswap::Sha256Digest::of(old),
-        },
-        e => e,
+            expected,
+            found,
+        } => (
+            Error::HashMismatch {
+                subject: deltaswap::Subject::Source,
+                expected: header.old_sha256(),
+                found: deltaswap::Sha256Digest::of(old),
+            },
+            format!(" ({found} bytes; the patch was made for {expected})"),
+        ),
+        e => (e, String::new()),
     }
 }
 

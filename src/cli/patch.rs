@@ -134,9 +134,13 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) => {
-            let e = by_target_digest(e, &target, &patch);
+            let (e, sizes) = by_target_digest(e, &target, &patch);
             let f = Failure::from_lib(
-                format!("patching '{}' with '{}'", target.display(), patch.display()),
+                format!(
+                    "patching '{}'{sizes} with '{}'",
+                    target.display(),
+                    patch.display()
+                ),
                 &e,
             );
             Err(f)
@@ -148,7 +152,7 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
 /// length; report it by its SHA-256 too, as `apply` does (see
 /// `super::by_source_digest`). If either file cannot be read again, the length
 /// error stands.
-fn by_target_digest(e: Error, target: &Path, patch: &Path) -> Error {
+fn by_target_digest(e: Error, target: &Path, patch: &Path) -> (Error, String) {
     if !matches!(
         e,
         Error::SizeMismatch {
@@ -156,7 +160,7 @@ fn by_target_digest(e: Error, target: &Path, patch: &Path) -> Error {
             ..
         }
     ) {
-        return e;
+        return (e, String::new());
     }
     let header = File::open(patch)
         .ok()
@@ -164,7 +168,7 @@ fn by_target_digest(e: Error, target: &Path, patch: &Path) -> Error {
         .map(|r| r.header().clone());
     match (header, deltaswap::MappedFile::open(target)) {
         (Some(h), Ok(map)) => super::by_source_digest(e, &h, map.as_bytes()),
-        _ => e,
+        _ => (e, String::new()),
     }
 }
 
