@@ -121,8 +121,10 @@ impl PatchOptions {
     ///
     /// The copy is named and made durable just before the swap, so a crash
     /// can never leave the new version in place without it. A patch that
-    /// fails after that point leaves the file unchanged and `path` holding the
-    /// same old version (docs/GUARANTEES.md, "The rollback copy").
+    /// fails after that point leaves the file unchanged and `path` a second
+    /// name of it; running the patch again then works (that name is not
+    /// counted as another hard link). `path` must not be the file itself
+    /// (docs/GUARANTEES.md, "The rollback copy").
     ///
     /// # Examples
     ///

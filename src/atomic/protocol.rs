@@ -6,9 +6,11 @@
 //!    link or a non-regular file; open it `O_NOFOLLOW` read-only and check it is
 //!    the inode just examined;
 //! 2. `flock` it (wait, or fail with [`Error::Locked`]); re-examine the name and
-//!    start over if another patcher replaced the file meanwhile; refuse extra
-//!    hard links;
+//!    start over if another patcher replaced the file meanwhile;
 //! 3. `fstatvfs`: refuse a read-only file system or too little free space;
+//!    examine the rollback path (refused if it is a directory or the file
+//!    itself); refuse extra hard links (a rollback path that already names the
+//!    file does not count);
 //! 4. hash the target and compare size and SHA-256 with the patch header; a
 //!    target that already is the new version is reported as such, made durable,
 //!    and left alone;
@@ -19,13 +21,14 @@
 //!    the old inode that name first (`link` beside the target, check it is the
 //!    locked inode, `rename` to the rollback path, `fsync` its directory), so
 //!    that no crash after the swap can leave the new version without its
-//!    rollback copy; then swap: `renameat2(RENAME_EXCHANGE)` (the commit
-//!    point), or `rename` where the file system refuses exchange;
+//!    rollback copy, and check the name again; then swap:
+//!    `renameat2(RENAME_EXCHANGE)` (the commit point), or `rename` where the
+//!    file system refuses exchange;
 //! 8. remove the old inode's temporary name (after an exchange), then `fsync`
 //!    the directory.
 //!
 //! Any failure before the swap removes the temporary file and leaves the
-//! target untouched (the rollback path may by then hold the old version);
+//! target untouched (the rollback path may by then be a second name of it);
 //! any failure after it is [`Error::DurabilityUnknown`].
 //!
 //! Why a named `O_EXCL` temporary file rather than `O_TMPFILE` + `linkat`: the
@@ -244,12 +247,6 @@ fn open_locked<F: Fs>(
         if !now.same_inode(&opened) {
             continue; // another patcher swapped it while we waited for the lock
         }
-        if now.nlink > 1 && !opts.allow_hard_links {
-            return Err(Error::HardLinks {
-                path: ctx.path.clone(),
-                links: now.nlink,
-            });
-        }
         return Ok((file, now));
     }
     Err(Error::Changed {
@@ -357,9 +354,18 @@ struct Keep<F: Fs> {
     path: PathBuf,
     dir: F::Dir,
     name: OsString,
+    /// The rollback path already names the target's inode (left by an
+    /// earlier run that stopped before its swap).
+    already: bool,
 }
 
-fn prepare_keep<F: Fs>(fs: &F, keep: &Path, target: &Stat) -> Result<Keep<F>, Error> {
+fn prepare_keep<F: Fs>(
+    fs: &F,
+    keep: &Path,
+    target_dir: &F::Dir,
+    target_name: &OsStr,
+    target: &Stat,
+) -> Result<Keep<F>, Error> {
     let (dir_path, name) = split(keep)?;
     let dir = fs.open_dir(&dir_path).map_err(Error::file(
         &dir_path,
@@ -379,21 +385,35 @@ fn prepare_keep<F: Fs>(fs: &F, keep: &Path, target: &Stat) -> Result<Keep<F>, Er
             ),
         });
     }
-    match fs.stat_at(&dir, &name) {
+    let target_here = fs
+        .stat_at(target_dir, OsStr::new("."))
+        .map_err(Error::file(&dir_path, "examining the file's directory"))?;
+    if target_here.same_inode(&here) && name == target_name {
+        return Err(Error::File {
+            path: keep.to_path_buf(),
+            context: "checking the rollback path",
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the rollback path is the file being patched",
+            ),
+        });
+    }
+    let already = match fs.stat_at(&dir, &name) {
         Ok(st) if st.kind == FileKind::Directory => {
             return Err(Error::NotRegularFile {
                 path: keep.to_path_buf(),
                 kind: "a directory",
             })
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(st) => st.same_inode(target),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::file(keep, "examining the rollback path")(e)),
-    }
+    };
     Ok(Keep {
         path: keep.to_path_buf(),
         dir,
         name,
+        already,
     })
 }
 
@@ -442,9 +462,19 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
         });
     }
     let keep = match &opts.keep_old {
-        Some(k) => Some(prepare_keep::<F>(fs, k, &st)?),
+        Some(k) => Some(prepare_keep::<F>(fs, k, &dir, &name, &st)?),
         None => None,
     };
+    // The rollback path may already be a second name of this inode: an
+    // earlier run with the same rollback path stopped after naming the copy
+    // and before the swap. That link is ours, not one the caller must know of.
+    let ours = u64::from(keep.as_ref().is_some_and(|k| k.already));
+    if st.nlink > 1 + ours && !opts.allow_hard_links {
+        return Err(Error::HardLinks {
+            path: ctx.path.clone(),
+            links: st.nlink,
+        });
+    }
 
     let source = FsSource {
         fs,
@@ -643,6 +673,15 @@ fn prepare_and_swap<F: Fs>(
     }
     if let Some(k) = keep {
         name_rollback_copy(fs, dir, name, st, k, ctx, knobs)?;
+        // Naming the copy took time (an fsync): check the name again.
+        let now = fs
+            .stat_at(dir, name)
+            .map_err(|e| ctx.fail("examining the file before the swap", e))?;
+        if !now.same_inode(st) || now.size != st.size {
+            return Err(Error::Changed {
+                path: ctx.path.clone(),
+            });
+        }
     }
     match fs.exchange(dir, temp_name, name) {
         // The old inode is now under the temporary name (and the rollback
@@ -672,9 +711,36 @@ fn name_rollback_copy<F: Fs>(
     ctx: &Ctx,
     knobs: Knobs,
 ) -> Result<(), Error> {
-    let link_name = fresh_temp_name(name);
-    fs.link(dir, name, dir, &link_name)
-        .map_err(|e| ctx.fail("linking the old version for the rollback copy", e))?;
+    if !keep.already {
+        link_rollback_copy(fs, dir, name, st, keep, ctx)?;
+    }
+    if !knobs.skip_dir_sync() {
+        fs.sync_dir(&keep.dir)
+            .map_err(|e| ctx.fail("fsync of the rollback copy's directory", e))?;
+    }
+    Ok(())
+}
+
+/// The link and rename of [`name_rollback_copy`].
+fn link_rollback_copy<F: Fs>(
+    fs: &F,
+    dir: &F::Dir,
+    name: &OsStr,
+    st: &Stat,
+    keep: &Keep<F>,
+    ctx: &Ctx,
+) -> Result<(), Error> {
+    let mut attempt = 0;
+    let link_name = loop {
+        let candidate = fresh_temp_name(name);
+        match fs.link(dir, name, dir, &candidate) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < TEMP_ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(e) => return Err(ctx.fail("linking the old version for the rollback copy", e)),
+        }
+    };
     let moved = match fs.stat_at(dir, &link_name) {
         Ok(l) if l.same_inode(st) => fs
             .rename(dir, &link_name, &keep.dir, &keep.name)
@@ -687,10 +753,6 @@ fn name_rollback_copy<F: Fs>(
     if let Err(e) = moved {
         let _ = fs.unlink(dir, &link_name);
         return Err(e);
-    }
-    if !knobs.skip_dir_sync() {
-        fs.sync_dir(&keep.dir)
-            .map_err(|e| ctx.fail("fsync of the rollback copy's directory", e))?;
     }
     Ok(())
 }

@@ -84,6 +84,13 @@ fn scenarios() -> Vec<Scenario> {
             ..base
         },
         Scenario {
+            name: "rename+keep-other-dir-replaces-earlier",
+            no_exchange: true,
+            keep: Some("/k/lib.rollback"),
+            keep_exists: true,
+            ..base
+        },
+        Scenario {
             name: "empty-new",
             new_empty: true,
             ..base
@@ -222,9 +229,29 @@ fn strays(m: &Model) -> Vec<OsString> {
         .collect()
 }
 
+/// Recovery as a caller runs it: on the target's directory only (`strays`
+/// still looks in the rollback directory too, so nothing may be left there).
 fn recover_all<F: Fs>(fs: &F) -> Result<(), Error> {
     recover_with(fs, Path::new("/d"))?;
-    recover_with(fs, Path::new("/k"))?;
+    Ok(())
+}
+
+/// After an interruption left the target old (and recovery ran), the same
+/// patch must go through: nothing the interrupted run left may block it.
+fn rerun_ok(case: &Case, mem: &MemFs) -> Result<(), String> {
+    let out = case
+        .run(&Faulty::new(mem, Plan::Pass), Mutant::None)
+        .map_err(|e| format!("re-run refused: {e}"))?;
+    let m = mem.m.borrow();
+    if out.len() != case.new.data.len() as u64 || case.state(&m) != State::New {
+        return Err("re-run did not install the new version".into());
+    }
+    if !case.rollback_ok(&m) {
+        return Err("re-run left no rollback copy".into());
+    }
+    if !strays(&m).is_empty() {
+        return Err("re-run left temporary names".into());
+    }
     Ok(())
 }
 
@@ -301,12 +328,21 @@ fn error_at_every_operation() {
                             .or_default()
                             .push(format!("{at}: {e}"));
                     }
-                    let m = mem.m.borrow();
+                    let m = mem.m.borrow().clone();
                     if !strays(&m).is_empty() {
                         bad.entry("stray").or_default().push(at.clone());
                     }
                     if case.state(&m) != before {
-                        bad.entry("recover_changed_target").or_default().push(at);
+                        bad.entry("recover_changed_target")
+                            .or_default()
+                            .push(at.clone());
+                    }
+                    if before == State::Old {
+                        if let Err(why) = rerun_ok(&case, &mem) {
+                            bad.entry("rerun_failed")
+                                .or_default()
+                                .push(format!("{at}: {why}"));
+                        }
                     }
                 }
             }
@@ -407,6 +443,13 @@ fn crash_enumeration(mutant: Mutant) -> CrashCounts {
                     c.durability += 1;
                     c.examples
                         .push(format!("{at}: rollback copy gone after recovery"));
+                }
+                if state == State::Old {
+                    let again = MemFs::new(rebooted.m.borrow().clone());
+                    if let Err(why) = rerun_ok(&case, &again) {
+                        c.mixed += 1;
+                        c.examples.push(format!("{at}: {why}"));
+                    }
                 }
                 // A second power cut during recovery, then recovery again.
                 let rn = counter.count();

@@ -122,6 +122,15 @@ fn real_fs_error_at_every_operation() {
             if !strays(dir.path()).is_empty() {
                 violations.push(format!("{at}: leftovers after recovery"));
             }
+            // Whatever the failed run left (the rollback path may already
+            // name the old inode), running the patch again must work.
+            if r.as_ref().is_err_and(|e| !e.is_committed()) {
+                let again = patch_with(&RealFs, &target, &patch[..], &opts, Knobs::default());
+                let kept = fs::read(&keep).unwrap_or_default();
+                if again.is_err() || fs::read(&target).ok().as_ref() != Some(&new) || kept != old {
+                    violations.push(format!("{at}: re-run after the failure: {again:?}"));
+                }
+            }
         }
     }
     println!(
@@ -238,6 +247,24 @@ fn refusals_touch_nothing() {
     );
     let e = patch_in_place(d.join("linked.so"), &patch[..], &opts).unwrap_err();
     assert!(matches!(e, Error::HardLinks { links: 2, .. }), "{e}");
+    // A rollback path that is the file itself (through another spelling).
+    let e = patch_in_place(
+        d.join("real.so"),
+        &patch[..],
+        &PatchOptions::new().keep_old(d.join("subdir/../real.so")),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::File {
+                context: "checking the rollback path",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
     let e = patch_in_place(d.join("wrong.so"), &patch[..], &opts).unwrap_err();
     assert!(
         matches!(
