@@ -446,6 +446,10 @@ impl<F: Fs> Fs for Strict<'_, F> {
         one_component("create_dir", name, false);
         self.0.create_dir(dir, name)
     }
+    fn remove_dir(&self, dir: &F::Dir, name: &OsStr) -> io::Result<()> {
+        one_component("remove_dir", name, false);
+        self.0.remove_dir(dir, name)
+    }
 }
 
 // ---------------------------------------------------------------------------

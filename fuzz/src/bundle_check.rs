@@ -424,14 +424,16 @@ fn fresh_tree() -> (PathBuf, PathBuf) {
 }
 
 /// The entries that differ between two snapshots of the root, leaving out
-/// new directories on the path to one of the bundle's components: the
-/// installer creates those for added files and leaves them after a failed
-/// install or a removal (docs/FORMAT.md, commit protocol). Any other new
-/// directory, and any change to an entry that existed, is reported.
+/// new directories on the path to one of the bundle's components when
+/// `parent_dirs_stay`: the installer creates those for added files and leaves
+/// them after a removal (docs/FORMAT.md, commit protocol); a refused install
+/// removes them again. Any other new directory, and any change to an entry
+/// that existed, is reported.
 fn changes_besides_parent_dirs(
     before: &BTreeMap<PathBuf, Vec<u8>>,
     after: &BTreeMap<PathBuf, Vec<u8>>,
     b: &deltaswap::Bundle<&[u8]>,
+    parent_dirs_stay: bool,
 ) -> Vec<PathBuf> {
     let parent_of_component = |dir: &Path| {
         b.manifest().components().iter().any(|c| {
@@ -442,7 +444,10 @@ fn changes_besides_parent_dirs(
     let changed = before.keys().filter(|k| before.get(*k) != after.get(*k));
     let created = after
         .iter()
-        .filter(|(k, v)| !before.contains_key(*k) && (*v != b"dir" || !parent_of_component(k)))
+        .filter(|(k, v)| {
+            !before.contains_key(*k)
+                && (*v != b"dir" || !parent_dirs_stay || !parent_of_component(k))
+        })
         .map(|(k, _)| k);
     changed.chain(created).cloned().collect()
 }
@@ -481,7 +486,7 @@ fn install(b: &deltaswap::Bundle<&[u8]>) {
                 "remove changed files outside the root"
             );
             removed.unwrap_or_else(|e| panic!("remove after a successful install: {e:?}"));
-            let changed = changes_besides_parent_dirs(&before, &snapshot(&root), b);
+            let changed = changes_besides_parent_dirs(&before, &snapshot(&root), b, true);
             assert!(
                 changed.is_empty(),
                 "remove did not restore the tree; changed entries: {changed:?}"
@@ -489,7 +494,7 @@ fn install(b: &deltaswap::Bundle<&[u8]>) {
         }
         Err(e) => {
             assert!(!matches!(e, deltaswap::Error::Bug(_)), "install: {e:?}");
-            let changed = changes_besides_parent_dirs(&before, &snapshot(&root), b);
+            let changed = changes_besides_parent_dirs(&before, &snapshot(&root), b, false);
             assert!(
                 changed.is_empty(),
                 "a refused install changed the tree: {e:?}; changed entries: {changed:?}"

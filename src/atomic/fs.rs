@@ -136,6 +136,9 @@ pub(crate) trait Fs {
     fn open_dir_at(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Self::Dir>;
     /// `mkdirat(dir, name, 0o700)`.
     fn create_dir(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
+    /// `unlinkat(dir, name, AT_REMOVEDIR)`: removes an empty directory.
+    /// (Bundle installer: directories it created for a failed install.)
+    fn remove_dir(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<()>;
 }
 
 /// The real file system, through `rustix` on directory file descriptors.
@@ -372,6 +375,10 @@ impl Fs for RealFs {
 
     fn create_dir(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
         retry(|| rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)))
+    }
+
+    fn remove_dir(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        retry(|| rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR))
     }
 }
 

@@ -108,6 +108,10 @@ struct Ctx<'a, F: Fs> {
     base: F::Dir,
     /// Parent directories of components, by parent path ("" = root).
     dirs: BTreeMap<Vec<u8>, F::Dir>,
+    /// Directories this run created, as root-relative components, in the
+    /// order of creation (removed again if the install fails before its
+    /// commit point).
+    created: Vec<Vec<OsString>>,
     _lock: F::File,
     mutant: Mutant,
 }
@@ -198,6 +202,7 @@ impl<'a, F: Fs> Ctx<'a, F> {
             state,
             base,
             dirs: BTreeMap::new(),
+            created: Vec::new(),
             _lock: lock,
             mutant: cfg.mutant,
         })
@@ -234,13 +239,16 @@ impl<'a, F: Fs> Ctx<'a, F> {
             .open_dir(&self.root)
             .map_err(Error::file(&self.root, "opening the root"))?;
         let mut so_far = self.root.clone();
+        let mut comps = Vec::new();
         for comp in path.parents() {
             so_far.push(comp);
+            comps.push(comp.to_os_string());
             let opened = match self.fs.open_dir_at(&cur, comp) {
                 Err(e) if not_found(&e) && create => {
                     self.fs
                         .create_dir(&cur, comp)
                         .map_err(Error::file(&so_far, "creating a component's directory"))?;
+                    self.created.push(comps.clone());
                     self.fs
                         .sync_dir(&cur)
                         .map_err(Error::file(&so_far, "syncing a created directory's parent"))?;
@@ -265,6 +273,30 @@ impl<'a, F: Fs> Ctx<'a, F> {
         }
         self.dirs.insert(key, cur);
         Ok(true)
+    }
+
+    /// After a failed install (before its commit point, once the staged
+    /// files are gone): removes the directories this run created, deepest
+    /// first, each only if it is empty, and syncs its parent. Best effort: a
+    /// directory that cannot be removed stays, as it would have before. A
+    /// crash before this point leaves them (recovery does not know them).
+    fn remove_created_dirs(&mut self) {
+        self.dirs.clear();
+        for comps in std::mem::take(&mut self.created).iter().rev() {
+            let Some((name, parents)) = comps.split_last() else {
+                continue;
+            };
+            let parent = self.fs.open_dir(&self.root).and_then(|root| {
+                parents
+                    .iter()
+                    .try_fold(root, |d, c| self.fs.open_dir_at(&d, c))
+            });
+            if let Ok(parent) = parent {
+                if self.fs.remove_dir(&parent, name).is_ok() {
+                    let _ = self.fs.sync_dir(&parent);
+                }
+            }
+        }
     }
 
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -1103,7 +1135,9 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         .count();
     // Prepare.
     if let Err(e) = ctx.write_replace(JOURNAL, JOURNAL_TMP, &journal.encode()) {
-        let _ = undo(&mut ctx, &journal);
+        if undo(&mut ctx, &journal).is_ok() {
+            ctx.remove_created_dirs();
+        }
         return Err(e);
     }
     let staged = (|ctx: &mut Ctx<'_, F>| {
@@ -1119,7 +1153,9 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         ctx.sync_dirs(&journal.ops)
     })(&mut ctx);
     if let Err(e) = staged {
-        let _ = undo(&mut ctx, &journal);
+        if undo(&mut ctx, &journal).is_ok() {
+            ctx.remove_created_dirs();
+        }
         return Err(e);
     }
     // Commit point: the journal says "committed" durably.
@@ -1144,7 +1180,9 @@ pub(crate) fn run_with<F: Fs, S: Source>(
     })();
     if let Err(e) = before {
         journal.committed = false;
-        let _ = undo(&mut ctx, &journal);
+        if undo(&mut ctx, &journal).is_ok() {
+            ctx.remove_created_dirs();
+        }
         return Err(e);
     }
     if let Err(e) = ctx.fs.rename(
@@ -1154,7 +1192,9 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         OsStr::new(JOURNAL),
     ) {
         journal.committed = false;
-        let _ = undo(&mut ctx, &journal);
+        if undo(&mut ctx, &journal).is_ok() {
+            ctx.remove_created_dirs();
+        }
         return Err(Error::file(jpath, "committing the journal")(e));
     }
     let commit_sync = match ctx.mutant {

@@ -1071,6 +1071,42 @@ fn added_files_get_their_directories() {
     run_with(&counter, &cfg(), Some(&b)).unwrap();
     let n = counter.count();
     assert_eq!(look(&rec.m.borrow()), new_v);
+
+    // An install that fails after creating the directories (an I/O error
+    // while staging each file written after the first directory was made)
+    // removes them again: the tree is the baseline's, directories included.
+    let log = counter.log();
+    let first_mkdir = log.iter().position(|op| *op == "create_dir").unwrap();
+    let mut failed_after_mkdir = 0;
+    for (k, op) in log.iter().enumerate().skip(first_mkdir) {
+        if *op != "write_all" {
+            continue;
+        }
+        let fs = MemFs::new(base.clone());
+        let plan = Plan::FailAt {
+            k,
+            errno: 5,
+            persistent: false,
+        };
+        let e = run_with(&Faulty::new(&fs, plan), &cfg(), Some(&b)).unwrap_err();
+        if e.is_committed() {
+            continue;
+        }
+        failed_after_mkdir += 1;
+        let m = fs.m.borrow();
+        assert_eq!(look(&m), old_v, "op {k}");
+        let left: Vec<_> = m
+            .dir_paths()
+            .into_iter()
+            .filter(|d| d.starts_with("/r/opt"))
+            .collect();
+        assert!(left.is_empty(), "op {k} ({op}): {left:?} left behind");
+    }
+    assert!(
+        failed_after_mkdir > 0,
+        "no fault landed after a directory was made"
+    );
+
     let mut t = Tally::default();
     for k in 0..=n {
         t.prefixes += 1;

@@ -197,4 +197,8 @@ impl<F: Fs> Fs for Faulty<'_, F> {
         self.gate("create_dir")?;
         self.inner.create_dir(dir, name)
     }
+    fn remove_dir(&self, dir: &F::Dir, name: &OsStr) -> io::Result<()> {
+        self.gate("remove_dir")?;
+        self.inner.remove_dir(dir, name)
+    }
 }

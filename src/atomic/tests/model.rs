@@ -453,9 +453,19 @@ impl Model {
         img
     }
 
-    /// Every directory's path.
+    /// Every directory's path (but those removed with `remove_dir`).
     pub(crate) fn dir_paths(&self) -> Vec<PathBuf> {
-        self.dirs.keys().cloned().collect()
+        self.dirs
+            .iter()
+            .filter(|(p, d)| {
+                !self.created(d.ino)
+                    || match (p.parent().and_then(|pp| self.dirs.get(pp)), p.file_name()) {
+                        (Some(pd), Some(name)) => pd.live.get(name) == Some(&d.ino),
+                        _ => false,
+                    }
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Removes directories made with `create_dir` whose entry in the parent
@@ -834,8 +844,9 @@ impl Fs for MemFs {
             Some(Some(Node::Symlink(_))) => Err(err(rustix::io::Errno::LOOP)),
             Some(Some(Node::Dir)) if m.dirs.contains_key(&path) => Ok(path),
             Some(_) => Err(err(rustix::io::Errno::NOTDIR)),
-            // Directories made by `Model::new` have no entry in their parent.
-            None if m.dirs.contains_key(&path) => Ok(path),
+            // Directories made by `Model::new` have no entry in their parent;
+            // one made by `create_dir` without an entry was removed.
+            None if m.dirs.get(&path).is_some_and(|d| !m.created(d.ino)) => Ok(path),
             None => Err(err(rustix::io::Errno::NOENT)),
         }
     }
@@ -844,7 +855,8 @@ impl Fs for MemFs {
         let mut m = self.m.borrow_mut();
         m.writable()?;
         let path = dir.join(name);
-        if m.dir(dir)?.live.contains_key(name) || m.dirs.contains_key(&path) {
+        let given = m.dirs.get(&path).is_some_and(|d| !m.created(d.ino));
+        if m.dir(dir)?.live.contains_key(name) || given {
             return Err(err(rustix::io::Errno::EXIST));
         }
         let ino = m.nodes.len();
@@ -860,5 +872,22 @@ impl Fs for MemFs {
             },
         );
         Ok(())
+    }
+    fn remove_dir(&self, dir: &PathBuf, name: &OsStr) -> io::Result<()> {
+        let mut m = self.m.borrow_mut();
+        m.writable()?;
+        let ino = m.lookup(dir, name)?;
+        if !matches!(m.nodes.get(ino), Some(Node::Dir)) {
+            return Err(err(rustix::io::Errno::NOTDIR));
+        }
+        if m.dirs
+            .get(&dir.join(name))
+            .is_some_and(|d| !d.live.is_empty())
+        {
+            return Err(err(rustix::io::Errno::NOTEMPTY));
+        }
+        // The directory's state stays: a crash image in which the removal
+        // did not reach the disk still has it (empty).
+        m.record(dir, NsOp::Set(name.to_os_string(), None))
     }
 }
