@@ -201,6 +201,13 @@ fn diff_info_and_patch_mistakes() {
     expect_error(&r, 1, &["TARGET 'base'", "directory"]);
     let r = f.run(&["patch", "old", "b.dsb"]);
     expect_error(&r, 1, &["PATCH 'b.dsb'", "bundle"]);
+    // The rollback path is the target itself.
+    let r = f.run(&["patch", "--keep-old", "./old", "old", "p"]);
+    expect_error(&r, 1, &["--keep-old './old' names TARGET itself"]);
+    assert_eq!(
+        fs::read(f.dir.join("old")).expect("read"),
+        fs::read(f.dir.join("base/lib/libfoo.so")).expect("read")
+    );
     fs::write(f.dir.join("other"), b"some other library").expect("write");
     let r = f.run(&["patch", "other", "p"]);
     expect_error(

@@ -104,6 +104,13 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
     }
     if let Some(k) = &keep_old {
         check::output_file("--keep-old", k)?;
+        if same_path(&target, k) {
+            return Err(check::usage(format!(
+                "--keep-old '{}' names TARGET itself; give another path for the old version (for example '{}.rollback')",
+                k.display(),
+                target.display()
+            )));
+        }
     }
     let patch_file = File::open(&patch).map_err(|e| check::read_failure("PATCH", &patch, e))?;
     let mut opts = PatchOptions::new()
@@ -145,6 +152,19 @@ pub(super) fn cmd_patch(args: PatchArgs) -> Result<(), Failure> {
             );
             Err(f)
         }
+    }
+}
+
+/// True when `a` and `b` name the same directory entry (their directories
+/// resolve to the same place and the names are equal).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let dir = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.canonicalize(),
+        _ => Path::new(".").canonicalize(),
+    };
+    match (dir(a), dir(b)) {
+        (Ok(x), Ok(y)) => x == y && a.file_name() == b.file_name(),
+        _ => false,
     }
 }
 
