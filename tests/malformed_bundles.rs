@@ -437,6 +437,16 @@ fn catalogue() -> Vec<Vector> {
     );
     add(
         c19,
+        "component-is-anothers-directory",
+        signed(vec![
+            add_comp(b"lib/new", &c),
+            add_comp(b"Lib/New/inner.so", &c),
+        ]),
+        "open",
+        "UnsafePath",
+    );
+    add(
+        c19,
         "symlinked-parent",
         signed(vec![patch_comp(b"link/sentinel", &s, &b)]),
         "install",

@@ -309,6 +309,16 @@ fn parse_manifest(d: &[u8]) -> Result<Manifest, Refusal> {
     if !r.d.is_empty() {
         return Err(Refusal::Format);
     }
+    // No component may be a parent directory of another (compared without
+    // ASCII case, like duplicates).
+    for c in &components {
+        let p = c.path.to_ascii_lowercase();
+        for (i, &b) in p.iter().enumerate() {
+            if b == b'/' && folded.contains(&p[..i]) {
+                return Err(Refusal::UnsafePath);
+            }
+        }
+    }
     Ok(Manifest {
         label,
         baseline,

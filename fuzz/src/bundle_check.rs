@@ -492,6 +492,17 @@ fn install(b: &deltaswap::Bundle<&[u8]>) {
                 "remove did not restore the tree; changed entries: {changed:?}"
             );
         }
+        Err(e) if e.is_committed() => {
+            // Past the commit point (a component the commit cannot finish):
+            // recovery must succeed (and stay inside the root).
+            let rec = inst.recover();
+            assert!(rec.is_ok(), "install: {e:?}; recovery after it: {rec:?}");
+            assert_eq!(
+                snapshot(&outside),
+                outside_before,
+                "recovery changed files outside the root"
+            );
+        }
         Err(e) => {
             assert!(!matches!(e, deltaswap::Error::Bug(_)), "install: {e:?}");
             let changed = changes_besides_parent_dirs(&before, &snapshot(&root), b, false);

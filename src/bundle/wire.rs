@@ -674,6 +674,22 @@ fn parse_manifest(data: &[u8], limits: &BundleLimits) -> Result<Manifest, Error>
         });
     }
     r.finish("manifest")?;
+    // A component that is also the parent directory of another can never be
+    // installed: its staged file and the directory would need one name, and
+    // the commit could not finish (nor recovery roll it forward).
+    for c in &components {
+        let folded = c.path.folded();
+        let mut dir = folded.as_slice();
+        while let Some(i) = dir.iter().rposition(|&b| b == b'/') {
+            dir = dir.get(..i).unwrap_or_default();
+            if seen.contains(dir) {
+                return Err(Error::UnsafePath {
+                    path: c.path.to_string(),
+                    reason: "one of its parent directories is also a component",
+                });
+            }
+        }
+    }
     Ok(Manifest {
         label,
         baseline,
