@@ -148,6 +148,7 @@ impl BundleBuilder {
             components.push(c);
             blobs.extend(bs);
         }
+        super::wire::check_component_paths(&components)?;
         let m = Manifest {
             label: self.label.clone(),
             baseline: self.baseline.clone(),

@@ -565,6 +565,22 @@ fn refusals_are_typed_and_touch_nothing() {
             Bundle::open(signed(vec![remove_comp(a), remove_comp(b)], &[], 9), &keys).unwrap_err();
         assert!(matches!(e, Error::DuplicatePath { .. }), "{e}");
     }
+    // A component that is another's parent directory (a file become a
+    // directory): refused when read, and never built.
+    for (a, b) in [(&b"lib/c0"[..], &b"lib/c0/x"[..]), (b"Lib", b"lib/c0")] {
+        let e =
+            Bundle::open(signed(vec![remove_comp(a), remove_comp(b)], &[], 9), &keys).unwrap_err();
+        assert!(matches!(e, Error::UnsafePath { .. }), "{a:?} {b:?}: {e}");
+    }
+    let trees = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(trees.path().join("old")).unwrap();
+    std::fs::create_dir_all(trees.path().join("new/tool")).unwrap();
+    std::fs::write(trees.path().join("old/tool"), b"a file").unwrap();
+    std::fs::write(trees.path().join("new/tool/bin"), b"now a directory").unwrap();
+    let e = BundleBuilder::new("x", "26.3", 2)
+        .build(&trees.path().join("old"), &trees.path().join("new"), &f.key)
+        .unwrap_err();
+    assert!(matches!(e, Error::UnsafePath { .. }), "{e}");
     // Replayed and older sequence numbers.
     let installed_b = setup(&[1]);
     let e = refused(installed_b.clone(), &open(0));

@@ -674,22 +674,7 @@ fn parse_manifest(data: &[u8], limits: &BundleLimits) -> Result<Manifest, Error>
         });
     }
     r.finish("manifest")?;
-    // A component that is also the parent directory of another can never be
-    // installed: its staged file and the directory would need one name, and
-    // the commit could not finish (nor recovery roll it forward).
-    for c in &components {
-        let folded = c.path.folded();
-        let mut dir = folded.as_slice();
-        while let Some(i) = dir.iter().rposition(|&b| b == b'/') {
-            dir = dir.get(..i).unwrap_or_default();
-            if seen.contains(dir) {
-                return Err(Error::UnsafePath {
-                    path: c.path.to_string(),
-                    reason: "one of its parent directories is also a component",
-                });
-            }
-        }
-    }
+    check_parents(&components, &seen)?;
     Ok(Manifest {
         label,
         baseline,
@@ -697,6 +682,43 @@ fn parse_manifest(data: &[u8], limits: &BundleLimits) -> Result<Manifest, Error>
         created,
         components,
     })
+}
+
+/// Refuses a component that is also the parent directory of another (paths
+/// compared after ASCII lower-casing; `folded` holds them all): it can never
+/// be installed, as its staged file and the directory would need one name,
+/// and the commit could not finish (nor recovery roll it forward).
+fn check_parents(components: &[Component], folded: &BTreeSet<Vec<u8>>) -> Result<(), Error> {
+    for c in components {
+        let path = c.path.folded();
+        let mut dir = path.as_slice();
+        while let Some(i) = dir.iter().rposition(|&b| b == b'/') {
+            dir = dir.get(..i).unwrap_or_default();
+            if folded.contains(dir) {
+                return Err(Error::UnsafePath {
+                    path: c.path.to_string(),
+                    reason: "one of its parent directories is also a component \
+                             (a file in one tree is a directory in the other)",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks a reader makes on the components' paths as a set: no two equal
+/// after ASCII lower-casing, none a parent directory of another. For the
+/// builder, so that it never signs a manifest the reader refuses.
+pub(crate) fn check_component_paths(components: &[Component]) -> Result<(), Error> {
+    let mut folded = BTreeSet::new();
+    for c in components {
+        if !folded.insert(c.path.folded()) {
+            return Err(Error::DuplicatePath {
+                path: c.path.to_string(),
+            });
+        }
+    }
+    check_parents(components, &folded)
 }
 
 /// Encodes a manifest. Components must already be sorted and checked.
