@@ -35,7 +35,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::apply::PatchReader;
-use crate::atomic::fs::{FileKind, Fs, FsSource};
+use crate::atomic::fs::{FileKind, Fs, FsSource, Stat};
 use crate::atomic::protocol::copy_xattrs;
 use crate::error::{Error, Subject};
 use crate::hash::{Hasher, Sha256Digest};
@@ -108,10 +108,10 @@ struct Ctx<'a, F: Fs> {
     base: F::Dir,
     /// Parent directories of components, by parent path ("" = root).
     dirs: BTreeMap<Vec<u8>, F::Dir>,
-    /// Directories this run created, as root-relative components, in the
-    /// order of creation (removed again if the install fails before its
-    /// commit point).
-    created: Vec<Vec<OsString>>,
+    /// Directories this run created, as root-relative components and the
+    /// inode made, in the order of creation (removed again if the install
+    /// fails before its commit point).
+    created: Vec<(Vec<OsString>, Stat)>,
     _lock: F::File,
     mutant: Mutant,
 }
@@ -248,7 +248,15 @@ impl<'a, F: Fs> Ctx<'a, F> {
                     self.fs
                         .create_dir(&cur, comp)
                         .map_err(Error::file(&so_far, "creating a component's directory"))?;
-                    self.created.push(comps.clone());
+                    let made = match self.fs.stat_at(&cur, comp) {
+                        Ok(st) => st,
+                        Err(e) => {
+                            // Unrecorded, it would stay after the failure.
+                            let _ = self.fs.remove_dir(&cur, comp);
+                            return Err(Error::file(&so_far, "examining a created directory")(e));
+                        }
+                    };
+                    self.created.push((comps.clone(), made));
                     self.fs
                         .sync_dir(&cur)
                         .map_err(Error::file(&so_far, "syncing a created directory's parent"))?;
@@ -282,7 +290,7 @@ impl<'a, F: Fs> Ctx<'a, F> {
     /// crash before this point leaves them (recovery does not know them).
     fn remove_created_dirs(&mut self) {
         self.dirs.clear();
-        for comps in std::mem::take(&mut self.created).iter().rev() {
+        for (comps, made) in std::mem::take(&mut self.created).iter().rev() {
             let Some((name, parents)) = comps.split_last() else {
                 continue;
             };
@@ -291,8 +299,10 @@ impl<'a, F: Fs> Ctx<'a, F> {
                     .iter()
                     .try_fold(root, |d, c| self.fs.open_dir_at(&d, c))
             });
+            // Only the directory made, not one put in its place since.
+            let ours = |p: &F::Dir| self.fs.stat_at(p, name).is_ok_and(|st| st.same_inode(made));
             if let Ok(parent) = parent {
-                if self.fs.remove_dir(&parent, name).is_ok() {
+                if ours(&parent) && self.fs.remove_dir(&parent, name).is_ok() {
                     let _ = self.fs.sync_dir(&parent);
                 }
             }
