@@ -365,7 +365,13 @@ fn prepare_keep<F: Fs>(
     target_dir: &F::Dir,
     target_name: &OsStr,
     target: &Stat,
+    ctx: &Ctx,
 ) -> Result<Keep<F>, Error> {
+    let refuse = |kind, why: &str| Error::File {
+        path: keep.to_path_buf(),
+        context: "checking the rollback path",
+        source: io::Error::new(kind, why),
+    };
     let (dir_path, name) = split(keep)?;
     let dir = fs.open_dir(&dir_path).map_err(Error::file(
         &dir_path,
@@ -376,27 +382,19 @@ fn prepare_keep<F: Fs>(
         "examining the rollback copy's directory",
     ))?;
     if here.dev != target.dev {
-        return Err(Error::File {
-            path: keep.to_path_buf(),
-            context: "checking the rollback path",
-            source: io::Error::new(
-                io::ErrorKind::CrossesDevices,
-                "the rollback path must be on the same file system as the file",
-            ),
-        });
+        return Err(refuse(
+            io::ErrorKind::CrossesDevices,
+            "the rollback path must be on the same file system as the file",
+        ));
     }
     let target_here = fs
         .stat_at(target_dir, OsStr::new("."))
-        .map_err(Error::file(&dir_path, "examining the file's directory"))?;
+        .map_err(|e| ctx.fail("examining its directory", e))?;
     if target_here.same_inode(&here) && name == target_name {
-        return Err(Error::File {
-            path: keep.to_path_buf(),
-            context: "checking the rollback path",
-            source: io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the rollback path is the file being patched",
-            ),
-        });
+        return Err(refuse(
+            io::ErrorKind::InvalidInput,
+            "the rollback path is the file being patched",
+        ));
     }
     let already = match fs.stat_at(&dir, &name) {
         Ok(st) if st.kind == FileKind::Directory => {
@@ -462,7 +460,7 @@ pub(crate) fn patch_with<F: Fs, R: Read>(
         });
     }
     let keep = match &opts.keep_old {
-        Some(k) => Some(prepare_keep::<F>(fs, k, &dir, &name, &st)?),
+        Some(k) => Some(prepare_keep::<F>(fs, k, &dir, &name, &st, &ctx)?),
         None => None,
     };
     // The rollback path may already be a second name of this inode: an
@@ -663,17 +661,7 @@ fn prepare_and_swap<F: Fs>(
         fs.sync(temp)
             .map_err(|e| ctx.fail("fsync of the new version", e))?;
     }
-    let now = fs
-        .stat_at(dir, name)
-        .map_err(|e| ctx.fail("examining the file before the swap", e))?;
-    if !now.same_inode(st) || now.size != st.size {
-        return Err(Error::Changed {
-            path: ctx.path.clone(),
-        });
-    }
-    if let Some(k) = keep {
-        name_rollback_copy(fs, dir, name, st, k, ctx, knobs)?;
-        // Naming the copy took time (an fsync): check the name again.
+    let unchanged = || {
         let now = fs
             .stat_at(dir, name)
             .map_err(|e| ctx.fail("examining the file before the swap", e))?;
@@ -682,6 +670,13 @@ fn prepare_and_swap<F: Fs>(
                 path: ctx.path.clone(),
             });
         }
+        Ok(())
+    };
+    unchanged()?;
+    if let Some(k) = keep {
+        name_rollback_copy(fs, dir, name, st, k, ctx, knobs)?;
+        // Naming the copy took time (an fsync): check the name again.
+        unchanged()?;
     }
     match fs.exchange(dir, temp_name, name) {
         // The old inode is now under the temporary name (and the rollback
@@ -712,47 +707,36 @@ fn name_rollback_copy<F: Fs>(
     knobs: Knobs,
 ) -> Result<(), Error> {
     if !keep.already {
-        link_rollback_copy(fs, dir, name, st, keep, ctx)?;
+        let mut attempt = 0;
+        let link_name = loop {
+            let candidate = fresh_temp_name(name);
+            match fs.link(dir, name, dir, &candidate) {
+                Ok(()) => break candidate,
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < TEMP_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(ctx.fail("linking the old version for the rollback copy", e)),
+            }
+        };
+        let moved = match fs.stat_at(dir, &link_name) {
+            Ok(l) if l.same_inode(st) => fs
+                .rename(dir, &link_name, &keep.dir, &keep.name)
+                .map_err(|e| ctx.fail("moving the old version to the rollback path", e)),
+            Ok(_) => Err(Error::Changed {
+                path: ctx.path.clone(),
+            }),
+            Err(e) => Err(ctx.fail("examining the rollback copy's link", e)),
+        };
+        if let Err(e) = moved {
+            let _ = fs.unlink(dir, &link_name);
+            return Err(e);
+        }
     }
     if !knobs.skip_dir_sync() {
         fs.sync_dir(&keep.dir)
             .map_err(|e| ctx.fail("fsync of the rollback copy's directory", e))?;
-    }
-    Ok(())
-}
-
-/// The link and rename of [`name_rollback_copy`].
-fn link_rollback_copy<F: Fs>(
-    fs: &F,
-    dir: &F::Dir,
-    name: &OsStr,
-    st: &Stat,
-    keep: &Keep<F>,
-    ctx: &Ctx,
-) -> Result<(), Error> {
-    let mut attempt = 0;
-    let link_name = loop {
-        let candidate = fresh_temp_name(name);
-        match fs.link(dir, name, dir, &candidate) {
-            Ok(()) => break candidate,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < TEMP_ATTEMPTS => {
-                attempt += 1;
-            }
-            Err(e) => return Err(ctx.fail("linking the old version for the rollback copy", e)),
-        }
-    };
-    let moved = match fs.stat_at(dir, &link_name) {
-        Ok(l) if l.same_inode(st) => fs
-            .rename(dir, &link_name, &keep.dir, &keep.name)
-            .map_err(|e| ctx.fail("moving the old version to the rollback path", e)),
-        Ok(_) => Err(Error::Changed {
-            path: ctx.path.clone(),
-        }),
-        Err(e) => Err(ctx.fail("examining the rollback copy's link", e)),
-    };
-    if let Err(e) = moved {
-        let _ = fs.unlink(dir, &link_name);
-        return Err(e);
     }
     Ok(())
 }
