@@ -912,6 +912,15 @@ fn stage_step<F: Fs, S: Source>(
 
 /// Undoes a prepared (uncommitted) operation: removes staged files and the
 /// baseline copies it made, then the journal.
+/// A run that failed before its commit point: undo it and, if that worked,
+/// remove the directories it created (best effort; the caller reports the
+/// original error).
+fn abandon<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) {
+    if undo(ctx, j).is_ok() {
+        ctx.remove_created_dirs();
+    }
+}
+
 fn undo<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) -> Result<(), Error> {
     // A directory the operation was to create may not exist: nothing was
     // staged in it.
@@ -1145,9 +1154,7 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         .count();
     // Prepare.
     if let Err(e) = ctx.write_replace(JOURNAL, JOURNAL_TMP, &journal.encode()) {
-        if undo(&mut ctx, &journal).is_ok() {
-            ctx.remove_created_dirs();
-        }
+        abandon(&mut ctx, &journal);
         return Err(e);
     }
     let staged = (|ctx: &mut Ctx<'_, F>| {
@@ -1163,9 +1170,7 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         ctx.sync_dirs(&journal.ops)
     })(&mut ctx);
     if let Err(e) = staged {
-        if undo(&mut ctx, &journal).is_ok() {
-            ctx.remove_created_dirs();
-        }
+        abandon(&mut ctx, &journal);
         return Err(e);
     }
     // Commit point: the journal says "committed" durably.
@@ -1190,9 +1195,7 @@ pub(crate) fn run_with<F: Fs, S: Source>(
     })();
     if let Err(e) = before {
         journal.committed = false;
-        if undo(&mut ctx, &journal).is_ok() {
-            ctx.remove_created_dirs();
-        }
+        abandon(&mut ctx, &journal);
         return Err(e);
     }
     if let Err(e) = ctx.fs.rename(
@@ -1202,9 +1205,7 @@ pub(crate) fn run_with<F: Fs, S: Source>(
         OsStr::new(JOURNAL),
     ) {
         journal.committed = false;
-        if undo(&mut ctx, &journal).is_ok() {
-            ctx.remove_created_dirs();
-        }
+        abandon(&mut ctx, &journal);
         return Err(Error::file(jpath, "committing the journal")(e));
     }
     let commit_sync = match ctx.mutant {
