@@ -63,6 +63,36 @@ const STRETCH: [i16; 4096] = {
     t
 };
 
+/// [`squash`] of every logit in -2047..=2047, at index `logit + 2047`: the
+/// mixers' output without the interpolation.
+const SQUASHED: [u16; 4095] = {
+    let mut t = [0u16; 4095];
+    let mut i = 0;
+    while i < 4095 {
+        t[i] = squash(i as i32 - 2047) as u16;
+        i += 1;
+    }
+    t
+};
+
+/// [`p16`] of each [`SQUASHED`] entry: the coder's probability, looked up.
+const SQUASHED16: [u16; 4095] = {
+    let mut t = [0u16; 4095];
+    let mut i = 0;
+    while i < 4095 {
+        t[i] = p16(SQUASHED[i] as i32) as u16;
+        i += 1;
+    }
+    t
+};
+
+/// The index into [`SQUASHED`] of a mixer's dot product (a logit scaled by
+/// 2^24), clamped.
+#[inline]
+fn squash_index(dot: i64) -> usize {
+    ((dot >> 16).clamp(-2047, 2047) + 2047) as usize
+}
+
 #[inline]
 fn stretch(p12: u32) -> i32 {
     i32::from(STRETCH[(p12 & 4095) as usize])
@@ -177,24 +207,26 @@ impl Mixer {
         }
     }
 
-    /// [`Mixer::mix`] with only the [`QUIET_INPUTS`] on (the others zero):
-    /// the same result without the work for the inputs that are off.
+    /// [`Mixer::mix`] with only the flag inputs used when quiet on (1, 2, 6
+    /// and 7; the others zero): the same result without the work for the
+    /// inputs that are off.
     #[inline]
-    fn mix_sparse(&mut self, set: usize, inputs: &[i32; 4]) -> i32 {
+    fn mix_sparse(&mut self, set: usize, inputs: &[i32; 4]) -> u32 {
         self.set = set;
         let dot: i64 = match self.weights.get(set) {
-            Some(w) => {
-                let on: i64 = QUIET_INPUTS
-                    .iter()
-                    .zip(inputs)
-                    .map(|(&k, x)| i64::from(w.get(k).copied().unwrap_or(0)) * i64::from(*x))
-                    .sum();
-                on + i64::from(w[INPUTS - 1]) * i64::from(BIAS)
+            Some(&[_, w1, w2, _, _, _, w6, w7, wb]) => {
+                let [x1, x2, x6, x7] = *inputs;
+                i64::from(w1) * i64::from(x1)
+                    + i64::from(w2) * i64::from(x2)
+                    + i64::from(w6) * i64::from(x6)
+                    + i64::from(w7) * i64::from(x7)
+                    + i64::from(wb) * i64::from(BIAS)
             }
             None => 0,
         };
-        self.p12 = squash((dot >> 16).clamp(-2047, 2047) as i32);
-        self.p12
+        let x = squash_index(dot);
+        self.p12 = SQUASHED.get(x).map_or(2048, |&p| i32::from(p));
+        SQUASHED16.get(x).map_or(32_768, |&p| u32::from(p))
     }
 
     /// [`Mixer::update`] after [`Mixer::mix_sparse`].
@@ -205,19 +237,20 @@ impl Mixer {
             return;
         }
         let step = i64::from(err * self.rate);
-        if let Some(w) = self.weights.get_mut(self.set) {
-            for (&k, x) in QUIET_INPUTS.iter().zip(inputs) {
-                if let Some(w) = w.get_mut(k) {
-                    *w = nudge(*w, *x, step);
-                }
-            }
-            w[INPUTS - 1] = nudge(w[INPUTS - 1], BIAS, step);
+        if let Some([_, w1, w2, _, _, _, w6, w7, wb]) = self.weights.get_mut(self.set) {
+            let [x1, x2, x6, x7] = *inputs;
+            *w1 = nudge(*w1, x1, step);
+            *w2 = nudge(*w2, x2, step);
+            *w6 = nudge(*w6, x6, step);
+            *w7 = nudge(*w7, x7, step);
+            *wb = nudge(*wb, BIAS, step);
         }
     }
 
-    /// Mixes the inputs with the weights of `set`; returns P(1) in 12 bits.
+    /// Mixes the inputs with the weights of `set`; returns the coder's P(1)
+    /// (16 bits) and keeps the 12-bit one for [`Mixer::update`].
     #[inline]
-    fn mix(&mut self, set: usize) -> i32 {
+    fn mix(&mut self, set: usize) -> u32 {
         self.set = set;
         let dot: i64 = match self.weights.get(set) {
             Some(w) => w
@@ -227,8 +260,9 @@ impl Mixer {
                 .sum(),
             None => 0,
         };
-        self.p12 = squash((dot >> 16).clamp(-2047, 2047) as i32);
-        self.p12
+        let x = squash_index(dot);
+        self.p12 = SQUASHED.get(x).map_or(2048, |&p| i32::from(p));
+        SQUASHED16.get(x).map_or(32_768, |&p| u32::from(p))
     }
 
     #[inline]
@@ -406,9 +440,6 @@ const MATCH_BITS: u32 = 16;
 const FLAG_SETS: usize = 66;
 /// Unchanged bytes before the flag model goes quiet, as a mask of `changed`.
 const QUIET_MASK: u32 = 0xff;
-/// The flag inputs used when quiet: old bytes, match state with old byte,
-/// hashed old bytes, last delta after these old bytes.
-const QUIET_INPUTS: [usize; 4] = [1, 2, 6, 7];
 const VALUE_SETS: usize = 256 + 64;
 
 /// The model, shared by encoder and decoder.
@@ -496,7 +527,7 @@ impl Model {
 
     /// Codes the delta of the next copied byte, whose old value is `old`;
     /// returns the delta (the decoder's, when decoding).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn code<C: BitCoder>(&mut self, coder: &mut C, old: u8, delta: u8) -> u8 {
         let o0 = u32::from(old);
         let o1 = self.olds & 0xff;
@@ -523,35 +554,28 @@ impl Model {
             // After eight unchanged bytes only the old-byte contexts and the
             // match state are consulted: the others are constant there or
             // repeat them. (Inputs 1, 2, 6 and 7; the rest are off.)
-            let ctx = [
-                (o1 << 8) | o0,
-                (mstate << 8) | o0,
-                hash16(olds4 ^ (hz & 15)),
-                (seen << 8) | o0,
+            let [_, t1, t2, _, _, _, t6, t7] = &mut self.flag;
+            let slots = [
+                t1.slot((o1 << 8) | o0),
+                t2.slot((mstate << 8) | o0),
+                t6.slot(hash16(olds4 ^ (hz & 15))),
+                t7.slot((seen << 8) | o0),
             ];
-            let mut slots = [0usize; 4];
-            let mut inputs = [0i32; 4];
-            for (j, &k) in QUIET_INPUTS.iter().enumerate() {
-                if let (Some(t), Some(&c), Some(s), Some(x)) = (
-                    self.flag.get(k),
-                    ctx.get(j),
-                    slots.get_mut(j),
-                    inputs.get_mut(j),
-                ) {
-                    *s = t.slot(c);
-                    *x = stretch(t.p12(*s));
-                }
-            }
+            let inputs = [
+                stretch(t1.p12(slots[0])),
+                stretch(t2.p12(slots[1])),
+                stretch(t6.p12(slots[2])),
+                stretch(t7.p12(slots[3])),
+            ];
             let p = self
                 .flag_mix
                 .mix_sparse(mstate as usize + FLAG_SETS / 2, &inputs);
-            let changed = coder.code(p16(p), bit);
+            let changed = coder.code(p, bit);
             self.flag_mix.update_sparse(changed, &inputs);
-            for (&k, s) in QUIET_INPUTS.iter().zip(slots) {
-                if let Some(t) = self.flag.get_mut(k) {
-                    t.update(s, changed);
-                }
-            }
+            t1.update(slots[0], changed);
+            t2.update(slots[1], changed);
+            t6.update(slots[2], changed);
+            t7.update(slots[3], changed);
             changed
         } else {
             let ctx = [
@@ -573,7 +597,7 @@ impl Model {
                 *input = stretch(t.p12(*slot));
             }
             let p = self.flag_mix.mix(mstate as usize);
-            let changed = coder.code(p16(p), bit);
+            let changed = coder.code(p, bit);
             self.flag_mix.update(changed);
             for (t, s) in self.flag.iter_mut().zip(slots) {
                 t.update(s, changed);
@@ -586,7 +610,6 @@ impl Model {
         if changed == 1 {
             let dh = (self.deltas as u32).wrapping_mul(0x2545_F491);
             let oh = ((o1 << 16) | (o0 << 8) | d1).wrapping_mul(0x2545_F491);
-            let mut slots = [0usize; 8];
             for k in (0..8).rev() {
                 let agree = predicted
                     .filter(|&p| p != 0 && (p | 0x100) >> (k + 1) == node)
@@ -605,6 +628,7 @@ impl Model {
                     hash16(oh ^ node),
                     (seen << 8) | node,
                 ];
+                let mut slots = [0usize; 8];
                 let inputs = self.value_mix.inputs.iter_mut();
                 for ((t, c), (slot, input)) in
                     self.value.iter().zip(ctx).zip(slots.iter_mut().zip(inputs))
@@ -613,7 +637,7 @@ impl Model {
                     *input = stretch(t.p12(*slot));
                 }
                 let p = self.value_mix.mix(mix_set);
-                let bit = coder.code(p16(p), (u32::from(delta) >> k) & 1);
+                let bit = coder.code(p, (u32::from(delta) >> k) & 1);
                 self.value_mix.update(bit);
                 for (t, s) in self.value.iter_mut().zip(slots) {
                     t.update(s, bit);
@@ -694,9 +718,22 @@ fn hash16(x: u32) -> u32 {
 }
 
 /// A 12-bit probability as the coder's 16 bits, kept away from 0 and 1.
-#[inline]
-fn p16(p12: i32) -> u32 {
-    ((p12.clamp(1, 4095) as u32) << 4).clamp(32, 65_503)
+const fn p16(p12: i32) -> u32 {
+    let p = if p12 < 1 {
+        1
+    } else if p12 > 4095 {
+        4095
+    } else {
+        p12
+    };
+    let p = (p as u32) << 4;
+    if p < 32 {
+        32
+    } else if p > 65_503 {
+        65_503
+    } else {
+        p
+    }
 }
 
 /// Codes the deltas of `copies` (old start, new start, length) of `old` and
