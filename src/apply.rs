@@ -183,6 +183,7 @@ impl<R: Read> PatchReader<R> {
             old_len,
             old_pos: 0,
             buf: vec![0u8; COPY_BUF],
+            model_left: self.limits.max_model_len,
         };
         let mut produced: u64 = 0;
         while produced < header.new_len {
@@ -271,6 +272,8 @@ struct ApplyState<'a, S: ?Sized> {
     old_len: u64,
     old_pos: u64,
     buf: Vec<u8>,
+    /// Deltas the delta model may still decode ([`Limits::max_model_len`]).
+    model_left: u64,
 }
 
 /// What a segment adds to the bytes it copies from the old file.
@@ -627,6 +630,22 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     // Plain deltas: one per copied byte, so never more than the segment's length.
     if plain && seg.streams[DELTA_BYTES].raw_len > seg.new_len {
         return Err(input.err(STREAM_NAMES[DELTA_BYTES], FormatErrorKind::OutOfRange));
+    }
+    // The model decodes far slower per byte than the other codecs: its deltas
+    // have their own budget for the whole patch.
+    let model = seg.streams[DELTA_BYTES];
+    if plain && model.codec == Codec::Model {
+        st.model_left =
+            st.model_left
+                .checked_sub(model.raw_len)
+                .ok_or_else(|| Error::LimitExceeded {
+                    what: "delta-model deltas",
+                    actual: limits
+                        .max_model_len
+                        .saturating_sub(st.model_left)
+                        .saturating_add(model.raw_len),
+                    limit: limits.max_model_len,
+                })?;
     }
     let mut bufs: [Vec<u8>; LITERALS] = Default::default();
     let mut plain_at = 0;

@@ -37,6 +37,7 @@ pub struct Limits {
     pub(crate) max_output_len: u64,
     pub(crate) max_segment_buffer: u64,
     pub(crate) max_window_log: u32,
+    pub(crate) max_model_len: u64,
 }
 
 /// Largest output the default limits accept: 16 GiB.
@@ -48,6 +49,12 @@ const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
 /// Default largest zstd window accepted for the streamed literal data: 2^24 = 16 MiB.
 /// The writer uses at most 2^23.
 const DEFAULT_WINDOW_LOG: u32 = 24;
+/// Default cap on the deltas one patch codes with the delta model: 64 MiB. The
+/// writer uses the model only for files with at most 16 MiB of copies; the
+/// model decodes 12-27x slower per byte than a run-layout apply, so this cap,
+/// not the output length, bounds the CPU a small hostile patch can ask for
+/// (about 3-6 s at the model's speed, docs/SECURITY.md).
+const DEFAULT_MODEL_LEN: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -55,6 +62,7 @@ impl Default for Limits {
             max_output_len: DEFAULT_MAX_OUTPUT,
             max_segment_buffer: DEFAULT_SEGMENT_BUFFER,
             max_window_log: DEFAULT_WINDOW_LOG,
+            max_model_len: DEFAULT_MODEL_LEN,
         }
     }
 }
@@ -107,6 +115,35 @@ impl Limits {
     /// ```
     pub fn max_window_log(mut self, log: u32) -> Limits {
         self.max_window_log = log.clamp(10, 31);
+        self
+    }
+
+    /// The most deltas a patch may code with the delta model (codec 3,
+    /// docs/MODEL.md), summed over its segments. Default 64 MiB.
+    ///
+    /// The model is what makes library patches small, and it decodes at
+    /// 11-24 MB/s where a run-layout apply runs at about 300: without this cap a
+    /// patch of a few KiB could declare gigabytes of model-coded deltas and
+    /// hold a core for minutes. Every patch the writer makes stays within the
+    /// default (it uses the model for at most 16 MiB of copies).
+    ///
+    /// ```
+    /// # use deltaswap::{Error, Limits};
+    /// let old: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    /// // The byte after every 0xe8 changes: where, the old bytes tell, and the
+    /// // writer codes the deltas with the model.
+    /// let mut new = old.clone();
+    /// for i in 1..new.len() {
+    ///     if old[i - 1] == 0xe8 { new[i] = new[i].wrapping_add(16); }
+    /// }
+    /// let patch = deltaswap::diff(&old, &new)?;
+    /// assert_eq!(deltaswap::apply(&old, &patch)?, new);
+    /// let err = deltaswap::apply_with_limits(&old, &patch, Limits::default().max_model_len(1000)).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { what: "delta-model deltas", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_model_len(mut self, deltas: u64) -> Limits {
+        self.max_model_len = deltas;
         self
     }
 

@@ -102,6 +102,7 @@ fn parse_limits(s: &str) -> Limits {
         "max_output_len" => l.max_output_len(v),
         "max_segment_buffer" => l.max_segment_buffer(v),
         "max_window_log" => l.max_window_log(v as u32),
+        "max_model_len" => l.max_model_len(v),
         _ => panic!("unknown limit {k}"),
     }
 }
@@ -453,6 +454,31 @@ fn catalogue() -> Vec<Vector> {
         old: None,
         limits: "max_segment_buffer=8",
         expect: "LimitExceeded:segment control and delta streams".into(),
+    });
+    // Both segments in plain layout with model-coded deltas, against a model
+    // budget that the first segment fits exactly: the second is refused.
+    let model_patch = {
+        let s = sample();
+        let mut p = sample_patch(Codec::Raw);
+        for (i, seg) in p.segments.iter_mut().enumerate() {
+            *seg = s.plain[i].encode([Codec::Raw; 5]);
+            seg.streams[DELTA_BYTES] =
+                Stream::model(&s.plain_olds[i], &s.plain[i].streams[DELTA_BYTES], 12);
+        }
+        assert_eq!(
+            s.plain[0].streams[DELTA_BYTES].len(),
+            170,
+            "the limit below"
+        );
+        p.bytes()
+    };
+    v.push(Vector {
+        class: c,
+        name: "model-deltas-over-caller-limit",
+        patch: model_patch,
+        old: None,
+        limits: "max_model_len=170",
+        expect: "LimitExceeded:delta-model deltas".into(),
     });
     // A 64 KiB literal frame (window 64 KiB) against a caller limit of 2^10.
     let lits64k = random_bytes(15, 64 << 10);

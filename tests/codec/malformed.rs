@@ -705,6 +705,43 @@ fn plain_delta_stream_of_the_wrong_length() {
     }
 }
 
+/// The model's deltas are budgeted over the whole patch (`max_model_len`):
+/// the segment that would pass the budget is refused before it is decoded,
+/// with the total it would reach.
+#[test]
+fn model_deltas_are_budgeted_over_the_patch() {
+    let s = sample();
+    let patch = plain_model_patch(&s, [Codec::Raw; 5]).bytes();
+    let first = s.plain[0].streams[DELTA_BYTES].len() as u64;
+    let total = first + s.plain[1].streams[DELTA_BYTES].len() as u64;
+    assert!(first > 0 && total > first);
+    let with = |max: u64| {
+        deltaswap::apply_with_limits(&s.old, &patch, Limits::default().max_model_len(max))
+    };
+    assert_eq!(with(total).unwrap(), s.new, "exactly the budget");
+    for (max, actual) in [
+        (total - 1, total),
+        (first, total),
+        (first - 1, first),
+        (0, first),
+    ] {
+        let e = with(max).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LimitExceeded { what: "delta-model deltas", actual: a, limit }
+                    if a == actual && limit == max
+            ),
+            "max {max}: {e:?}"
+        );
+    }
+    // Other layouts are not counted: the same sample in run layout applies
+    // with no model budget at all.
+    let runs = sample_patch(&s, [Codec::Raw; 5]).bytes();
+    let out = deltaswap::apply_with_limits(&s.old, &runs, Limits::default().max_model_len(0));
+    assert_eq!(out.unwrap(), s.new);
+}
+
 #[test]
 fn model_descriptor_faults() {
     let enc = |o: &[u8], d: &[u8]| Stream::model(o, d, 12).payload;
