@@ -655,7 +655,7 @@ impl Model {
     }
 
     /// Records a coded delta in the history and moves the match model on.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, old: u8, d: u8) {
         let nz = u32::from(d != 0);
         self.changed = (self.changed << 1) | nz;
