@@ -23,6 +23,9 @@ pub const MAX_SEGMENT_BUFFER: u64 = 1 << 20;
 /// Largest zstd window for the literal stream, and largest delta model
 /// window: 2^20.
 pub const MAX_WINDOW_LOG: u32 = 20;
+/// Deltas a patch may code with the delta model: a quarter of the largest
+/// output, so that patches over the budget are within the fuzzer's reach.
+pub const MAX_MODEL_LEN: u64 = MAX_OUTPUT / 4;
 
 /// Heap bytes the delta model (codec 3) may hold while it decodes a plain
 /// segment's deltas under [`limits`]: its tables and mixer weights (3.40 MiB
@@ -50,6 +53,7 @@ pub fn limits() -> Limits {
         .max_output_len(MAX_OUTPUT)
         .max_segment_buffer(MAX_SEGMENT_BUFFER)
         .max_window_log(MAX_WINDOW_LOG)
+        .max_model_len(MAX_MODEL_LEN)
 }
 
 /// The fixed old file of `apply_fixed_old`: 4 KiB, half pseudo-random, half

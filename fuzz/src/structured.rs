@@ -657,8 +657,9 @@ pub fn check(inp: &Input) {
                     &out == want,
                     "a valid structured patch applies to other bytes"
                 ),
-                // Over a fuzzing limit (a model window over 2^20): the
-                // default limits apply it, unless it is over theirs too.
+                // Over a fuzzing limit (a model window over 2^20, model
+                // deltas over 256 KiB): the default limits apply it, unless
+                // it is over theirs too.
                 Err(deltaswap::Error::LimitExceeded { .. }) => {
                     match deltaswap::apply(&case.old, &case.patch) {
                         Ok(out) => assert!(

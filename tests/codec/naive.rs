@@ -17,6 +17,8 @@ pub type NaiveResult<T> = Result<T, String>;
 const MAX_OUTPUT: u64 = 16 << 30;
 /// Budget for the decoded streams 0–3 plus the stored bytes of the compressed ones.
 const SEGMENT_BUFFER: u64 = 16 << 20;
+/// Default `Limits::max_model_len`: deltas coded with the model, per patch.
+const MODEL_LEN: u64 = 32 << 20;
 
 struct Cursor<'a> {
     data: &'a [u8],
@@ -286,6 +288,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
 
     let mut out: Vec<u8> = Vec::new();
     let mut p: u64 = 0;
+    let mut model_len: u64 = 0;
     while (out.len() as u64) < h.new_len {
         let remaining = h.new_len - out.len() as u64;
         let (seg_len, descs) = parse_segment_descs(&mut c)?;
@@ -319,6 +322,12 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         }
         if descs[3].window_log.is_some_and(|w| w > MAX_WINDOW_LOG) {
             return Err("model window over the limit".into());
+        }
+        if plain && descs[3].codec == 3 {
+            model_len = model_len.saturating_add(descs[3].raw_len);
+            if model_len > MODEL_LEN {
+                return Err("model deltas over the patch's budget".into());
+            }
         }
         // Every stream is decoded here, except a model-coded delta stream:
         // the model needs the old bytes under the copies, known only once the
