@@ -7,15 +7,15 @@
 //! here with `fuzz/src/bundle_inputs.rs`) and replayed by
 //! `tests/fuzz_regressions_bundle.rs`:
 //!
-//! * [`bundle_model`]: a sequence of installs, removes, recoveries, power cuts
+//! * `bundle_model`: a sequence of installs, removes, recoveries, power cuts
 //!   and I/O errors on the in-memory live/durable file-system model, checked
 //!   after every step against an abstract model (installed bundle, highest
 //!   sequence number);
-//! * [`bundle_recover`]: hostile contents of the state directory's `state`,
+//! * `bundle_recover`: hostile contents of the state directory's `state`,
 //!   `journal` and `journal.tmp` files next to a small installed tree, then
 //!   `recover`, `status`, `install` and `remove`.
 //!
-//! Both run every file-system call through [`Strict`], which panics when the
+//! Both run every file-system call through `Strict`, which panics when the
 //! installer hands the file system a name that is not one path component.
 //!
 //! Every function here **panics when a property is violated**: that is how a
@@ -466,7 +466,7 @@ pub enum Act {
     Recover,
 }
 
-/// One step of [`bundle_model`].
+/// One step of `bundle_model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Run the operation without faults.
@@ -491,7 +491,7 @@ pub enum Step {
 /// The errors an I/O fault injects: EIO, ENOSPC, EROFS, EACCES.
 pub const ERRNOS: [i32; 4] = [5, 28, 30, 13];
 
-/// Steps after which [`bundle_model`] stops.
+/// Steps after which `bundle_model` stops.
 pub const MAX_STEPS: usize = 32;
 
 /// What the installer must hold: the installed bundle and the highest
@@ -1184,7 +1184,7 @@ pub enum Call {
     Remove,
 }
 
-/// The input of [`bundle_recover`].
+/// The input of `bundle_recover`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoverInput {
     /// 0: the baseline, nothing installed; 1: (a) installed; 2: (b) over
@@ -1201,7 +1201,7 @@ pub struct RecoverInput {
     pub calls: Vec<Call>,
 }
 
-/// Calls after which [`bundle_recover`] stops.
+/// Calls after which `bundle_recover` stops.
 pub const MAX_CALLS: usize = 8;
 
 const SECRET: &[u8] = b"outside the root: never touched";

@@ -765,7 +765,7 @@ pub(crate) fn encode(
 /// Codes `deltas`, one per copied byte over the old bytes `olds` (the same
 /// length), with a fresh model and a history window of 2^`window_log` bytes;
 /// returns the stored bytes. For tests and fuzz targets that build patches by
-/// hand; [`encode`] is the writer's path.
+/// hand; the writer codes its segments with the crate-private `encode`.
 ///
 /// ```
 /// use deltaswap::model_codec::{decode_deltas, encode_deltas};
