@@ -910,8 +910,6 @@ fn stage_step<F: Fs, S: Source>(
     }
 }
 
-/// Undoes a prepared (uncommitted) operation: removes staged files and the
-/// baseline copies it made, then the journal.
 /// A run that failed before its commit point: undo it and, if that worked,
 /// remove the directories it created (best effort; the caller reports the
 /// original error).
@@ -921,6 +919,8 @@ fn abandon<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) {
     }
 }
 
+/// Undoes a prepared (uncommitted) operation: removes staged files and the
+/// baseline copies it made, then the journal.
 fn undo<F: Fs>(ctx: &mut Ctx<'_, F>, j: &Journal) -> Result<(), Error> {
     // A directory the operation was to create may not exist: nothing was
     // staged in it.
