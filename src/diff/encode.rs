@@ -252,18 +252,20 @@ pub(crate) fn plain_piece(copied: usize) -> usize {
 /// The segment's plain-layout delta stream coded with the delta model:
 /// descriptor and bytes. The model's history window is the smallest power of
 /// two that holds the whole stream, at most 2^`window_log`, so apply allocates
-/// no more than it needs.
+/// no more than it needs. With `split` the model's two halves run on two
+/// threads (same bytes).
 pub(crate) fn pack_plain(
     seg: &RawSegment,
     old: &[u8],
     new: &[u8],
     packing: Packing,
+    split: bool,
 ) -> (StreamDesc, Vec<u8>) {
     let copied = seg.copied();
     let min_log = u32::from(ModelParams::MIN_WINDOW_LOG);
     let cap = u32::from(ModelParams::window_log_cap(copied as u64));
     let window_log = cap.min(packing.window_log.max(min_log));
-    let packed = crate::model::encode(old, new, &seg.copies, window_log);
+    let packed = crate::model::encode(old, new, &seg.copies, window_log, split);
     let params = ModelParams {
         window_log: u8::try_from(window_log).unwrap_or(ModelParams::MAX_WINDOW_LOG),
     };

@@ -311,13 +311,16 @@ fn build_patch_with_budget(
             .map_or(0, |seg| zstd_cost(seg.streams[stream].len(), packing.level)),
         PackJob::Plain(s) => segments.get(s).map_or(0, |seg| seg.copied() as u64),
     };
+    // With fewer model pieces than threads, each piece's flag and value
+    // halves run on two threads (the same bytes as one).
+    let split = plain_jobs.len() < rayon::current_num_threads();
     let done = par_map_longest_first(&jobs, cost, |job| match *job {
         PackJob::Stream {
             segment,
             stream,
             packing,
         } => Packed::Stream(pack_stream(&segments[segment].streams[stream], packing)),
-        PackJob::Plain(s) => Packed::Plain(s, pack_plain(&segments[s], old, new, packing)),
+        PackJob::Plain(s) => Packed::Plain(s, pack_plain(&segments[s], old, new, packing, split)),
     });
     let mut packed = Vec::with_capacity(segments.len() * STREAMS);
     let mut plain = Vec::with_capacity(plain_jobs.len());
