@@ -442,6 +442,14 @@ const FLAG_SETS: usize = 66;
 const QUIET_MASK: u32 = 0xff;
 const VALUE_SETS: usize = 256 + 64;
 
+/// The flag half's two inputs that come from the long history: the match
+/// state and the delta last seen after the same four old bytes.
+#[derive(Clone, Copy, Default)]
+struct FlagInputs {
+    mstate: u8,
+    seen: u8,
+}
+
 /// The model, shared by encoder and decoder.
 pub(crate) struct Model {
     flag: [Table; 8],
@@ -529,36 +537,44 @@ impl Model {
     /// returns the delta (the decoder's, when decoding).
     #[inline(always)]
     pub(crate) fn code<C: BitCoder>(&mut self, coder: &mut C, old: u8, delta: u8) -> u8 {
-        self.code_half::<C, true, true>(coder, old, delta)
+        self.code_half::<C, true, true, false>(coder, old, delta, FlagInputs::default())
+            .0
     }
 
     /// [`Model::code`] with the changed flag (`FLAG`), the value bits
     /// (`VALUE`) or both sent to `coder`. The flag half and the value half
     /// share no adaptive state: each reads the history of deltas and old
-    /// bytes, which both keep, and its own tables and mixer. So an encoder,
-    /// which knows every delta, can run each half on its own model and get
-    /// the same probabilities as [`Model::code`] (see `encode_split`). A half
-    /// left out takes its bits from `delta`, so only the encoder may leave
-    /// one out.
+    /// bytes and owns its tables and mixer. So an encoder, which knows every
+    /// delta, can run each half on its own model and get the same
+    /// probabilities as [`Model::code`] (see `encode_split`). A half left out
+    /// takes its bits from `delta`, so only the encoder may leave one out.
+    ///
+    /// Returns the delta and the two inputs of the flag half that need the
+    /// long history (match model and last-delta table). With `LIGHT` (flag
+    /// half only) those come from `given` instead, and only the short history
+    /// (the last bytes, deltas and changed flags) is kept: the flag half then
+    /// runs beside a value half that computes them.
     #[inline(always)]
-    fn code_half<C: BitCoder, const FLAG: bool, const VALUE: bool>(
+    fn code_half<C: BitCoder, const FLAG: bool, const VALUE: bool, const LIGHT: bool>(
         &mut self,
         coder: &mut C,
         old: u8,
         delta: u8,
-    ) -> u8 {
+        given: FlagInputs,
+    ) -> (u8, FlagInputs) {
         let o0 = u32::from(old);
         let o1 = self.olds & 0xff;
         let d1 = (self.deltas & 0xff) as u32;
         let n1 = (o1 + d1) & 0xff;
         let hz = self.changed;
-        let predicted = if self.match_len > 0 {
+        let predicted = if !LIGHT && self.match_len > 0 {
             Some(u32::from(self.ring_at(self.match_ptr)))
         } else {
             None
         };
         let bucket = self.match_bucket();
         let mstate = match predicted {
+            _ if LIGHT => u32::from(given.mstate),
             Some(p) => 1 + ((bucket.min(15) << 1) | u32::from(p != 0)),
             None => 0,
         };
@@ -566,7 +582,11 @@ impl Model {
         // Changed or not.
         let olds4 = (self.olds << 8) | o0;
         let seen_slot = (hash16(olds4 ^ 0x5bd1_e995) & self.seen_mask) as usize;
-        let seen = u32::from(self.seen.get(seen_slot).copied().unwrap_or(0));
+        let seen = if LIGHT {
+            u32::from(given.seen)
+        } else {
+            u32::from(self.seen.get(seen_slot).copied().unwrap_or(0))
+        };
         let bit = u32::from(delta != 0);
         let changed = if !FLAG {
             bit
@@ -669,11 +689,36 @@ impl Model {
         }
         // An unchanged byte's delta is zero; a changed one's is the tree's leaf.
         let d = if changed == 1 { (node & 0xff) as u8 } else { 0 };
-        if let Some(s) = self.seen.get_mut(seen_slot) {
-            *s = d;
+        if LIGHT {
+            self.push_short(old, d);
+        } else {
+            if let Some(s) = self.seen.get_mut(seen_slot) {
+                *s = d;
+            }
+            self.push(old, d);
         }
-        self.push(old, d);
-        d
+        // mstate is at most 32 and seen a byte.
+        let inputs = FlagInputs {
+            mstate: mstate as u8,
+            seen: seen as u8,
+        };
+        (d, inputs)
+    }
+
+    /// The part of [`Model::push`] that the flag half reads besides
+    /// [`FlagInputs`]: the last old bytes, deltas and changed flags, and the
+    /// run of unchanged bytes.
+    #[inline(always)]
+    fn push_short(&mut self, old: u8, d: u8) {
+        let nz = u32::from(d != 0);
+        self.changed = (self.changed << 1) | nz;
+        self.run = if nz == 1 {
+            0
+        } else {
+            self.run.saturating_add(1)
+        };
+        self.olds = (self.olds << 8) | u32::from(old);
+        self.deltas = (self.deltas << 8) | u64::from(d);
     }
 
     /// Records a coded delta in the history and moves the match model on.
@@ -805,34 +850,53 @@ impl BitCoder for Recorder {
 }
 
 /// Codes the (old byte, delta) pairs that `pairs` yields, `len` of them, as
-/// [`Model::code`] would, on two threads: one runs the model for the changed
-/// flags only, the other for the value bits only, each keeping the
-/// probabilities it would give the coder; then one pass codes every bit with
-/// its probability. The model's halves share no adaptive state, so the
-/// probabilities, and the bytes, are those of the sequential encoder; each
-/// half still keeps the whole history, which both read. On libc's 1.9 M
-/// deltas the longer half (the flags) is about two thirds of the sequential
-/// encoder's work.
+/// [`Model::code`] would, on two threads, and returns the same bytes.
+///
+/// The value half runs with the whole history (match model, last-delta
+/// table, ring of deltas) and hands the two flag inputs that need it to the
+/// flag half, in blocks, as it goes; the flag half, on the other thread,
+/// keeps only the short history it reads directly. Each half keeps the
+/// probabilities it would give the coder, and one pass then codes every bit.
+/// The value half runs on the calling thread and the flag half is the one
+/// rayon may hand to another thread, so the half that waits for blocks is
+/// never the one that has to produce them: with one thread, the flag half
+/// runs after the value half and finds every block already sent.
 #[cfg(feature = "diff")]
 fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
     I: Iterator<Item = (u8, u8)>,
     F: Fn() -> I + Sync,
 {
-    let (flags, values) = rayon::join(
-        || {
-            let mut model = Model::new(len, window_log);
-            let mut rec = Recorder(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
-            for (o, d) in pairs() {
-                model.code_half::<_, true, false>(&mut rec, o, d);
-            }
-            rec.0
-        },
+    /// Positions per block of flag inputs.
+    const BLOCK: usize = 1 << 14;
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<FlagInputs>>();
+    let pairs = &pairs;
+    let (values, flags) = rayon::join(
         || {
             let mut model = Model::new(len, window_log);
             let mut rec = Recorder(Vec::new());
+            let mut block = Vec::with_capacity(BLOCK);
             for (o, d) in pairs() {
-                model.code_half::<_, false, true>(&mut rec, o, d);
+                let (_, inputs) =
+                    model.code_half::<_, false, true, false>(&mut rec, o, d, FlagInputs::default());
+                block.push(inputs);
+                if block.len() == BLOCK {
+                    // The flag half holds the receiver until it has read
+                    // every block, so a send does not fail.
+                    let _ = tx.send(std::mem::replace(&mut block, Vec::with_capacity(BLOCK)));
+                }
+            }
+            let _ = tx.send(block);
+            drop(tx);
+            rec.0
+        },
+        move || {
+            let mut model = Model::new(len, window_log);
+            let mut rec = Recorder(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
+            let mut pairs = pairs();
+            for inputs in rx.iter().flatten() {
+                let Some((o, d)) = pairs.next() else { break };
+                model.code_half::<_, true, false, true>(&mut rec, o, d, inputs);
             }
             rec.0
         },
