@@ -853,66 +853,79 @@ impl BitCoder for Recorder {
 /// [`Model::code`] would, on two threads, and returns the same bytes.
 ///
 /// The value half runs with the whole history (match model, last-delta
-/// table, ring of deltas) and hands the two flag inputs that need it to the
-/// flag half, in blocks, as it goes; the flag half, on the other thread,
-/// keeps only the short history it reads directly. Each half keeps the
-/// probabilities it would give the coder, and one pass then codes every bit.
+/// table, ring of deltas) and sends the flag half, in blocks as it goes, the
+/// two flag inputs that need that history and the probabilities of the
+/// value bits. The flag half, on the other thread, keeps only the short
+/// history it reads directly, and codes every bit: each flag with its own
+/// probability, each changed byte's eight bits with the ones it was sent.
 /// The value half runs on the calling thread and the flag half is the one
 /// rayon may hand to another thread, so the half that waits for blocks is
-/// never the one that has to produce them: with one thread, the flag half
-/// runs after the value half and finds every block already sent.
+/// never the one that has to send them: with one thread, the flag half runs
+/// after the value half and finds every block already sent.
 #[cfg(feature = "diff")]
 fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
     I: Iterator<Item = (u8, u8)>,
     F: Fn() -> I + Sync,
 {
-    /// Positions per block of flag inputs.
+    /// Positions per block.
     const BLOCK: usize = 1 << 14;
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<FlagInputs>>();
+    /// What the value half sends: the flag inputs of `BLOCK` positions (fewer
+    /// in the last block) and the value bits' probabilities of those that
+    /// changed, eight each.
+    struct Block {
+        flags: Vec<FlagInputs>,
+        values: Vec<u16>,
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Block>();
     let pairs = &pairs;
-    let (values, flags) = rayon::join(
-        || {
+    let ((), stored) = rayon::join(
+        // `move`: the sender is dropped when this half ends, which ends the
+        // flag half's loop over the blocks.
+        move || {
             let mut model = Model::new(len, window_log);
             let mut rec = Recorder(Vec::new());
-            let mut block = Vec::with_capacity(BLOCK);
+            let mut flags = Vec::with_capacity(BLOCK);
             for (o, d) in pairs() {
                 let (_, inputs) =
                     model.code_half::<_, false, true, false>(&mut rec, o, d, FlagInputs::default());
-                block.push(inputs);
-                if block.len() == BLOCK {
+                flags.push(inputs);
+                if flags.len() == BLOCK {
+                    let block = Block {
+                        flags: std::mem::replace(&mut flags, Vec::with_capacity(BLOCK)),
+                        values: std::mem::take(&mut rec.0),
+                    };
                     // The flag half holds the receiver until it has read
                     // every block, so a send does not fail.
-                    let _ = tx.send(std::mem::replace(&mut block, Vec::with_capacity(BLOCK)));
+                    let _ = tx.send(block);
                 }
             }
-            let _ = tx.send(block);
-            drop(tx);
-            rec.0
+            let _ = tx.send(Block {
+                flags,
+                values: rec.0,
+            });
         },
         move || {
             let mut model = Model::new(len, window_log);
-            let mut rec = Recorder(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
+            let mut enc = Encoder::new();
             let mut pairs = pairs();
-            for inputs in rx.iter().flatten() {
-                let Some((o, d)) = pairs.next() else { break };
-                model.code_half::<_, true, false, true>(&mut rec, o, d, inputs);
+            for block in rx {
+                let mut values = block.values.into_iter();
+                for inputs in block.flags {
+                    let Some((o, d)) = pairs.next() else { break };
+                    model.code_half::<_, true, false, true>(&mut enc, o, d, inputs);
+                    if d != 0 {
+                        for k in (0..8).rev() {
+                            let p = values.next().unwrap_or(32_768);
+                            enc.code(u32::from(p), u32::from(d >> k) & 1);
+                        }
+                    }
+                }
             }
-            rec.0
+            enc.finish()
         },
     );
-    let mut enc = Encoder::new();
-    let mut values = values.into_iter();
-    for ((_, d), p) in pairs().zip(flags) {
-        let changed = enc.code(u32::from(p), u32::from(d != 0));
-        if changed == 1 {
-            for k in (0..8).rev() {
-                let p = values.next().unwrap_or(32_768);
-                enc.code(u32::from(p), u32::from(d >> k) & 1);
-            }
-        }
-    }
-    enc.finish()
+    stored
 }
 
 /// Codes `deltas`, one per copied byte over the old bytes `olds` (the same
