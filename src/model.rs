@@ -826,10 +826,34 @@ pub(crate) fn encode(
     if split {
         return encode_split(pairs, len as u64, window_log);
     }
-    let mut model = Model::new(len as u64, window_log);
+    encode_sequential(old, new, copies, len as u64, window_log)
+}
+
+/// [`encode`] on one thread. Kept out of line, and looping over the copies
+/// and their bytes rather than over `pairs`: inlined into the caller's job
+/// loop, or iterating `pairs`, the encoder took 1-3% more instructions on
+/// libc's stream (callgrind).
+#[cfg(feature = "diff")]
+#[inline(never)]
+fn encode_sequential(
+    old: &[u8],
+    new: &[u8],
+    copies: &[(usize, usize, usize)],
+    len: u64,
+    window_log: u32,
+) -> Vec<u8> {
+    let mut model = Model::new(len, window_log);
     let mut enc = Encoder::new();
-    for (o, d) in pairs() {
-        model.code(&mut enc, o, d);
+    for &(o, n, l) in copies {
+        let (Some(a), Some(b)) = (
+            old.get(o..).and_then(|s| s.get(..l)),
+            new.get(n..).and_then(|s| s.get(..l)),
+        ) else {
+            continue;
+        };
+        for (&x, &y) in a.iter().zip(b) {
+            model.code(&mut enc, x, y.wrapping_sub(x));
+        }
     }
     enc.finish()
 }
