@@ -88,42 +88,20 @@ const MIN_MATCH: usize = 2;
 const TIE_WINDOW: usize = 16;
 
 impl<'a> Part<'a> {
-    /// Indexes `text`, which starts at `start` in the old file.
+    /// Indexes `text`, which starts at `start` in the old file. The suffix
+    /// sort takes longest; the filter and the bucket table are built beside it.
     fn build(text: &'a [u8], start: usize) -> Result<Part<'a>, Error> {
-        let (sa, grams) = rayon::join(|| SuffixArray::build(text), || GramFilter::build(text));
-        Ok(Part::new(text, start, sa?, grams))
-    }
-
-    fn new(text: &'a [u8], start: usize, sa: SuffixArray, grams: GramFilter) -> Part<'a> {
-        let mut buckets = vec![0u32; 65537];
-        if u32::try_from(sa.len()).is_ok() {
-            let mut counts = vec![0u32; 65536];
-            for i in 0..text.len() {
-                let k = key(text, i);
-                if let Some(c) = counts.get_mut(k) {
-                    *c = c.saturating_add(1);
-                }
-            }
-            let mut acc = 0u32;
-            for (k, c) in counts.iter().enumerate() {
-                if let Some(b) = buckets.get_mut(k) {
-                    *b = acc;
-                }
-                acc = acc.saturating_add(*c);
-            }
-            if let Some(b) = buckets.get_mut(65536) {
-                *b = acc;
-            }
-        } else {
-            buckets.clear();
-        }
-        Part {
+        let (sa, (grams, buckets)) = rayon::join(
+            || SuffixArray::build(text),
+            || (GramFilter::build(text), bucket_starts(text)),
+        );
+        Ok(Part {
             start,
             text,
-            sa,
+            sa: sa?,
             grams,
             buckets,
-        }
+        })
     }
 
     /// The SA range to search for a needle starting with bytes `a, b`.
@@ -326,6 +304,35 @@ fn gram_hash(w: &[u8], nbits: u64) -> usize {
     let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
     let h = v.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v >> 29);
     ((u128::from(h.wrapping_mul(0xBF58_476D_1CE4_E5B9)) * u128::from(nbits)) >> 64) as usize
+}
+
+/// Where each two-byte bucket starts in the suffix array of `text` (see
+/// `Part::buckets`), from counting the keys: it needs only the text, so it is
+/// built while the suffix array is sorted. Empty for a text of 2^32 bytes or
+/// more (its suffix array is searched whole).
+fn bucket_starts(text: &[u8]) -> Vec<u32> {
+    if u32::try_from(text.len()).is_err() {
+        return Vec::new();
+    }
+    let mut counts = vec![0u32; 65536];
+    for i in 0..text.len() {
+        let k = key(text, i);
+        if let Some(c) = counts.get_mut(k) {
+            *c = c.saturating_add(1);
+        }
+    }
+    let mut buckets = vec![0u32; 65537];
+    let mut acc = 0u32;
+    for (k, c) in counts.iter().enumerate() {
+        if let Some(b) = buckets.get_mut(k) {
+            *b = acc;
+        }
+        acc = acc.saturating_add(*c);
+    }
+    if let Some(b) = buckets.get_mut(65536) {
+        *b = acc;
+    }
+    buckets
 }
 
 fn key(text: &[u8], i: usize) -> usize {
