@@ -423,24 +423,178 @@ impl Known {
 }
 
 /// Scans `new[start..end]` and returns operations covering exactly that range.
-pub(crate) fn scan_chunk(index: &Index<'_>, new: &[u8], start: usize, end: usize) -> Vec<Op> {
-    scan(index, new, start, end, true)
+///
+/// A chunk of at least [`SPLIT_SCAN_MIN`] bytes, when `split` is set, is
+/// scanned by two threads with the same result (see [`scan_split`]).
+pub(crate) fn scan_chunk(
+    index: &Index<'_>,
+    new: &[u8],
+    start: usize,
+    end: usize,
+    split: bool,
+) -> Vec<Op> {
+    if split && end - start >= SPLIT_SCAN_MIN {
+        scan_split(index, new, start, start + (end - start) / 2, end)
+    } else {
+        scan(index, new, start, end, true)
+    }
 }
+
+/// Chunks from this size up may be scanned in two halves.
+const SPLIT_SCAN_MIN: usize = 64 << 10;
 
 /// [`scan_chunk`], with the [`Known`] shortcut on or off (the tests check
 /// that it changes nothing).
 fn scan(index: &Index<'_>, new: &[u8], start: usize, end: usize, shortcut: bool) -> Vec<Op> {
-    let old = index.old();
-    let old_len = old.len();
-    let mut ops = Vec::new();
-    let mut scan = start;
-    let mut len = 0usize;
-    let mut pos = 0usize;
-    let mut last_scan = start;
-    let mut last_pos = start.min(old_len);
-    let mut last_offset: isize = 0;
-    let mut known: Option<Known> = None;
-    while scan < end {
+    let mut s = Scanner::new(index, new, start, end, shortcut);
+    while s.step() {}
+    s.finish()
+}
+
+/// The scan of `new[start..end]` on two threads, with the operations of
+/// [`scan`] over the whole range.
+///
+/// The scan is a sequence of steps, and what a step and all later ones do
+/// depends only on the [`Checkpoint`] before it (the [`Known`] shortcut
+/// saves lookups but changes no result). So a second scanner starts at `mid`
+/// as if a chunk started there, and notes its checkpoints; the first scans
+/// from `start` up to `mid`, then goes on alone until it reaches a checkpoint
+/// the second one passed through (usually within a few operations: both
+/// follow the same matches). From there the second's operations are the
+/// first's. If they never meet, the first scans to `end` itself: the result
+/// is the same either way, only the time differs.
+fn scan_split(index: &Index<'_>, new: &[u8], start: usize, mid: usize, end: usize) -> Vec<Op> {
+    let (mut first, (second, marks)) = rayon::join(
+        || {
+            let mut s = Scanner::new(index, new, start, end, true);
+            while s.checkpoint().is_some_and(|c| c.at < mid) && s.step() {}
+            s
+        },
+        || {
+            let mut s = Scanner::new(index, new, mid, end, true);
+            let mut marks: Vec<(Checkpoint, usize)> = Vec::new();
+            loop {
+                if let Some(c) = s.checkpoint() {
+                    marks.push((c, s.ops.len()));
+                }
+                if !s.step() {
+                    break;
+                }
+            }
+            (s.ops, marks)
+        },
+    );
+    let mut k = 0usize;
+    loop {
+        if let Some(c) = first.checkpoint() {
+            while marks.get(k).is_some_and(|(m, _)| m.at < c.at) {
+                k += 1;
+            }
+            if let Some(&(m, n)) = marks.get(k) {
+                if m == c {
+                    first
+                        .ops
+                        .extend_from_slice(second.get(n..).unwrap_or_default());
+                    return first.finish();
+                }
+            }
+        }
+        if !first.step() {
+            break;
+        }
+    }
+    first.finish()
+}
+
+/// The state a scan step starts from: the position it scans from, and the
+/// current alignment (where the last operation's copy ended, in new and old,
+/// and their offset). Two scanners of the same chunk end that reach the same
+/// checkpoint make the same operations from there on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Checkpoint {
+    at: usize,
+    last_scan: usize,
+    last_pos: usize,
+    last_offset: isize,
+}
+
+/// The bsdiff-style scan of one range of the new file, a step at a time.
+struct Scanner<'i, 'a, 'n> {
+    index: &'i Index<'a>,
+    new: &'n [u8],
+    end: usize,
+    shortcut: bool,
+    scan: usize,
+    len: usize,
+    pos: usize,
+    last_scan: usize,
+    last_pos: usize,
+    last_offset: isize,
+    known: Option<Known>,
+    ops: Vec<Op>,
+}
+
+impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
+    fn new(
+        index: &'i Index<'a>,
+        new: &'n [u8],
+        start: usize,
+        end: usize,
+        shortcut: bool,
+    ) -> Scanner<'i, 'a, 'n> {
+        Scanner {
+            index,
+            new,
+            end,
+            shortcut,
+            scan: start,
+            len: 0,
+            pos: 0,
+            last_scan: start,
+            last_pos: start.min(index.old().len()),
+            last_offset: 0,
+            known: None,
+            ops: Vec::new(),
+        }
+    }
+
+    /// The state the next step starts from, while that step scans new bytes.
+    /// (A step from the end of the range only closes the last operation,
+    /// and how depends on more than this state, so it has no checkpoint.)
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        let at = self.scan + self.len;
+        (self.scan < self.end && at < self.end).then_some(Checkpoint {
+            at,
+            last_scan: self.last_scan,
+            last_pos: self.last_pos,
+            last_offset: self.last_offset,
+        })
+    }
+
+    /// The operations, without the empty ones (possible at a chunk start).
+    fn finish(mut self) -> Vec<Op> {
+        self.ops.retain(|op| op.add_len + op.extra_len > 0);
+        self.ops
+    }
+
+    /// One step of the scan: from the current position, find the next match
+    /// worth a new operation and close the current one. False when the range
+    /// was already done.
+    fn step(&mut self) -> bool {
+        let (index, new, end, shortcut) = (self.index, self.new, self.end, self.shortcut);
+        let old = index.old();
+        let old_len = old.len();
+        let mut scan = self.scan;
+        if scan >= end {
+            return false;
+        }
+        let mut len = self.len;
+        let mut pos = self.pos;
+        let mut last_scan = self.last_scan;
+        let mut last_pos = self.last_pos;
+        let mut last_offset = self.last_offset;
+        let mut known = self.known;
+        let ops = &mut self.ops;
         let mut old_score: usize = 0;
         scan += len;
         let mut scsc = scan;
@@ -543,10 +697,15 @@ fn scan(index: &Index<'_>, new: &[u8], start: usize, end: usize, shortcut: bool)
             last_pos = pos - lenb;
             last_offset = pos as isize - scan as isize;
         }
+        self.scan = scan;
+        self.len = len;
+        self.pos = pos;
+        self.last_scan = last_scan;
+        self.last_pos = last_pos;
+        self.last_offset = last_offset;
+        self.known = known;
+        true
     }
-    // Drop empty operations (possible at a chunk start).
-    ops.retain(|op| op.add_len + op.extra_len > 0);
-    ops
 }
 
 #[cfg(test)]
@@ -677,6 +836,33 @@ mod tests {
             // One part: the longest match anywhere.
             let l = whole.search(needle, s).1;
             assert_eq!(l.max(MIN_MATCH), brute(&old, needle).max(MIN_MATCH));
+        }
+    }
+
+    /// The scan in two halves gives the operations of the scan in one, at
+    /// any split point: where the halves meet early, where they meet late,
+    /// and where the second half is unrelated to old.
+    #[test]
+    fn split_scan_changes_no_operation() {
+        for seed in 1..9 {
+            let (old, mut new) = recompiled(seed, 40_000);
+            if seed == 8 {
+                // A tail old has nothing of: the halves may never meet.
+                let mut x = 7u32;
+                for b in new.iter_mut().skip(25_000) {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *b = (x >> 24) as u8;
+                }
+            }
+            let idx = Index::build(&old).unwrap();
+            for (a, b) in [(0, new.len()), (3_000, new.len() - 2_000)] {
+                let whole = scan(&idx, &new, a, b, true);
+                check_cover(&whole, &old, a, b);
+                for mid in [a + 1, a + 777, (a + b) / 2, b - 100, b - 1] {
+                    let halves = scan_split(&idx, &new, a, mid, b);
+                    assert_eq!(halves, whole, "seed {seed}, {a}..{b} split at {mid}");
+                }
+            }
         }
     }
 

@@ -169,9 +169,12 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
     }
     let index = Index::build(old)?;
     let starts: Vec<usize> = (0..new.len()).step_by(CHUNK).collect();
+    // With fewer chunks than threads, each chunk is scanned in two halves
+    // (the same operations as one).
+    let split = starts.len() < rayon::current_num_threads();
     let per_chunk: Vec<Vec<Op>> = starts
         .par_iter()
-        .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len())))
+        .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len()), split))
         .collect();
     let ops = merge_ops(per_chunk.into_iter().flatten());
     Ok(anchor_start(merge_ops(

@@ -460,12 +460,15 @@ fn crossing_the_2mib_chunk_boundary() {
 
     let opts1 = DiffOptions::new().level(3).threads(1);
     let patch = check_roundtrip(&old, &new, &opts1);
-    let patch2 = DiffOptions::new()
-        .level(3)
-        .threads(2)
-        .diff(&old, &new)
-        .unwrap();
-    assert!(patch == patch2, "threads(2) gave a different patch");
+    // With 4 threads each of the two chunks is also scanned in two halves.
+    for threads in [2, 4] {
+        let patch2 = DiffOptions::new()
+            .level(3)
+            .threads(threads)
+            .diff(&old, &new)
+            .unwrap();
+        assert!(patch == patch2, "threads({threads}) gave a different patch");
+    }
     assert!(
         patch.len() < new.len() / 20,
         "patch of {} bytes for {} bytes",
