@@ -885,7 +885,11 @@ impl BitCoder for Recorder {
 /// The value half runs on the calling thread and the flag half is the one
 /// rayon may hand to another thread, so the half that waits for blocks is
 /// never the one that has to send them: with one thread, the flag half runs
-/// after the value half and finds every block already sent.
+/// after the value half and finds every block already sent. (Then, or while
+/// no other thread is free to take the flag half, the blocks wait in the
+/// channel: 2 bytes per delta and 16 more per changed one, about 13 MB for a
+/// 4 MiB piece with libc's 8% of changed bytes, 72 MiB if all changed. The
+/// writer splits a piece only when it has fewer pieces than threads.)
 #[cfg(feature = "diff")]
 fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
@@ -945,7 +949,12 @@ where
                         }
                     }
                 }
+                debug_assert!(
+                    values.next().is_none(),
+                    "a block's values outlast its flags"
+                );
             }
+            debug_assert!(pairs.next().is_none(), "deltas left after the last block");
             enc.finish()
         },
     );

@@ -374,10 +374,13 @@ fn eq_at(old: &[u8], o: isize, new: &[u8], n: usize) -> bool {
 /// What one lookup proves about the next ones. A lookup at `from` found the
 /// longest match `new[from..end]` at `pos`, and the [`GRAM`] bytes ending with
 /// `new[end]` (the first byte it could not match) occur nowhere in old. Then
-/// no match starting at `s` in `from + 1..=limit` (`limit = end + 1 - GRAM`)
+/// no match starting at `s` in `from + 1..limit` (`limit = end + 1 - GRAM`)
 /// can reach past `end`, since it would contain those bytes; and
 /// `new[s..end]` does occur, at `pos + (s - from)`. So the longest match at
-/// `s` is exactly `end - s` bytes long, known without a lookup.
+/// `s` is exactly `end - s` bytes long, known without a lookup. (At `limit`
+/// itself the first window is the absent one, so the filter skips the lookup
+/// there and the scan scores the byte as unmatched; the shortcut stops short
+/// of it, or it would score a match of `GRAM - 1` bytes instead.)
 ///
 /// Only the length is known, not which occurrence a lookup would pick; that
 /// does not matter, because such a match is never accepted: its mismatches
@@ -601,7 +604,7 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
         while scan < end {
             let prefer = (scan as isize + last_offset).max(0) as usize;
             let needle = &new[scan..end];
-            if let Some(k) = known.filter(|k| shortcut && scan > k.from && scan <= k.limit) {
+            if let Some(k) = known.filter(|k| shortcut && scan > k.from && scan < k.limit) {
                 // The longest match here is the rest of an earlier one (see
                 // `Known`): no lookup needed to score it.
                 len = k.end - scan;
@@ -864,6 +867,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where the shortcut's range ends: at the position whose first window is
+    /// the one old lacks, the scan must score the byte as the filter does, not
+    /// as a match of seven bytes. (A review found this pair; the shortcut
+    /// used to reach that position and gave other operations.)
+    #[test]
+    fn shortcut_stops_before_the_absent_window() {
+        let old = [
+            1u8, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1,
+        ];
+        let new = [
+            0u8, 1, 0, 0, 0, 0, 1, 1, 1, 2, 1, 0, 2, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1,
+            1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1,
+        ];
+        let idx = Index::build(&old).unwrap();
+        let fast = scan(&idx, &new, 0, new.len(), true);
+        let slow = scan(&idx, &new, 0, new.len(), false);
+        assert_eq!(fast, slow);
+        check_cover(&fast, &old, 0, new.len());
     }
 
     #[test]
