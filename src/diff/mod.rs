@@ -177,9 +177,9 @@ fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
         .map(|&s| scan_chunk(&index, new, s, (s + CHUNK).min(new.len()), split))
         .collect();
     let ops = merge_ops(per_chunk.into_iter().flatten());
-    Ok(anchor_start(merge_ops(
-        realign::realign(ops, old, new).into_iter(),
-    )))
+    // The index (4-8 bytes per old byte) is freed beside the realignment.
+    let ((), ops) = rayon::join(move || drop(index), || realign::realign(ops, old, new));
+    Ok(anchor_start(merge_ops(ops.into_iter())))
 }
 
 /// Apply starts at old position 0 and moves only by the seek after an operation.

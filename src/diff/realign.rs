@@ -9,6 +9,8 @@
 //! the extra operation costs. It only changes where bytes are copied from, never
 //! which new bytes are produced.
 
+use rayon::prelude::*;
+
 use super::matcher::Op;
 
 /// Granularity of the search, in bytes.
@@ -27,70 +29,95 @@ fn mismatches(old: &[u8], o: usize, new: &[u8], n: usize, len: usize) -> usize {
 }
 
 /// Rewrites `ops` so that long copies take each block from the best of their
-/// own, the previous and the next copy's alignment.
+/// own, the previous and the next copy's alignment. Each copy is decided on
+/// its own (from its neighbours' original offsets), so the copies are
+/// processed in parallel, in groups, and the result does not depend on the
+/// thread count.
 pub(crate) fn realign(ops: Vec<Op>, old: &[u8], new: &[u8]) -> Vec<Op> {
+    /// Operations per parallel job.
+    const GROUP: usize = 64;
     let offsets: Vec<Option<isize>> = ops
         .iter()
         .map(|op| (op.add_len > 0).then(|| op.old_start as isize - op.new_start as isize))
         .collect();
-    let mut out = Vec::with_capacity(ops.len());
-    for (i, op) in ops.iter().enumerate() {
-        if op.add_len < 2 * BLOCK {
-            out.push(*op);
-            continue;
-        }
-        let own = op.old_start as isize - op.new_start as isize;
-        let mut cands: Vec<isize> = Vec::with_capacity(3);
-        for o in [
-            i.checked_sub(1).and_then(|j| offsets[j]),
-            offsets.get(i + 1).copied().flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if o != own && !cands.contains(&o) {
-                cands.push(o);
+    let groups: Vec<Vec<Op>> = ops
+        .par_chunks(GROUP)
+        .enumerate()
+        .map(|(g, group)| {
+            let mut out = Vec::with_capacity(group.len());
+            for (j, op) in group.iter().enumerate() {
+                realign_op(g * GROUP + j, op, &offsets, old, new, &mut out);
             }
-        }
-        if cands.is_empty() {
-            out.push(*op);
-            continue;
-        }
-        // Choose an offset per block.
-        let mut pieces: Vec<(usize, usize, isize)> = Vec::new(); // (new_start, len, offset)
-        let mut n = op.new_start;
-        let end = op.new_start + op.add_len;
-        while n < end {
-            let len = BLOCK.min(end - n);
-            let base = mismatches(old, (n as isize + own) as usize, new, n, len);
-            let mut best = (base, own);
-            for &c in &cands {
-                let o = n as isize + c;
-                if o < 0 {
-                    continue;
-                }
-                let m = mismatches(old, o as usize, new, n, len);
-                if m.saturating_add(MIN_GAIN) <= best.0 && m < best.0 {
-                    best = (m, c);
-                }
-            }
-            match pieces.last_mut() {
-                Some(last) if last.2 == best.1 => last.1 += len,
-                _ => pieces.push((n, len, best.1)),
-            }
-            n += len;
-        }
-        let count = pieces.len();
-        for (k, (ns, len, off)) in pieces.into_iter().enumerate() {
-            out.push(Op {
-                new_start: ns,
-                old_start: (ns as isize + off) as usize,
-                add_len: len,
-                extra_len: if k + 1 == count { op.extra_len } else { 0 },
-            });
+            out
+        })
+        .collect();
+    groups.concat()
+}
+
+/// [`realign`] for the `i`-th operation, `op`: appends what replaces it.
+fn realign_op(
+    i: usize,
+    op: &Op,
+    offsets: &[Option<isize>],
+    old: &[u8],
+    new: &[u8],
+    out: &mut Vec<Op>,
+) {
+    if op.add_len < 2 * BLOCK {
+        out.push(*op);
+        return;
+    }
+    let own = op.old_start as isize - op.new_start as isize;
+    let mut cands: Vec<isize> = Vec::with_capacity(3);
+    for o in [
+        i.checked_sub(1)
+            .and_then(|j| offsets.get(j).copied().flatten()),
+        offsets.get(i + 1).copied().flatten(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if o != own && !cands.contains(&o) {
+            cands.push(o);
         }
     }
-    out
+    if cands.is_empty() {
+        out.push(*op);
+        return;
+    }
+    // Choose an offset per block.
+    let mut pieces: Vec<(usize, usize, isize)> = Vec::new(); // (new_start, len, offset)
+    let mut n = op.new_start;
+    let end = op.new_start + op.add_len;
+    while n < end {
+        let len = BLOCK.min(end - n);
+        let base = mismatches(old, (n as isize + own) as usize, new, n, len);
+        let mut best = (base, own);
+        for &c in &cands {
+            let o = n as isize + c;
+            if o < 0 {
+                continue;
+            }
+            let m = mismatches(old, o as usize, new, n, len);
+            if m.saturating_add(MIN_GAIN) <= best.0 && m < best.0 {
+                best = (m, c);
+            }
+        }
+        match pieces.last_mut() {
+            Some(last) if last.2 == best.1 => last.1 += len,
+            _ => pieces.push((n, len, best.1)),
+        }
+        n += len;
+    }
+    let count = pieces.len();
+    for (k, (ns, len, off)) in pieces.into_iter().enumerate() {
+        out.push(Op {
+            new_start: ns,
+            old_start: (ns as isize + off) as usize,
+            add_len: len,
+            extra_len: if k + 1 == count { op.extra_len } else { 0 },
+        });
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +157,42 @@ mod tests {
             out.iter().map(|o| o.add_len + o.extra_len).sum::<usize>(),
             4016
         );
+    }
+
+    /// The parallel groups give what the operations give one by one, in
+    /// order: each copy sees its true neighbours across group boundaries.
+    #[test]
+    fn groups_see_their_neighbours() {
+        let old: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        // Copies of 1.5 KB; every third one poorly aligned (offset 0 where
+        // its neighbours copy with offset 8), so most of them move.
+        let mut new = Vec::new();
+        let mut ops = Vec::new();
+        for k in 0..300usize {
+            let n = new.len();
+            let off = if k % 3 == 1 { 0 } else { 8 };
+            ops.push(Op {
+                new_start: n,
+                old_start: n + off,
+                add_len: 1536,
+                extra_len: 0,
+            });
+            new.extend_from_slice(&old[n + 8..n + 8 + 1536]);
+        }
+        let offsets: Vec<Option<isize>> = ops
+            .iter()
+            .map(|op| Some(op.old_start as isize - op.new_start as isize))
+            .collect();
+        let mut one_by_one = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            realign_op(i, op, &offsets, &old, &new, &mut one_by_one);
+        }
+        let out = realign(ops, &old, &new);
+        assert_eq!(out, one_by_one);
+        assert!(out
+            .iter()
+            .all(|o| o.old_start as isize - o.new_start as isize == 8));
     }
 }
