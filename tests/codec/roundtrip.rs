@@ -487,6 +487,52 @@ fn crossing_the_2mib_chunk_boundary() {
     assert!(patch.len() < 4096, "{} bytes", patch.len());
 }
 
+/// Old files of 512 KiB to 2 MiB are indexed in two halves: matches must be
+/// found in either half and across the middle, and the patch must not depend
+/// on the thread count (the default level, so the model's halves and the
+/// scan's halves run too).
+#[test]
+fn old_file_indexed_in_two_halves() {
+    // About 0.9 MiB of toy code.
+    let code = instrs(42, 240_000);
+    let old = render(&code);
+    assert!(
+        old.len() > 768 << 10 && old.len() < 1 << 20,
+        "{}",
+        old.len()
+    );
+    let mid = old.len() / 2;
+    // An instruction inserted early, one changed near the middle; then a block
+    // from the second half moved to the front, and one that straddles the
+    // middle copied to the end.
+    let mut new = render(&recompile(
+        code,
+        &[
+            CodeEdit::Insert(100, Instr { op: 3, arg: 7 }),
+            CodeEdit::Change(120_000, 99),
+        ],
+    ));
+    let moved = old[mid + 100_000..mid + 140_000].to_vec();
+    new.splice(0..0, moved);
+    new.extend_from_slice(&old[mid - 20_000..mid + 20_000]);
+
+    let patch = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    for threads in [2, 4] {
+        let p = DiffOptions::new()
+            .threads(threads)
+            .diff(&old, &new)
+            .unwrap();
+        assert!(p == patch, "threads({threads}) gave a different patch");
+    }
+    // The moved and copied blocks cost a few operations, not their bytes.
+    assert!(
+        patch.len() < 16 << 10,
+        "patch of {} bytes for {} bytes",
+        patch.len(),
+        new.len()
+    );
+}
+
 /// A new file that starts with bytes copied from somewhere other than the
 /// start of the old file (a deleted prefix, a moved block) must round-trip.
 #[test]
