@@ -49,13 +49,13 @@ const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
 /// Default largest zstd window accepted for the streamed literal data: 2^24 = 16 MiB.
 /// The writer uses at most 2^23.
 const DEFAULT_WINDOW_LOG: u32 = 24;
-/// Default cap on the deltas one patch codes with the delta model: 32 MiB,
-/// twice what the writer ever codes with it (files with at most 16 MiB of
+/// Default cap on the deltas one patch codes with the delta model: 64 MiB,
+/// twice what the writer ever codes with it (files with at most 32 MiB of
 /// copies). The model decodes 12-27x slower per byte than a run-layout apply
 /// on real patches and up to about 0.65 us per delta on a hostile stream, so
 /// this cap, not the output length, bounds the CPU a small hostile patch can
-/// ask for (about 20 s of one core, docs/SECURITY.md).
-const DEFAULT_MODEL_LEN: u64 = 32 << 20;
+/// ask for (about 45 s of one core, docs/SECURITY.md).
+const DEFAULT_MODEL_LEN: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -120,15 +120,15 @@ impl Limits {
     }
 
     /// The most deltas a patch may code with the delta model (codec 3,
-    /// docs/MODEL.md), summed over its segments. Default 32 MiB.
+    /// docs/MODEL.md), summed over its segments. Default 64 MiB.
     ///
     /// The model is what makes library patches small, and it decodes real
     /// patches at 11-24 MB/s where a run-layout apply runs at about 300, and
     /// a hostile stream (every delta nonzero and predictable, a few KiB per
     /// 8 Mi deltas) at about 0.5-0.65 us per delta: without this cap a small
     /// patch could declare gigabytes of model-coded deltas and hold a core for
-    /// hours. With the default it gets about 20 s. Every patch the writer makes
-    /// stays within the default (it uses the model for at most 16 MiB of
+    /// hours. With the default it gets about 45 s. Every patch the writer makes
+    /// stays within the default (it uses the model for at most 32 MiB of
     /// copies); a bundle's components are patches of their own, each with
     /// this budget.
     ///

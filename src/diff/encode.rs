@@ -230,9 +230,12 @@ pub(crate) const PLAIN_MIN_LEVEL: i32 = 19;
 
 /// Files whose copies add up to more than this are not tried in plain layout:
 /// the delta model decodes at 11-24 MB/s where zstd decodes the run layout at
-/// hundreds of MB/s, so on large files (libnode's 45 MiB of copies) apply would
-/// be several times slower than `zstd --patch-from`.
-pub(crate) const PLAIN_MAX_COPIED: usize = 16 << 20;
+/// hundreds of MB/s, so this bounds what the model adds to an apply to about
+/// 1.5-3 s, and large files (libnode's 45 MiB of copies) keep the speed of
+/// `zstd --patch-from`. It was 16 MiB until a file just above it (pyarrow's
+/// libarrow_flight, 18.4 MiB) came out 1.18x the size of qbsdiff's patch in
+/// the run layout and 0.50x with the model (docs/BENCHMARKS.md).
+pub(crate) const PLAIN_MAX_COPIED: usize = 32 << 20;
 
 /// When the plain layout is tried, segments are cut into pieces of equal
 /// copied bytes, at most this many, so that their model encodings run in

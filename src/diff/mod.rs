@@ -69,7 +69,7 @@ impl DiffOptions {
 
     /// Compression level, 1 (fast) to 22 (smallest); values outside that range
     /// are clamped. It is the zstd level of the streams; from 19 (the default)
-    /// up, when the copies of the file add up to at most 16 MiB, each segment
+    /// up, when the copies of the file add up to at most 32 MiB, each segment
     /// (cut into pieces of at most 4 MiB copied, coded in parallel) is also
     /// coded in the plain layout with the delta model (docs/MODEL.md), and the
     /// smaller of the two is kept (docs/FORMAT.md). That makes patches of

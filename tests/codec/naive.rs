@@ -18,7 +18,7 @@ const MAX_OUTPUT: u64 = 16 << 30;
 /// Budget for the decoded streams 0–3 plus the stored bytes of the compressed ones.
 const SEGMENT_BUFFER: u64 = 16 << 20;
 /// Default `Limits::max_model_len`: deltas coded with the model, per patch.
-const MODEL_LEN: u64 = 32 << 20;
+const MODEL_LEN: u64 = 64 << 20;
 
 struct Cursor<'a> {
     data: &'a [u8],
