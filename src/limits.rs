@@ -50,8 +50,8 @@ const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
 /// The writer uses at most 2^23.
 const DEFAULT_WINDOW_LOG: u32 = 24;
 /// Default cap on the deltas one patch codes with the delta model: 64 MiB,
-/// twice what the writer ever codes with it (files with at most 32 MiB of
-/// copies). The model decodes 12-27x slower per byte than a run-layout apply
+/// the most the writer ever codes with it (files with at most 32 MiB of
+/// copies at the default level, 64 MiB at levels 20-22). The model decodes 12-27x slower per byte than a run-layout apply
 /// on real patches and up to about 0.65 us per delta on a hostile stream, so
 /// this cap, not the output length, bounds the CPU a small hostile patch can
 /// ask for (about 45 s of one core, docs/SECURITY.md).
@@ -129,8 +129,8 @@ impl Limits {
     /// patch could declare gigabytes of model-coded deltas and hold a core for
     /// hours. With the default it gets about 45 s. Every patch the writer makes
     /// stays within the default (it uses the model for at most 32 MiB of
-    /// copies); a bundle's components are patches of their own, each with
-    /// this budget.
+    /// copies at the default level, 64 MiB at levels 20-22); a bundle's
+    /// components are patches of their own, each with this budget.
     ///
     /// ```
     /// # use deltaswap::{Error, Limits};

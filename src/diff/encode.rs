@@ -223,6 +223,17 @@ impl Packing {
     pub(crate) fn tries_plain(&self) -> bool {
         self.level >= PLAIN_MIN_LEVEL
     }
+
+    /// Files whose copies add up to more than this are not tried in plain
+    /// layout: [`PLAIN_MAX_COPIED`] at the default level, [`PLAIN_MAX_COPIED_ULTRA`]
+    /// from [`ULTRA_MIN_LEVEL`] up.
+    pub(crate) fn plain_max_copied(&self) -> usize {
+        if self.level >= ULTRA_MIN_LEVEL {
+            PLAIN_MAX_COPIED_ULTRA
+        } else {
+            PLAIN_MAX_COPIED
+        }
+    }
 }
 
 /// The lowest zstd level at which the plain layout is tried.
@@ -236,6 +247,17 @@ pub(crate) const PLAIN_MIN_LEVEL: i32 = 19;
 /// libarrow_flight, 18.4 MiB) came out 1.18x the size of qbsdiff's patch in
 /// the run layout and 0.50x with the model (docs/BENCHMARKS.md).
 pub(crate) const PLAIN_MAX_COPIED: usize = 32 << 20;
+
+/// From this level up, the plain layout is also tried for files of up to
+/// [`PLAIN_MAX_COPIED_ULTRA`] copied: the smallest patches of large files, at
+/// the price of the model's apply speed (libnode: 285 KB instead of 680 KB,
+/// about 2.5 s to apply instead of 0.11 s).
+pub(crate) const ULTRA_MIN_LEVEL: i32 = 20;
+
+/// The most copies the writer codes with the model, from [`ULTRA_MIN_LEVEL`]:
+/// the default [`Limits::max_model_len`](crate::Limits::max_model_len), so a
+/// reader with the default limits accepts every patch the writer makes.
+pub(crate) const PLAIN_MAX_COPIED_ULTRA: usize = 64 << 20;
 
 /// When the plain layout is tried, segments are cut into pieces of equal
 /// copied bytes, at most this many, so that their model encodings run in
