@@ -135,7 +135,9 @@ enum Command {
         /// Level 1..22 (default 19): the zstd level of the patch streams; from 19
         /// up the delta stream is also tried with the delta model and the
         /// smaller kept (library patches 8-56% smaller, about 0.1 s per MiB
-        /// copied to make and to apply); 18 or lower is zstd only.
+        /// copied to make and to apply), for files of up to 32 MiB copied, 64 MiB
+        /// from 20 (smallest patches of large files, slower apply); 18 or lower
+        /// is zstd only.
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: Option<i32>,
         /// Worker threads (default: all cores). The patch does not depend on it.
