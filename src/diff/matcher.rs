@@ -59,9 +59,9 @@ const PART_MAX: usize = 64 << 20;
 /// scanned in two halves, and its model piece is coded in two halves, so the
 /// suffix sort is the one step left on one core; two half-sized sorts at once
 /// take it down by about half, for a few more lookups in the scan. Measured
-/// (2026-11-29, medians of 9 interleaved runs): libc 0.134 → 0.116 s, libxml2
-/// 0.119 → 0.107 s, libnss3 0.089 → 0.078 s, libssl and libsystemd −7-8%;
-/// patches within 5 bytes (libcurl 51 bytes smaller). From three chunks up
+/// (2026-11-29, medians of 11 interleaved runs): libc 0.141 → 0.125 s, libxml2
+/// 0.129 → 0.106 s, libnss3 0.094 → 0.081 s, libssl, libsystemd and libcurl
+/// −6-9%; patches within 5 bytes (libcurl 51 bytes smaller). From three chunks up
 /// the chunks keep both cores busy and the second part's lookups cost more
 /// than the shorter sort saves (libcrypto, 4.5 MB: 0.435 → 0.461 s), and below
 /// the lower bound the sort is too short to matter (libexpat, 182 KB: +4%).
