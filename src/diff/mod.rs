@@ -76,7 +76,10 @@ impl DiffOptions {
     /// 45 MiB at level 20); it costs about 0.05-0.1 s of one core per MiB
     /// copied to make and as much to apply, which is why the default stops at
     /// 32 MiB and larger files keep the apply speed of `zstd --patch-from`.
-    /// Level 18 and below skip it.
+    /// Level 18 and below skip it. (Readers of this crate before 2026-11-29
+    /// budget 32 Mi model deltas per patch by default: for them, a level
+    /// 20-22 patch of more than 32 MiB copied needs
+    /// [`Limits::max_model_len`](crate::Limits::max_model_len) raised.)
     /// The zstd window and the model's history stay capped at 8 MiB whatever
     /// the level, so apply memory does not depend on it.
     pub fn level(mut self, level: i32) -> DiffOptions {
