@@ -51,8 +51,9 @@ const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
 const DEFAULT_WINDOW_LOG: u32 = 24;
 /// Default cap on the deltas one patch codes with the delta model: 64 MiB,
 /// the most the writer ever codes with it (files with at most 32 MiB of
-/// copies at the default level, 64 MiB at levels 20-22). The model decodes 12-27x slower per byte than a run-layout apply
-/// on real patches and up to about 0.65 us per delta on a hostile stream, so
+/// copies at the default level, 64 MiB at levels 20-22). The model decodes
+/// 12-27x slower per byte than a run-layout apply on real patches and up to
+/// about 0.65 us per delta on a hostile stream, so
 /// this cap, not the output length, bounds the CPU a small hostile patch can
 /// ask for (about 45 s of one core, docs/SECURITY.md).
 const DEFAULT_MODEL_LEN: u64 = 64 << 20;
