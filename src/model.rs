@@ -882,83 +882,185 @@ impl BitCoder for Recorder {
 /// value bits. The flag half, on the other thread, keeps only the short
 /// history it reads directly, and codes every bit: each flag with its own
 /// probability, each changed byte's eight bits with the ones it was sent.
-/// The value half runs on the calling thread and the flag half is the one
-/// rayon may hand to another thread, so the half that waits for blocks is
-/// never the one that has to send them: with one thread, the flag half runs
-/// after the value half and finds every block already sent. (Then, or while
-/// no other thread is free to take the flag half, the blocks wait in the
-/// channel: 2 bytes per delta and 16 more per changed one, about 13 MB for a
-/// 4 MiB piece with libc's 8% of changed bytes, 72 MiB if all changed. The
-/// writer splits a piece only when it has fewer pieces than threads.)
+///
+/// The value half may run at most [`AHEAD`] blocks ahead: at most 2 bytes per
+/// delta and 16 more per changed one wait in the channel, about 1.7 MB with
+/// libc's 8% of changed bytes and 18 MiB if every byte changed. Past that it
+/// waits for the flag half, if the flag half has started. If it has not (no
+/// other thread was free to take it, or the pool has one thread), the value
+/// half takes the flag half over and codes each block as soon as it is made:
+/// the same bytes on one thread, in the same bounded memory. The value half
+/// runs on the calling thread and the flag half is the one rayon may hand to
+/// another thread, so whichever takes the flag half finds the blocks in order.
 #[cfg(feature = "diff")]
 fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
     I: Iterator<Item = (u8, u8)>,
     F: Fn() -> I + Sync,
 {
-    /// Positions per block.
-    const BLOCK: usize = 1 << 14;
-    /// What the value half sends: the flag inputs of `BLOCK` positions (fewer
-    /// in the last block) and the value bits' probabilities of those that
-    /// changed, eight each.
-    struct Block {
-        flags: Vec<FlagInputs>,
-        values: Vec<u16>,
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<Block>();
+    encode_split_ahead(pairs, len, window_log, AHEAD).0
+}
+
+/// [`encode_split`] with the value half at most `ahead` blocks ahead; also
+/// says whether the value half took the flag half over.
+#[cfg(feature = "diff")]
+fn encode_split_ahead<I, F>(pairs: F, len: u64, window_log: u32, ahead: usize) -> (Vec<u8>, bool)
+where
+    I: Iterator<Item = (u8, u8)>,
+    F: Fn() -> I + Sync,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+    use std::sync::Mutex;
+
+    let (tx, rx) = sync_channel::<Block>(ahead);
+    // Whoever sets it codes the flag half; the receiver goes to that side.
+    let claimed = AtomicBool::new(false);
+    let claim = || !claimed.swap(true, Ordering::AcqRel);
+    let receiver: Mutex<Option<Receiver<Block>>> = Mutex::new(Some(rx));
+    let take_receiver = || {
+        receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    };
     let pairs = &pairs;
-    let ((), stored) = rayon::join(
+    let (by_value_half, by_flag_half) = rayon::join(
         // `move`: the sender is dropped when this half ends, which ends the
         // flag half's loop over the blocks.
         move || {
             let mut model = Model::new(len, window_log);
             let mut rec = Recorder(Vec::new());
-            let mut flags = Vec::with_capacity(BLOCK);
+            let mut flags = Vec::with_capacity(SPLIT_BLOCK);
+            // The flag half, once this thread has taken it over.
+            let mut inline: Option<FlagHalf<I>> = None;
+            let mut send = |block: Block| {
+                if let Some(half) = inline.as_mut() {
+                    half.code_block(block);
+                    return;
+                }
+                match tx.try_send(block) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(block)) if claim() => {
+                        let mut half = FlagHalf::new(pairs(), len, window_log);
+                        if let Some(rx) = take_receiver() {
+                            for sent in rx.try_iter() {
+                                half.code_block(sent);
+                            }
+                        }
+                        half.code_block(block);
+                        inline = Some(half);
+                    }
+                    // The flag half has started and holds the receiver until
+                    // it has read every block, so this send does not fail.
+                    Err(TrySendError::Full(block)) => {
+                        let _ = tx.send(block);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            };
             for (o, d) in pairs() {
                 let (_, inputs) =
                     model.code_half::<_, false, true, false>(&mut rec, o, d, FlagInputs::default());
                 flags.push(inputs);
-                if flags.len() == BLOCK {
-                    let block = Block {
-                        flags: std::mem::replace(&mut flags, Vec::with_capacity(BLOCK)),
+                if flags.len() == SPLIT_BLOCK {
+                    send(Block {
+                        flags: std::mem::replace(&mut flags, Vec::with_capacity(SPLIT_BLOCK)),
                         values: std::mem::take(&mut rec.0),
-                    };
-                    // The flag half holds the receiver until it has read
-                    // every block, so a send does not fail.
-                    let _ = tx.send(block);
+                    });
                 }
             }
-            let _ = tx.send(Block {
+            send(Block {
                 flags,
                 values: rec.0,
             });
+            inline.map(FlagHalf::finish)
         },
-        move || {
-            let mut model = Model::new(len, window_log);
-            let mut enc = Encoder::new();
-            let mut pairs = pairs();
-            for block in rx {
-                let mut values = block.values.into_iter();
-                for inputs in block.flags {
-                    let Some((o, d)) = pairs.next() else { break };
-                    model.code_half::<_, true, false, true>(&mut enc, o, d, inputs);
-                    if d != 0 {
-                        for k in (0..8).rev() {
-                            let p = values.next().unwrap_or(32_768);
-                            enc.code(u32::from(p), u32::from(d >> k) & 1);
-                        }
-                    }
-                }
-                debug_assert!(
-                    values.next().is_none(),
-                    "a block's values outlast its flags"
-                );
+        || {
+            if !claim() {
+                return None;
             }
-            debug_assert!(pairs.next().is_none(), "deltas left after the last block");
-            enc.finish()
+            let mut half = FlagHalf::new(pairs(), len, window_log);
+            for block in take_receiver()? {
+                half.code_block(block);
+            }
+            Some(half.finish())
         },
     );
-    stored
+    let took_over = by_value_half.is_some();
+    (
+        by_value_half.or(by_flag_half).unwrap_or_default(),
+        took_over,
+    )
+}
+
+/// Positions per block of [`encode_split`].
+#[cfg(feature = "diff")]
+const SPLIT_BLOCK: usize = 1 << 14;
+
+/// Blocks the value half of [`encode_split`] may have sent and the flag half
+/// not yet taken: 2^20 positions.
+#[cfg(feature = "diff")]
+const AHEAD: usize = 64;
+
+/// What the value half of [`encode_split`] sends: the flag inputs of
+/// [`SPLIT_BLOCK`] positions (fewer in the last block) and the value bits'
+/// probabilities of those that changed, eight each.
+#[cfg(feature = "diff")]
+struct Block {
+    flags: Vec<FlagInputs>,
+    values: Vec<u16>,
+}
+
+/// The flag half of [`encode_split`]: a model that keeps only the short
+/// history, the coder, and the pairs it codes.
+#[cfg(feature = "diff")]
+struct FlagHalf<I> {
+    model: Model,
+    enc: Encoder,
+    pairs: I,
+}
+
+#[cfg(feature = "diff")]
+impl<I: Iterator<Item = (u8, u8)>> FlagHalf<I> {
+    fn new(pairs: I, len: u64, window_log: u32) -> FlagHalf<I> {
+        FlagHalf {
+            model: Model::new(len, window_log),
+            enc: Encoder::new(),
+            pairs,
+        }
+    }
+
+    /// Codes the positions of `block`: each flag with the model's own
+    /// probability, each changed byte's bits with the probabilities sent.
+    fn code_block(&mut self, block: Block) {
+        let mut values = block.values.into_iter();
+        for inputs in block.flags {
+            let Some((o, d)) = self.pairs.next() else {
+                break;
+            };
+            self.model
+                .code_half::<_, true, false, true>(&mut self.enc, o, d, inputs);
+            if d != 0 {
+                for k in (0..8).rev() {
+                    let p = values.next().unwrap_or(32_768);
+                    self.enc.code(u32::from(p), u32::from(d >> k) & 1);
+                }
+            }
+        }
+        debug_assert!(
+            values.next().is_none(),
+            "a block's values outlast its flags"
+        );
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        debug_assert!(
+            self.pairs.next().is_none(),
+            "deltas left after the last block"
+        );
+        self.enc.finish()
+    }
 }
 
 /// Codes `deltas`, one per copied byte over the old bytes `olds` (the same
@@ -1059,6 +1161,40 @@ mod tests {
                         one == two,
                         "len {len}, {per_mille}/1000 changed, window 2^{window_log}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The value half runs at most `ahead` blocks ahead of the flag half.
+    /// With one thread the flag half cannot start until the value half is
+    /// done, so the value half must take it over once it is that far ahead
+    /// (else every block would wait in memory); with two, either may code the
+    /// flags. The bytes are the sequential encoder's every time.
+    #[test]
+    fn split_encoder_stays_a_bounded_distance_ahead() {
+        let len = 5 * SPLIT_BLOCK + 123;
+        let old: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let new: Vec<u8> = old
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if i % 7 == 0 { b ^ 0x21 } else { b })
+            .collect();
+        let copies = [(0, 0, len)];
+        let want = encode(&old, &new, &copies, 16, false);
+        let pairs = || old.iter().zip(&new).map(|(&o, &n)| (o, n.wrapping_sub(o)));
+        let blocks = len.div_ceil(SPLIT_BLOCK);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for ahead in [1, 2, blocks - 1, blocks, blocks + 1] {
+                let (got, took_over) =
+                    pool.install(|| encode_split_ahead(pairs, len as u64, 16, ahead));
+                assert!(got == want, "{threads} threads, {ahead} blocks ahead");
+                if threads == 1 {
+                    assert_eq!(took_over, ahead < blocks, "{ahead} blocks ahead");
                 }
             }
         }
