@@ -759,6 +759,27 @@ mod tests {
             assert_eq!(l, brute(&old, &needle));
             assert_eq!(common_prefix(&old[p..], &needle), l);
         }
+        // Needles that are a suffix of old, run past its end, or share long
+        // prefixes with many suffixes (a text of long runs): comparisons that
+        // end at the end of a suffix or of the needle, and long ties for the
+        // match nearest `prefer`.
+        let runs: Vec<u8> = (0..3000).map(|i| u8::from(i % 700 < 690)).collect();
+        for text in [&old, &runs] {
+            let idx = Index::build(text).unwrap();
+            for _ in 0..300 {
+                let s = (rnd() as usize) % text.len();
+                let mut needle = text[s..].to_vec();
+                match rnd() % 3 {
+                    0 => needle.truncate((rnd() as usize) % 64 + 1),
+                    1 => needle.extend_from_slice(&text[..(rnd() as usize) % 40]),
+                    _ => {}
+                }
+                let prefer = (rnd() as usize) % text.len();
+                let (p, l) = idx.search(&needle, prefer);
+                assert_eq!(l, brute(text, &needle));
+                assert_eq!(common_prefix(&text[p..], &needle), l);
+            }
+        }
     }
 
     /// Old and new files like two builds of a program: new is old with bytes
