@@ -883,9 +883,9 @@ impl BitCoder for Recorder {
 /// history it reads directly, and codes every bit: each flag with its own
 /// probability, each changed byte's eight bits with the ones it was sent.
 ///
-/// The value half may run at most [`AHEAD`] blocks ahead: at most 2 bytes per
-/// delta and 16 more per changed one wait in the channel, about 1.7 MB with
-/// libc's 8% of changed bytes and 18 MiB if every byte changed. Past that it
+/// The value half may run at most [`AHEAD`] blocks ahead: 2 bytes per delta
+/// and 16 more per changed one wait in the channel, at most 3.4 MB when 8% of
+/// the bytes changed (libc) and 18 MiB when all did. Past that it
 /// waits for the flag half, if the flag half has started. If it has not (no
 /// other thread was free to take it, or the pool has one thread), the value
 /// half takes the flag half over and codes each block as soon as it is made:
