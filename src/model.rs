@@ -883,81 +883,90 @@ impl BitCoder for Recorder {
 /// history it reads directly, and codes every bit: each flag with its own
 /// probability, each changed byte's eight bits with the ones it was sent.
 ///
-/// The value half may run at most [`AHEAD`] blocks ahead: 2 bytes per delta
-/// and 16 more per changed one wait in the channel, at most 3.4 MB when 8% of
-/// the bytes changed (libc) and 18 MiB when all did. Past that it
-/// waits for the flag half, if the flag half has started. If it has not (no
-/// other thread was free to take it, or the pool has one thread), the value
-/// half takes the flag half over and codes each block as soon as it is made:
-/// the same bytes on one thread, in the same bounded memory. The value half
-/// runs on the calling thread and the flag half is the one rayon may hand to
-/// another thread, so whichever takes the flag half finds the blocks in order.
+/// At most [`AHEAD`] blocks wait between the halves: 2 bytes per delta and
+/// 16 more per changed one, at most 3.4 MB when 8% of the bytes changed
+/// (libc) and 18 MiB when all did. The flag half's state sits behind a lock
+/// with the receiver. When the channel is full and the flag half has not
+/// started (the pool's other threads are busy, or there is only one), the
+/// value half takes the lock, codes the waiting blocks and the one in hand,
+/// and goes on; a flag half that starts later takes the lock and the
+/// receiver and carries on from there, holding both to the end, and from
+/// then on a full channel makes the value half wait. So every block is coded
+/// once, in order, whoever codes it, and the bytes are the same however the
+/// work falls. The value half runs on the calling thread and the flag half
+/// is the one rayon may hand to another thread, so the flag half never waits
+/// for a value half that cannot run. (`pairs` must not call into rayon: the
+/// flag half could then run inside it, under the value half.)
 #[cfg(feature = "diff")]
 fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
-    I: Iterator<Item = (u8, u8)>,
+    I: Iterator<Item = (u8, u8)> + Send,
     F: Fn() -> I + Sync,
 {
     encode_split_ahead(pairs, len, window_log, AHEAD).0
 }
 
-/// [`encode_split`] with the value half at most `ahead` blocks ahead; also
-/// says whether the value half took the flag half over.
+/// [`encode_split`] with at most `ahead` blocks waiting; also says whether
+/// the value half coded any of the flag half's blocks.
 #[cfg(feature = "diff")]
 fn encode_split_ahead<I, F>(pairs: F, len: u64, window_log: u32, ahead: usize) -> (Vec<u8>, bool)
 where
-    I: Iterator<Item = (u8, u8)>,
+    I: Iterator<Item = (u8, u8)> + Send,
     F: Fn() -> I + Sync,
 {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
-    use std::sync::Mutex;
+    use std::sync::mpsc::{sync_channel, TrySendError};
+    use std::sync::{Mutex, PoisonError, TryLockError};
 
     let (tx, rx) = sync_channel::<Block>(ahead);
-    // Whoever sets it codes the flag half; the receiver goes to that side.
-    let claimed = AtomicBool::new(false);
-    let claim = || !claimed.swap(true, Ordering::AcqRel);
-    let receiver: Mutex<Option<Receiver<Block>>> = Mutex::new(Some(rx));
-    let take_receiver = || {
-        receiver
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-    };
-    let pairs = &pairs;
-    let (by_value_half, by_flag_half) = rayon::join(
+    // The flag half's state (made by whoever codes first, so that its
+    // tables are filled on that thread), and the receiver until the flag
+    // half starts and takes it.
+    let flag_half = Mutex::new((None::<FlagHalf<I>>, Some(rx)));
+    let new_half = || FlagHalf::new(pairs(), len, window_log);
+    // Set by the flag half when it starts: from then on the value half only
+    // ever waits for it.
+    let started = AtomicBool::new(false);
+    let (pairs, new_half_ref, flag_half_ref, started_ref) =
+        (&pairs, &new_half, &flag_half, &started);
+    let (helped, ()) = rayon::join(
         // `move`: the sender is dropped when this half ends, which ends the
         // flag half's loop over the blocks.
         move || {
             let mut model = Model::new(len, window_log);
             let mut rec = Recorder(Vec::new());
             let mut flags = Vec::with_capacity(SPLIT_BLOCK);
-            // The flag half, once this thread has taken it over.
-            let mut inline: Option<FlagHalf<I>> = None;
+            let mut helped = false;
             let mut send = |block: Block| {
-                if let Some(half) = inline.as_mut() {
-                    half.code_block(block);
-                    return;
-                }
-                match tx.try_send(block) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(block)) if claim() => {
-                        let mut half = FlagHalf::new(pairs(), len, window_log);
-                        if let Some(rx) = take_receiver() {
-                            for sent in rx.try_iter() {
-                                half.code_block(sent);
+                let block = match tx.try_send(block) {
+                    Ok(()) => return,
+                    Err(TrySendError::Full(block)) => block,
+                    // Only if the flag half panicked, which `join` passes on.
+                    Err(TrySendError::Disconnected(_)) => return,
+                };
+                // Nobody is coding the flags yet: code the waiting blocks,
+                // then this one, which follows them. (The lock is taken only
+                // if free: a flag half that holds it is running.)
+                if !started_ref.load(Ordering::Acquire) {
+                    let guard = match flag_half_ref.try_lock() {
+                        Ok(guard) => Some(guard),
+                        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                        Err(TryLockError::WouldBlock) => None,
+                    };
+                    if let Some(mut guard) = guard {
+                        if let (half, Some(rx)) = &mut *guard {
+                            let half = half.get_or_insert_with(new_half_ref);
+                            for waiting in rx.try_iter() {
+                                half.code_block(waiting);
                             }
+                            half.code_block(block);
+                            helped = true;
+                            return;
                         }
-                        half.code_block(block);
-                        inline = Some(half);
                     }
-                    // The flag half has started and holds the receiver until
-                    // it has read every block, so this send does not fail.
-                    Err(TrySendError::Full(block)) => {
-                        let _ = tx.send(block);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
                 }
+                // The flag half has started: wait for room.
+                let _ = tx.send(block);
             };
             for (o, d) in pairs() {
                 let (_, inputs) =
@@ -974,38 +983,42 @@ where
                 flags,
                 values: rec.0,
             });
-            inline.map(FlagHalf::finish)
+            helped
         },
         || {
-            if !claim() {
-                return None;
-            }
-            let mut half = FlagHalf::new(pairs(), len, window_log);
-            for block in take_receiver()? {
+            started.store(true, Ordering::Release);
+            // Waits while the value half codes waiting blocks, if it is.
+            let mut guard = flag_half.lock().unwrap_or_else(PoisonError::into_inner);
+            let (half, receiver) = &mut *guard;
+            // Owned here, so that a panic drops it and the value half's
+            // sends fail instead of waiting.
+            let Some(rx) = receiver.take() else { return };
+            let half = half.get_or_insert_with(new_half);
+            // Ends when the value half is done and every block coded.
+            for block in rx {
                 half.code_block(block);
             }
-            Some(half.finish())
         },
     );
-    let took_over = by_value_half.is_some();
-    (
-        by_value_half.or(by_flag_half).unwrap_or_default(),
-        took_over,
-    )
+    let (half, _) = flag_half
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    // Every run codes at least the last block, so the half exists.
+    (half.unwrap_or_else(new_half).finish(), helped)
 }
 
 /// Positions per block of [`encode_split`].
 #[cfg(feature = "diff")]
 const SPLIT_BLOCK: usize = 1 << 14;
 
-/// Blocks the value half of [`encode_split`] may have sent and the flag half
-/// not yet taken: 2^20 positions.
+/// Blocks that may wait between the halves of [`encode_split`]: 2^20
+/// positions.
 #[cfg(feature = "diff")]
 const AHEAD: usize = 64;
 
 /// What the value half of [`encode_split`] sends: the flag inputs of
-/// [`SPLIT_BLOCK`] positions (fewer in the last block) and the value bits'
-/// probabilities of those that changed, eight each.
+/// [`SPLIT_BLOCK`] positions (fewer in the last block, which may be empty)
+/// and the value bits' probabilities of those that changed, eight each.
 #[cfg(feature = "diff")]
 struct Block {
     flags: Vec<FlagInputs>,
@@ -1166,36 +1179,66 @@ mod tests {
         }
     }
 
-    /// The value half runs at most `ahead` blocks ahead of the flag half.
-    /// With one thread the flag half cannot start until the value half is
-    /// done, so the value half must take it over once it is that far ahead
-    /// (else every block would wait in memory); with two, either may code the
-    /// flags. The bytes are the sequential encoder's every time.
+    /// At most `ahead` blocks wait between the halves. With one thread the
+    /// flag half cannot start until the value half is done, so the value
+    /// half must code the waiting blocks itself whenever the channel is full
+    /// (else every block would wait in memory); with two or three, either
+    /// may code them, and several encoders share the pool. The bytes are the
+    /// sequential encoder's every time.
     #[test]
-    fn split_encoder_stays_a_bounded_distance_ahead() {
-        let len = 5 * SPLIT_BLOCK + 123;
-        let old: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let new: Vec<u8> = old
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| if i % 7 == 0 { b ^ 0x21 } else { b })
-            .collect();
-        let copies = [(0, 0, len)];
-        let want = encode(&old, &new, &copies, 16, false);
-        let pairs = || old.iter().zip(&new).map(|(&o, &n)| (o, n.wrapping_sub(o)));
-        let blocks = len.div_ceil(SPLIT_BLOCK);
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            for ahead in [1, 2, blocks - 1, blocks, blocks + 1] {
-                let (got, took_over) =
-                    pool.install(|| encode_split_ahead(pairs, len as u64, 16, ahead));
-                assert!(got == want, "{threads} threads, {ahead} blocks ahead");
-                if threads == 1 {
-                    assert_eq!(took_over, ahead < blocks, "{ahead} blocks ahead");
+    fn split_encoder_waits_a_bounded_number_of_blocks() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (len, per_mille) in [
+            (5 * SPLIT_BLOCK + 123, 143),
+            (5 * SPLIT_BLOCK, 1000),
+            (3 * SPLIT_BLOCK - 1, 0),
+        ] {
+            let old: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+            let new: Vec<u8> = old
+                .iter()
+                .map(|&b| {
+                    if rnd() % 1000 < per_mille {
+                        b.wrapping_add(1 + (rnd() % 255) as u8)
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let want = encode(&old, &new, &[(0, 0, len)], 12, false);
+            let pairs = || old.iter().zip(&new).map(|(&o, &n)| (o, n.wrapping_sub(o)));
+            // Full blocks, then one more (partial, or empty).
+            let sends = len / SPLIT_BLOCK + 1;
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                for ahead in [0, 1, 2, sends - 1, sends] {
+                    let (got, helped) =
+                        pool.install(|| encode_split_ahead(pairs, len as u64, 12, ahead));
+                    assert!(got == want, "{len} bytes, {threads} threads, {ahead} ahead");
+                    if threads == 1 {
+                        assert_eq!(helped, ahead < sends, "{len} bytes, {ahead} ahead");
+                    }
                 }
+                // Several encoders at once in the same pool.
+                let all: Vec<Vec<u8>> = pool.install(|| {
+                    use rayon::prelude::*;
+                    (0..4)
+                        .into_par_iter()
+                        .map(|k| encode_split_ahead(pairs, len as u64, 12, k).0)
+                        .collect()
+                });
+                assert!(
+                    all.iter().all(|got| *got == want),
+                    "{threads} threads, 4 at once"
+                );
             }
         }
     }
