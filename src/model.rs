@@ -1004,6 +1004,7 @@ where
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     // Every run codes at least the last block, so the half exists.
+    debug_assert!(half.is_some(), "no block was coded");
     (half.unwrap_or_else(new_half).finish(), helped)
 }
 
