@@ -288,7 +288,7 @@ pub(crate) const GRAM: usize = 8;
 /// [`Known`] shortcut it cannot take: on libnode's 45 MB the diff takes about
 /// 9% less CPU than with one bit (docs/BENCHMARKS.md). Which lookups are
 /// skipped can decide a match of under [`GRAM`] bytes, so the filter is part
-/// of what fixes the patch bytes (one bit to three changed them by -5 to +24
+/// of what fixes the patch bytes (one bit to three changed them by -5 to +81
 /// bytes on 24 pairs).
 #[derive(Default)]
 pub(crate) struct GramFilter {
