@@ -166,6 +166,18 @@ pub mod model_codec {
 }
 mod source;
 
+/// A seeded xorshift64 generator for the unit tests' inputs.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 // The public interface is:
 pub use apply::{apply, apply_with_limits, inspect, PatchInfo, PatchReader, Verified};
 pub use atomic::{patch_in_place, recover, PatchOptions, PatchOutcome, RecoveryReport, SwapMethod};

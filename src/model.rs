@@ -1144,13 +1144,7 @@ mod tests {
     /// model, windows small enough to wrap, several copies.
     #[test]
     fn split_encoder_gives_the_same_bytes() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x9E37_79B9_7F4A_7C15);
         for len in [0usize, 1, 7, 300, 5_000, 120_000] {
             for per_mille in [0u64, 5, 100, 500, 1000] {
                 let old: Vec<u8> = (0..len)
@@ -1188,13 +1182,7 @@ mod tests {
     /// sequential encoder's every time.
     #[test]
     fn split_encoder_waits_a_bounded_number_of_blocks() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x2545_F491_4F6C_DD1D);
         for (len, per_mille) in [
             (5 * SPLIT_BLOCK + 123, 143),
             (5 * SPLIT_BLOCK, 1000),

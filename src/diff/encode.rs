@@ -243,9 +243,10 @@ pub(crate) const PLAIN_MIN_LEVEL: i32 = 19;
 /// the delta model decodes at 11-24 MB/s where zstd decodes the run layout at
 /// hundreds of MB/s, so this bounds what the model adds to an apply to about
 /// 1.5-3 s (16-21 MiB/s measured on files of 18-51 MiB copied), and large
-/// files (libnode's 45 MiB of copies) keep the speed of `zstd --patch-from`. It was 16 MiB until a file just above it (pyarrow's
-/// libarrow_flight, 18.4 MiB) came out 1.18x the size of qbsdiff's patch in
-/// the run layout and 0.50x with the model (docs/BENCHMARKS.md).
+/// files (libnode's 45 MiB of copies) keep the speed of `zstd --patch-from`.
+/// It was 16 MiB until a file just above it (pyarrow's libarrow_flight,
+/// 18.4 MiB) came out 1.18x the size of qbsdiff's patch in the run layout and
+/// 0.50x with the model (docs/BENCHMARKS.md).
 pub(crate) const PLAIN_MAX_COPIED: usize = 32 << 20;
 
 /// From this level up, the plain layout is also tried for files of up to
