@@ -3,6 +3,7 @@
 
 mod encode;
 mod matcher;
+mod prefetch;
 mod realign;
 mod sa;
 
