@@ -26,8 +26,8 @@
 //!   libcrypto and libpython and 20% off libnode's (libc and libxml2: within
 //!   the noise), and changes the patches by -0.5% to +0.35% (smaller on
 //!   every pair of the corpus but libnode, +0.04%; docs/BENCHMARKS.md);
-//! - an old file of 16 MiB or more, or of 512 KiB to 2 MiB, is indexed in
-//!   parts whose suffix arrays are sorted at the same time ([`part_bounds`]).
+//! - an old file of 512 KiB or more is indexed in parts whose suffix arrays
+//!   are sorted at the same time ([`part_bounds`]).
 //!
 //! The new file is cut into fixed-size chunks that are scanned independently (in
 //! parallel); chunk boundaries depend only on the input, never on the thread
@@ -56,38 +56,36 @@ pub(crate) struct Index<'a> {
     parts: Vec<Part<'a>>,
 }
 
-/// Old files from this size up are indexed in two parts, whose suffix arrays
-/// are built at the same time on two cores: suffix sorting is the longest
-/// single step of a large diff and libsais's own threads gain little here
-/// (measured 2026-11-29: libnode's 45 MB old file sorts in 2.5 s whole, 2.4 s
-/// with two OpenMP threads, and 1.0-1.2 s per half with both halves sorted at
-/// once). The parts depend only on the old file's length, never on the thread
-/// count, so the patch bytes do not either.
-const SPLIT_MIN: usize = 16 << 20;
+/// Old files from this size up are indexed in two parts or more, whose
+/// suffix arrays are sorted at the same time on two cores. Suffix sorting is
+/// the longest single step before the scan, and libsais's own threads gain
+/// little here (measured 2026-11-29: libnode's 45 MB old file sorts in 2.5 s
+/// whole, 2.4 s with two OpenMP threads, and 1.0-1.2 s per half with both
+/// halves sorted at once). The parts depend only on the old file's length,
+/// never on the thread count, so the patch bytes do not either.
+///
+/// The cost is in the scan: a lookup may search every part whose filter
+/// admits the window. Until 2026-11-30 files of 2 to 16 MiB were sorted
+/// whole, because there the extra lookups cost more than the shorter sort
+/// saved (libcrypto: 0.435 → 0.461 s). The scan now skips most lookups where
+/// the current alignment matches ([`Index::aligned`]), and a lookup skips the
+/// home part when its filter rejects the first window ([`Index::search`]);
+/// then two parts are faster from 512 KiB up. Medians of 3-9 interleaved
+/// runs, wall time: libpython −12%, libcrypto −12-15%, and outside the
+/// corpus grpcio −21%, onnxruntime −14-16%, pyarrow-lib −9-14%, libparquet
+/// −7-11%, tokenizers −4-9%; Chromium's resource pack, mostly new bytes that
+/// each cost a lookup, the same wall time for about 20-40% more CPU time.
+/// Patches within 0.05% (pyarrow-lib 0.18% smaller). Below 512 KiB the sort
+/// is too short to matter (libexpat, 182 KB: +4% with two parts).
+const SPLIT_MIN: usize = 512 << 10;
 /// Parts are at most this long (so a large file gets more than two).
 const PART_MAX: usize = 64 << 20;
-/// Old files of [`SMALL_SPLIT_MIN`] up to [`SMALL_SPLIT_END`] (exclusive) are
-/// also indexed in two parts. A new file of about their size is one matching chunk,
-/// scanned in two halves, and its model piece is coded in two halves, so the
-/// suffix sort is the one step left on one core; two half-sized sorts at once
-/// take it down by about half, for a few more lookups in the scan. Measured
-/// (2026-11-29, medians of 11 interleaved runs): libc 0.141 → 0.125 s, libxml2
-/// 0.129 → 0.106 s, libnss3 0.094 → 0.081 s, libssl, libsystemd and libcurl
-/// −6-9%; patches within 5 bytes (libcurl 51 bytes smaller). From three chunks up
-/// the chunks keep both cores busy and the second part's lookups cost more
-/// than the shorter sort saves (libcrypto, 4.5 MB: 0.435 → 0.461 s), and below
-/// the lower bound the sort is too short to matter (libexpat, 182 KB: +4%).
-const SMALL_SPLIT_MIN: usize = 512 << 10;
-/// See [`SMALL_SPLIT_MIN`].
-const SMALL_SPLIT_END: usize = 2 << 20;
 
-/// The `(start, end)` of each part of an old file of `len` bytes: equal parts;
-/// two from [`SMALL_SPLIT_MIN`] to [`SMALL_SPLIT_END`], one from there to
-/// [`SPLIT_MIN`], else at least two and at most [`PART_MAX`] each.
+/// The `(start, end)` of each part of an old file of `len` bytes: equal
+/// parts, one below [`SPLIT_MIN`], else at least two and at most
+/// [`PART_MAX`] each.
 fn part_bounds(len: usize) -> Vec<(usize, usize)> {
-    let parts = if (SMALL_SPLIT_MIN..SMALL_SPLIT_END).contains(&len) {
-        2
-    } else if len < SPLIT_MIN {
+    let parts = if len < SPLIT_MIN {
         1
     } else {
         len.div_ceil(PART_MAX).max(2)
@@ -243,8 +241,12 @@ impl<'a> Index<'a> {
     /// `(old_pos, len)`. Among equally long matches near the SA position
     /// found, the one closest to `prefer` wins.
     ///
-    /// The part holding `prefer` (the current alignment) is searched first.
-    /// Another part is searched only if its filter allows a longer match: one
+    /// The part holding `prefer` (the current alignment) is searched first;
+    /// when there are others, only if its filter admits the needle's first
+    /// window (else it holds no match of [`GRAM`] bytes, and the scan looks
+    /// the needle up because another part's filter admitted that window).
+    /// Another part is searched only if its
+    /// filter allows a longer match: one
     /// of `len + 1` bytes or more would contain the window that ends with the
     /// first byte past the match found. (Below [`GRAM`] - 1 bytes the first
     /// window stands in for it, so a part may then be skipped that holds a
@@ -257,7 +259,14 @@ impl<'a> Index<'a> {
             .position(|p| prefer >= p.start && prefer - p.start < p.text.len())
             .unwrap_or(0);
         let mut best: (usize, usize) = match self.parts.get(home) {
-            Some(part) => part.search(needle, prefer),
+            Some(part)
+                if self.parts.len() == 1
+                    || needle.len() < GRAM
+                    || part.grams.may_contain(needle) =>
+            {
+                part.search(needle, prefer)
+            }
+            Some(_) => (0, 0),
             None => return (0, 0),
         };
         for (k, part) in self.parts.iter().enumerate() {
@@ -1016,22 +1025,15 @@ mod tests {
     fn parts_follow_the_length_only() {
         assert_eq!(part_bounds(0), vec![(0, 0)]);
         assert_eq!(part_bounds(SPLIT_MIN - 1), vec![(0, SPLIT_MIN - 1)]);
-        assert_eq!(
-            part_bounds(SMALL_SPLIT_MIN - 1),
-            vec![(0, SMALL_SPLIT_MIN - 1)]
-        );
-        let half = SMALL_SPLIT_MIN / 2;
-        assert_eq!(
-            part_bounds(SMALL_SPLIT_MIN),
-            vec![(0, half), (half, SMALL_SPLIT_MIN)]
-        );
-        assert_eq!(part_bounds(SMALL_SPLIT_END - 1).len(), 2);
-        assert_eq!(part_bounds(SMALL_SPLIT_END).len(), 1);
-        let two = part_bounds(SPLIT_MIN + 1);
+        let half = SPLIT_MIN / 2;
+        assert_eq!(part_bounds(SPLIT_MIN), vec![(0, half), (half, SPLIT_MIN)]);
+        let two = part_bounds(16 << 20);
         assert_eq!(two.len(), 2);
         assert_eq!(two[0].0, 0);
         assert_eq!(two[0].1, two[1].0);
-        assert_eq!(two[1].1, SPLIT_MIN + 1);
+        assert_eq!(two[1].1, 16 << 20);
+        assert_eq!(part_bounds(2 * PART_MAX).len(), 2);
+        assert_eq!(part_bounds(2 * PART_MAX + 1).len(), 3);
         let big = 3 * PART_MAX + 5;
         let parts = part_bounds(big);
         assert_eq!(parts.len(), 4);
