@@ -245,8 +245,7 @@ impl<'a> Index<'a> {
     /// when there are others, only if its filter admits the needle's first
     /// window (else it holds no match of [`GRAM`] bytes, and the scan looks
     /// the needle up because another part's filter admitted that window).
-    /// Another part is searched only if its
-    /// filter allows a longer match: one
+    /// Another part is searched only if its filter allows a longer match: one
     /// of `len + 1` bytes or more would contain the window that ends with the
     /// first byte past the match found. (Below [`GRAM`] - 1 bytes the first
     /// window stands in for it, so a part may then be skipped that holds a

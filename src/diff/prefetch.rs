@@ -2,10 +2,11 @@
 //! tables larger than the caches (the old file's window filters).
 //!
 //! This module holds the diff engine's only unsafe block besides the suffix
-//! sort's foreign call. A prefetch is a hint to the processor: it has no
-//! effect a program can observe except timing, it cannot fault, and it reads
-//! nothing into the program. The pointer handed to it is still kept inside
-//! its slice, so the call would be sound even if it did read.
+//! sort's two foreign calls (`src/diff/sa.rs`). A prefetch is a hint to the
+//! processor: it has no effect a program can observe except timing, it
+//! cannot fault, and it reads nothing into the program. The pointer handed
+//! to it is still kept inside its slice, so the call would be sound even if
+//! it did read.
 #![allow(unsafe_code)]
 
 /// Asks the processor to bring `slice[index]` into the cache, so that a

@@ -487,7 +487,8 @@ fn crossing_the_2mib_chunk_boundary() {
     assert!(patch.len() < 4096, "{} bytes", patch.len());
 }
 
-/// Old files of 512 KiB to 2 MiB are indexed in two halves: matches must be
+/// Old files from 512 KiB up are indexed in two halves (or more parts, from
+/// 128 MiB), here one of about 0.9 MiB: matches must be
 /// found in either half and across the middle, and the patch must not depend
 /// on the thread count (the default level, so the model's halves and the
 /// scan's halves run too).
