@@ -73,8 +73,9 @@ pub(crate) struct Index<'a> {
 /// then two parts are faster from 512 KiB up. Medians of 3-9 interleaved
 /// runs, wall time: libpython −12%, libcrypto −12-15%, and outside the
 /// corpus grpcio −21%, onnxruntime −14-16%, pyarrow-lib −9-14%, libparquet
-/// −7-11%, tokenizers −4-9%; Chromium's resource pack, mostly new bytes that
-/// each cost a lookup, the same wall time for about 20-40% more CPU time.
+/// −7-11%, tokenizers −4-9%. Chromium's resource pack, mostly new bytes that
+/// each cost a filter check per part, loses: +9-14% wall time, a third more
+/// CPU time.
 /// Patches within 0.05% (pyarrow-lib 0.18% smaller). Below 512 KiB the sort
 /// is too short to matter (libexpat, 182 KB: +4% with two parts).
 const SPLIT_MIN: usize = 512 << 10;
