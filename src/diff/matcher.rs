@@ -25,7 +25,8 @@
 //!   holds for only 12-47% of them. This takes 13-19% off the diff time of
 //!   libcrypto and libpython and 20% off libnode's (libc and libxml2: within
 //!   the noise), and changes the patches by -0.5% to +0.35% (smaller on
-//!   every pair of the corpus but libnode, +0.04%; docs/BENCHMARKS.md);
+//!   eight of the ten pairs of the corpus, WebKitGTK's the same, libnode's
+//!   +0.04%; docs/BENCHMARKS.md);
 //! - an old file of 512 KiB or more is indexed in parts whose suffix arrays
 //!   are sorted at the same time ([`part_bounds`]).
 //!
@@ -69,10 +70,11 @@ pub(crate) struct Index<'a> {
 /// whole, because there the extra lookups cost more than the shorter sort
 /// saved (libcrypto: 0.435 → 0.461 s). The scan now skips most lookups where
 /// the current alignment matches ([`Index::aligned`]), and a lookup skips the
-/// home part when its filter rejects the first window ([`Index::search`]);
+/// home part when there are others and its filter rejects the first window
+/// ([`Index::search`]);
 /// then two parts are faster from 512 KiB up. Medians of 3-9 interleaved
-/// runs, wall time: libpython −12%, libcrypto −12-15%, and outside the
-/// corpus grpcio −21%, onnxruntime −14-16%, pyarrow-lib −9-14%, libparquet
+/// runs, wall time: libpython −11-13%, libcrypto −12-15%, and outside the
+/// corpus grpcio −21-22%, onnxruntime −14-16%, pyarrow-lib −9-14%, libparquet
 /// −7-11%, tokenizers −4-9%. Chromium's resource pack, mostly new bytes that
 /// each cost a filter check per part, loses: +9-14% wall time, a third more
 /// CPU time.
@@ -253,11 +255,7 @@ impl<'a> Index<'a> {
     /// match a few bytes longer but shorter than [`GRAM`]: too short to be
     /// accepted by the scan.)
     pub(crate) fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
-        let home = self
-            .parts
-            .iter()
-            .position(|p| prefer >= p.start && prefer - p.start < p.text.len())
-            .unwrap_or(0);
+        let home = self.part_at(prefer).unwrap_or(0);
         let mut best: (usize, usize) = match self.parts.get(home) {
             Some(part)
                 if self.parts.len() == 1
@@ -292,12 +290,16 @@ impl<'a> Index<'a> {
     /// within the part that holds `at`: `(at, len)`, or `None` when its
     /// first byte differs (or `at` is past old).
     pub(crate) fn aligned(&self, needle: &[u8], at: usize) -> Option<(usize, usize)> {
-        let part = self
-            .parts
-            .iter()
-            .find(|p| at >= p.start && at - p.start < p.text.len())?;
+        let part = self.parts.get(self.part_at(at)?)?;
         let len = common_prefix(part.text.get(at - part.start..)?, needle);
         (len > 0).then_some((at, len))
+    }
+
+    /// The number of the part that holds old position `at`.
+    fn part_at(&self, at: usize) -> Option<usize> {
+        self.parts
+            .iter()
+            .position(|p| at >= p.start && at - p.start < p.text.len())
     }
 
     pub(crate) fn old(&self) -> &'a [u8] {
@@ -1018,6 +1020,33 @@ mod tests {
                 .find(|op| op.new_start <= 5_000 && 8_000 <= op.new_start + op.add_len)
                 .map(|op| op.old_start + (5_000 - op.new_start));
             assert_eq!(moved, Some(12_000), "{agree} bytes agree: {ops:?}");
+        }
+    }
+
+    /// `aligned` returns the match at the position asked, as long as it
+    /// runs within that position's part, and nothing when the first byte
+    /// differs or the position is past old.
+    #[test]
+    fn aligned_is_the_match_at_the_position_within_its_part() {
+        let (old, new) = recompiled(3, 20_000);
+        let bounds = [(0, 6_000), (6_000, 20_000)];
+        let idx = Index::build_parts(&old, &bounds).unwrap();
+        let mut rnd = crate::test_rng(0x1234_5678_9ABC_DEF1);
+        for _ in 0..5_000 {
+            let s = rnd() as usize % new.len();
+            let needle = &new[s..(s + 200).min(new.len())];
+            let at = rnd() as usize % (old.len() + 10);
+            let end = bounds.iter().find(|b| at >= b.0 && at < b.1).map(|b| b.1);
+            let expect = end
+                .map(|e| common_prefix(&old[at..e], needle))
+                .filter(|&l| l > 0)
+                .map(|l| (at, l));
+            assert_eq!(idx.aligned(needle, at), expect, "at {at}, needle at {s}");
+        }
+        // Old's own bytes just before the part boundary: the match stops there.
+        for k in 1..50 {
+            let at = 6_000 - k;
+            assert_eq!(idx.aligned(&old[at..at + 100], at), Some((at, k)));
         }
     }
 
