@@ -314,12 +314,31 @@ const PROBE_LEVEL: i32 = 3;
 /// stored with the fast result.
 const INCOMPRESSIBLE: f64 = 0.95;
 
+/// A stream compressed in jobs (see `mark_long_streams`) is cut into jobs of
+/// this many bytes.
+pub(crate) const ZSTD_JOB: usize = 1 << 20;
+/// Each job also sees this much of the data before it: libzstd's
+/// `overlapLog`, the log2 of a fraction of the window (6: an eighth).
+const ZSTD_OVERLAP_LOG: u32 = 6;
+/// libzstd's worker threads for a stream compressed in jobs: as many as
+/// rayon's, at most this many.
+const MAX_ZSTD_WORKERS: usize = 8;
+
 /// One zstd frame with the format's fixed parameters: no checksum (the patch has
 /// SHA-256), no dictionary id, content size recorded, window capped.
-fn zstd_frame(raw: &[u8], level: i32, window_log: u32) -> std::io::Result<Vec<u8>> {
+fn zstd_frame(raw: &[u8], level: i32, window_log: u32, jobs: bool) -> std::io::Result<Vec<u8>> {
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(level)?;
     c.set_parameter(CParameter::WindowLog(window_log))?;
+    if jobs {
+        // libzstd's output in this mode depends on the job size and the
+        // overlap, not on the number of workers, so the patch does not
+        // depend on the thread count (a test checks it).
+        let workers = rayon::current_num_threads().clamp(1, MAX_ZSTD_WORKERS);
+        c.set_parameter(CParameter::NbWorkers(workers as u32))?;
+        c.set_parameter(CParameter::JobSize(ZSTD_JOB as u32))?;
+        c.set_parameter(CParameter::OverlapSizeLog(ZSTD_OVERLAP_LOG))?;
+    }
     c.set_parameter(CParameter::ChecksumFlag(false))?;
     c.set_parameter(CParameter::DictIdFlag(false))?;
     c.set_parameter(CParameter::ContentSizeFlag(true))?;
@@ -327,7 +346,11 @@ fn zstd_frame(raw: &[u8], level: i32, window_log: u32) -> std::io::Result<Vec<u8
 }
 
 /// One stream as stored: its descriptor and bytes.
-pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(StreamDesc, Vec<u8>)> {
+pub(crate) fn pack_stream(
+    raw: &[u8],
+    packing: Packing,
+    jobs: bool,
+) -> std::io::Result<(StreamDesc, Vec<u8>)> {
     let raw_desc = StreamDesc {
         raw_len: raw.len() as u64,
         codec: Codec::Raw,
@@ -342,14 +365,14 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
     // gains a fraction of a percent.
     let mut packed = None;
     if raw.len() >= PROBE_MIN && packing.level > PROBE_LEVEL {
-        let fast = zstd_frame(raw, PROBE_LEVEL, packing.window_log)?;
+        let fast = zstd_frame(raw, PROBE_LEVEL, packing.window_log, false)?;
         if fast.len() as f64 > raw.len() as f64 * INCOMPRESSIBLE {
             packed = Some(fast);
         }
     }
     let packed = match packed {
         Some(p) => p,
-        None => zstd_frame(raw, packing.level, packing.window_log)?,
+        None => zstd_frame(raw, packing.level, packing.window_log, jobs)?,
     };
     if packed.len() < raw.len() {
         Ok((
@@ -370,4 +393,46 @@ pub(crate) fn pack_stream(raw: &[u8], packing: Packing) -> std::io::Result<(Stre
 pub(crate) struct PackedSegment {
     pub(crate) header: SegmentHeader,
     pub(crate) payloads: Vec<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream compressed in jobs is the same frame whatever the number of
+    /// libzstd's workers (so the patch does not depend on the thread count),
+    /// and decodes to the stream.
+    #[test]
+    fn jobs_give_the_same_frame_on_any_thread_count() {
+        let mut rnd = crate::test_rng(0x0123_4567_89AB_CDEF);
+        // Compressible, with repeats near and far: 2.5 jobs.
+        let mut raw = Vec::with_capacity(5 * ZSTD_JOB / 2);
+        while raw.len() < 5 * ZSTD_JOB / 2 {
+            let r = rnd();
+            if r % 4 == 0 && raw.len() > 4096 {
+                let back = (rnd() as usize) % raw.len().min(3 * ZSTD_JOB / 2);
+                let from = raw.len() - back - 1;
+                let take = 8 + (r as usize >> 8) % 64;
+                for i in 0..take {
+                    raw.push(raw[from + i % (back + 1)]);
+                }
+            } else {
+                raw.push((r % 40) as u8 + b'A');
+            }
+        }
+        let frame = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| zstd_frame(&raw, 19, 23, true).unwrap())
+        };
+        let one = frame(1);
+        // Jobs are in use: the frame is not the one-thread frame.
+        assert!(one != zstd_frame(&raw, 19, 23, false).unwrap());
+        assert!(one == frame(2), "2 workers");
+        assert!(one == frame(3), "3 workers");
+        assert_eq!(zstd::bulk::decompress(&one, raw.len()).unwrap(), raw);
+        assert!(one.len() < raw.len() / 2, "{} of {}", one.len(), raw.len());
+    }
 }
