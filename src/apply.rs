@@ -184,6 +184,8 @@ impl<R: Read> PatchReader<R> {
             old_pos: 0,
             buf: vec![0u8; COPY_BUF],
             model_left: self.limits.max_model_len,
+            new_pos: 0,
+            x86: header.transform == crate::format::TRANSFORM_X86,
         };
         let mut produced: u64 = 0;
         while produced < header.new_len {
@@ -274,6 +276,10 @@ struct ApplyState<'a, S: ?Sized> {
     buf: Vec<u8>,
     /// Deltas the delta model may still decode ([`Limits::max_model_len`]).
     model_left: u64,
+    /// New-file position of the next byte written.
+    new_pos: u64,
+    /// Whether literal bytes went through transform 1 (`src/transform.rs`).
+    x86: bool,
 }
 
 /// What a segment adds to the bytes it copies from the old file.
@@ -739,12 +745,22 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
             out.write_all(chunk)
                 .map_err(Error::io("writing the new file"))?;
             pos = pos.saturating_add(n as u64);
+            st.new_pos = st.new_pos.saturating_add(n as u64);
         }
-        // Literal bytes.
+        // Literal bytes. With transform 1, the last few bytes of a buffer may
+        // begin a branch whose displacement the next read completes: they are
+        // kept at the front of the buffer (`carry`, at most four) and written
+        // with the next ones.
         let mut left = lit_len;
+        let mut carry = 0usize;
         while left > 0 {
-            let n = usize::try_from(left).unwrap_or(usize::MAX).min(COPY_BUF);
-            let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
+            let n = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(COPY_BUF.saturating_sub(carry));
+            let chunk = st
+                .buf
+                .get_mut(carry..carry + n)
+                .ok_or(Error::Bug("copy buffer size"))?;
             if let Err(fail) = read_literal(&mut literal, chunk) {
                 return Err(match fail {
                     // The patch itself ended inside the stream's stored bytes.
@@ -757,9 +773,23 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
                     },
                 });
             }
-            out.write_all(chunk)
-                .map_err(Error::io("writing the new file"))?;
             left = left.saturating_sub(n as u64);
+            let filled = st
+                .buf
+                .get_mut(..carry + n)
+                .ok_or(Error::Bug("copy buffer size"))?;
+            let done = if st.x86 {
+                crate::transform::decode_run(filled, st.new_pos, left == 0)
+            } else {
+                filled.len()
+            };
+            let (ready, tail) = filled.split_at_mut(done.min(filled.len()));
+            out.write_all(ready)
+                .map_err(Error::io("writing the new file"))?;
+            st.new_pos = st.new_pos.saturating_add(ready.len() as u64);
+            // Unfinished bytes (never when the run is complete) to the front.
+            carry = tail.len();
+            filled.copy_within(done.., 0);
         }
         lit_left = lit_left.saturating_sub(lit_len);
         seg_left = seg_left.saturating_sub(op_len);

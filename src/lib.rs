@@ -165,6 +165,7 @@ pub mod model_codec {
     pub use crate::model::{decode_deltas, DecodedDeltas};
 }
 mod source;
+mod transform;
 
 /// A seeded xorshift64 generator for the unit tests' inputs.
 #[cfg(test)]

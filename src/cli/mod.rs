@@ -679,8 +679,9 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             .collect();
         writeln!(
             o,
-            "{{\"format_version\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"streams\":[{}]}}",
+            "{{\"format_version\":{},\"transform\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"streams\":[{}]}}",
             h.version(),
+            h.transform(),
             h.old_len(),
             h.old_sha256(),
             h.new_len(),
@@ -691,8 +692,12 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
         )
     } else {
         let mut s = format!(
-            "format version: {}\nold: {} bytes, sha256 {}\nnew: {} bytes, sha256 {}\npatch: {} bytes ({:.2}% of new), {} segment(s)\n",
+            "format version: {}\ntransform: {}\nold: {} bytes, sha256 {}\nnew: {} bytes, sha256 {}\npatch: {} bytes ({:.2}% of new), {} segment(s)\n",
             h.version(),
+            match h.transform() {
+                0 => "none",
+                _ => "x86 branch targets in literals",
+            },
             h.old_len(),
             h.old_sha256(),
             h.new_len(),

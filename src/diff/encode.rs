@@ -53,6 +53,8 @@ pub(crate) struct SegmentBuilder<'a> {
     budget: usize,
     /// Bytes a segment may copy before it is closed (`usize::MAX`: no limit).
     copy_budget: usize,
+    /// Whether literal runs go through transform 1 (`src/transform.rs`).
+    x86: bool,
     /// Bytes the current segment copies so far.
     copied: usize,
     done: Vec<RawSegment>,
@@ -70,6 +72,7 @@ impl<'a> SegmentBuilder<'a> {
             new,
             budget,
             copy_budget: usize::MAX,
+            x86: false,
             copied: 0,
             done: Vec::new(),
             cur: RawSegment::default(),
@@ -83,6 +86,12 @@ impl<'a> SegmentBuilder<'a> {
     /// so that segments can be coded in parallel.
     pub(crate) fn with_copy_budget(mut self, bytes: usize) -> Self {
         self.copy_budget = bytes.max(1);
+        self
+    }
+
+    /// Stores literal runs through transform 1 (`src/transform.rs`).
+    pub(crate) fn with_x86(mut self, x86: bool) -> Self {
+        self.x86 = x86;
         self
     }
 
@@ -195,8 +204,13 @@ impl<'a> SegmentBuilder<'a> {
             new_start += used;
             add -= used;
         }
-        let lit = &self.new[new_start + add..new_start + add + op.extra_len];
-        self.cur.streams[LITERALS].extend_from_slice(lit);
+        let at = new_start + add;
+        let lits = &mut self.cur.streams[LITERALS];
+        let from = lits.len();
+        lits.extend_from_slice(&self.new[at..at + op.extra_len]);
+        if self.x86 {
+            crate::transform::encode_run(&mut lits[from..], at as u64);
+        }
         let seek = next_old as i64 - (old_start + add) as i64;
         self.push_ctrl(add, op.extra_len, seek);
         if self.buffered() >= self.budget || self.copied >= self.copy_budget {

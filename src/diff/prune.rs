@@ -4,12 +4,12 @@
 //! current alignment by eight bytes. Between two versions that share most of
 //! their code that is rare, but where much of the new file is new code (a
 //! major version), the scan finds a great many short matches of common
-//! instruction sequences at scattered places in the old file: 75% of the
+//! instruction sequences at scattered places in the old file: 85% of the
 //! 94,000 copies of pydantic-core 2.14.6 → 2.18.4 are under 32 bytes. Each
 //! costs an operation in the control stream, mostly its seek: a jump to an
 //! unrelated place is a varint of three or four bytes that barely compresses.
-//! As literals the same bytes cost about half a byte each under zstd, less
-//! where they repeat.
+//! As literals the same bytes cost less than half a byte each under zstd
+//! (pydantic-core's literal stream compresses 2.4:1).
 //!
 //! So a copy is dropped, its bytes joining the literals before it, when the
 //! bytes it gets right, less two for each it gets wrong (a delta to code),
@@ -22,8 +22,10 @@ use super::matcher::Op;
 const BASE: usize = 4;
 /// Bytes a copy must get right for each byte of its seek's varint.
 const PER_SEEK_BYTE: usize = 6;
-/// Copies this long or longer are always kept: a varint is at most ten
-/// bytes.
+/// Copies this long or longer are always kept, whatever they get wrong: the
+/// most any seek asks (a varint is at most ten bytes). Weighing them too
+/// changed the measured patches by −0.3% to +0.9% and would compare every
+/// copied byte; this way only short copies are compared.
 const ALWAYS_KEPT: usize = BASE + 10 * PER_SEEK_BYTE;
 
 /// Bytes of the varint of `seek` as the control stream writes it (zigzag,

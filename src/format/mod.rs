@@ -22,8 +22,10 @@ pub(crate) use varint::{
 pub(crate) const MAGIC: [u8; 4] = *b"DSWP";
 /// The format version this build writes and reads.
 pub(crate) const VERSION: u8 = 1;
-/// Transform id meaning "no pre-processing": the only one v1 defines.
+/// Transform id meaning "no pre-processing".
 pub(crate) const TRANSFORM_NONE: u8 = 0;
+/// Transform id of the x86 branch targets in literal bytes (`src/transform.rs`).
+pub(crate) const TRANSFORM_X86: u8 = 1;
 /// The most decoded control and delta bytes the writer puts in one segment.
 pub(crate) const WRITER_SEGMENT_BUDGET: usize = 8 << 20;
 /// The largest zstd window log the writer uses for the streamed literal data.

@@ -81,6 +81,8 @@ fn unzigzag(v: u64) -> i128 {
 /// Everything the header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NaiveHeader {
+    /// Transform 1: literal runs carry x86 branch targets.
+    pub x86: bool,
     pub old_len: u64,
     pub new_len: u64,
     pub old_sha256: [u8; 32],
@@ -204,6 +206,30 @@ pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     Ok(out)
 }
 
+/// Transform 1, undone on one literal run at new-file position `at`, as
+/// docs/FORMAT.md words it: at an `E8`/`E9` with four bytes after it in the
+/// run, skip five bytes, and if the four read as a signed value within
+/// ±2^24, subtract the address after them, modulo 2^25, sign-extended.
+fn undo_x86(run: &mut [u8], at: u64) {
+    let mut i = 0;
+    while i + 5 <= run.len() {
+        if run[i] != 0xE8 && run[i] != 0xE9 {
+            i += 1;
+            continue;
+        }
+        let stored = i32::from_le_bytes(run[i + 1..i + 5].try_into().unwrap()) as i64;
+        if (-(1i64 << 24)..(1i64 << 24)).contains(&stored) {
+            let next = (at.wrapping_add(i as u64 + 5) & 0x01FF_FFFF) as i64;
+            let mut v = (stored - next).rem_euclid(1 << 25);
+            if v >= 1 << 24 {
+                v -= 1 << 25;
+            }
+            run[i + 1..i + 5].copy_from_slice(&(v as i32).to_le_bytes());
+        }
+        i += 5;
+    }
+}
+
 fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
     if c.bytes(4, "magic")? != b"DSWP" {
         return Err("bad magic".into());
@@ -217,7 +243,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unknown flags {flags}"));
     }
     let transform = c.byte("transform")?;
-    if transform != 0 {
+    if transform > 1 {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
@@ -228,6 +254,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
     let old_sha256 = c.bytes(32, "old_sha256")?.try_into().unwrap();
     let new_sha256 = c.bytes(32, "new_sha256")?.try_into().unwrap();
     Ok(NaiveHeader {
+        x86: transform == 1,
         old_len,
         new_len,
         old_sha256,
@@ -373,7 +400,11 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             out.extend_from_slice(&old[p as usize..end as usize]);
             olds.extend_from_slice(&old[p as usize..end as usize]);
             copied.push(start..out.len());
+            let run_at = out.len() as u64;
             out.extend_from_slice(lits.bytes(lit, "literals")?);
+            if h.x86 {
+                undo_x86(&mut out[run_at as usize..], run_at);
+            }
             produced += total;
             let next = i128::from(end) + seek;
             if next < 0 || next > i128::from(old.len() as u64) {

@@ -676,3 +676,41 @@ fn small_recompile() -> (Vec<u8>, Vec<u8>) {
     ));
     (old, new)
 }
+
+/// x86-like new code (`E8`/`E9` with displacements to a few shared
+/// targets, between random filler) added to a file: the literals go through
+/// transform 1, and every applier undoes it, also inside literal runs longer
+/// than the appliers' 256 KiB buffer, where a call may straddle two reads.
+#[test]
+fn new_x86_code_goes_through_transform_1() {
+    let old = random_bytes(71, 300_000);
+    let filler = random_bytes(72, 2_000_000);
+    let mut new = old[..100_000].to_vec();
+    let targets = [0x1000u32, 0x8_0000, 0x12_3456, 0x40_0000];
+    let mut k = 0;
+    while new.len() < 100_000 + 900_000 {
+        // A few bytes of filler (never E8/E9 here), then a call or a jump.
+        let n = 1 + filler[k] as usize % 7;
+        new.extend(filler[k..k + n].iter().map(|b| b & 0x7F));
+        k += n;
+        let at = new.len() as u32 + 5;
+        let t = targets[filler[k] as usize % targets.len()];
+        new.push(if filler[k + 1] % 4 == 0 { 0xE9 } else { 0xE8 });
+        new.extend(t.wrapping_sub(at).to_le_bytes());
+        k += 2;
+    }
+    new.extend_from_slice(&old[100_000..]);
+    let patch = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let reader = PatchReader::new(&patch[..]).expect("header");
+    assert_eq!(reader.header().transform(), 1);
+    assert!(naive::header(&patch).unwrap().x86);
+    // Without the calls' regularity the transform does not pay: plain
+    // random literals keep transform 0.
+    let mut plain = old.clone();
+    plain.splice(100_000..100_000, filler[..400_000].iter().copied());
+    let patch = check_roundtrip(&old, &plain, &DiffOptions::new().threads(1));
+    assert_eq!(
+        PatchReader::new(&patch[..]).unwrap().header().transform(),
+        0
+    );
+}
