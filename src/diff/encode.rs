@@ -347,12 +347,16 @@ fn zstd_frame(raw: &[u8], level: i32, window_log: u32, jobs: bool) -> std::io::R
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(level)?;
     c.set_parameter(CParameter::WindowLog(window_log))?;
-    if jobs {
-        // libzstd's output in this mode depends on the job size and the
-        // overlap, not on the number of workers, so the patch does not
-        // depend on the thread count (a test checks it).
-        let workers = rayon::current_num_threads().clamp(1, MAX_ZSTD_WORKERS);
-        c.set_parameter(CParameter::NbWorkers(workers as u32))?;
+    // libzstd's output in this mode depends on the job size and the overlap,
+    // not on the number of workers, so the patch does not depend on the
+    // thread count (a test checks it). A libzstd built without threads (a
+    // system library, with zstd-sys told to use it) refuses workers: the
+    // stream is then compressed on this thread, a valid frame of other bytes.
+    let workers = rayon::current_num_threads().clamp(1, MAX_ZSTD_WORKERS);
+    if jobs
+        && c.set_parameter(CParameter::NbWorkers(workers as u32))
+            .is_ok()
+    {
         c.set_parameter(CParameter::JobSize(ZSTD_JOB as u32))?;
         c.set_parameter(CParameter::OverlapSizeLog(ZSTD_OVERLAP_LOG))?;
         // A job searches at most its own megabyte and the one before it, and
