@@ -782,8 +782,9 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
                 crate::transform::decode_run(filled, st.new_pos, left == 0)
             } else {
                 filled.len()
-            };
-            let (ready, tail) = filled.split_at_mut(done.min(filled.len()));
+            }
+            .min(filled.len());
+            let (ready, tail) = filled.split_at_mut(done);
             out.write_all(ready)
                 .map_err(Error::io("writing the new file"))?;
             st.new_pos = st.new_pos.saturating_add(ready.len() as u64);

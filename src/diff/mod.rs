@@ -326,11 +326,7 @@ fn build_patch_with_budget(
             .map_or(0, |seg| zstd_cost(seg.streams[stream].len(), packing.level)),
         PackJob::Plain(s) => segments.get(s).map_or(0, |seg| seg.copied() as u64),
     };
-    mark_long_streams(&mut jobs, cost, |segment, stream| {
-        segments
-            .get(segment)
-            .map_or(0, |seg| seg.streams[stream].len())
-    });
+    mark_long_streams(&mut jobs, cost, &segments);
     // With fewer model pieces than threads, each piece's flag and value
     // halves run on two threads (the same bytes as one).
     let split = plain_jobs.len() < rayon::current_num_threads();
@@ -426,8 +422,9 @@ const X86_PROBE: usize = 8 << 20;
 /// Whether transform 1 (`src/transform.rs`) makes the literal bytes of `ops`
 /// smaller: the first [`X86_PROBE`] of them are compressed at a fast level
 /// as they are and transformed, and the smaller wins. It wins on x86 code
-/// (pydantic-core across a major version: −5.7% patch) and loses a little
-/// elsewhere (OpenBLAS: +0.3%), which is why it is measured, not assumed.
+/// (pydantic-core across a major version: −5.6% patch) and loses a little
+/// elsewhere (OpenBLAS, forced: +0.3%), which is why it is measured, not
+/// assumed.
 /// The decision depends on the data only.
 fn literals_gain_from_x86(ops: &[Op], new: &[u8]) -> bool {
     let mut plain = Vec::new();
@@ -481,26 +478,31 @@ enum PackJob {
 /// compression costs more than all the other jobs together (by `cost`), long
 /// enough for two of libzstd's jobs ([`ZSTD_JOB`]), is compressed in jobs on
 /// libzstd's own threads instead of on one thread while the others idle.
-/// (pydantic-core 2.14.6 → 2.18.4: its 2.8 MB of literals at level 19 took
-/// 1.2 s of a 1.35 s diff, on one core.) The decision depends on the data,
-/// never on the thread count, so the patch does not either; the price is a
-/// little size, each job seeing only an eighth of the window before it.
+/// (pydantic-core 2.14.6 → 2.18.4: a `perf` timeline showed its 2.8 MB of
+/// literals at level 19 alone on one core for 1.2 s, most of the diff.) The
+/// decision depends on the data, never on the thread count, so the patch
+/// does not either; the price is a little size, each job seeing only an
+/// eighth of the window before it.
 fn mark_long_streams(
     jobs: &mut [PackJob],
     cost: impl Fn(&PackJob) -> u64,
-    len: impl Fn(usize, usize) -> usize,
+    segments: &[RawSegment],
 ) {
-    let total: u64 = jobs.iter().map(&cost).sum();
-    for i in 0..jobs.len() {
-        let c = jobs.get(i).map_or(0, &cost);
-        if let Some(PackJob::Stream {
+    let costs: Vec<u64> = jobs.iter().map(&cost).collect();
+    let total: u64 = costs.iter().sum();
+    for (job, c) in jobs.iter_mut().zip(costs) {
+        if let PackJob::Stream {
             segment,
             stream,
             jobs: in_jobs,
             ..
-        }) = jobs.get_mut(i)
+        } = job
         {
-            *in_jobs = c.saturating_mul(2) > total && len(*segment, *stream) >= 2 * ZSTD_JOB;
+            let len = segments
+                .get(*segment)
+                .and_then(|seg| seg.streams.get(*stream))
+                .map_or(0, Vec::len);
+            *in_jobs = c.saturating_mul(2) > total && len >= 2 * ZSTD_JOB;
         }
     }
 }
