@@ -16,10 +16,12 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, ZERO_RUNS,
+    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, TRANSFORM_REFS,
+    TRANSFORM_X86, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, Sha256Digest};
 use crate::limits::Limits;
+use crate::refs::RefMap;
 use crate::source::Source;
 
 /// Size of the copy buffer: the unit in which old data is read and new data written.
@@ -85,6 +87,8 @@ pub struct PatchReader<R> {
     input: PatchInput<R>,
     header: PatchHeader,
     limits: Limits,
+    /// Transform 2's reference map, and its stored length.
+    refs: Option<(RefMap, u64)>,
 }
 
 impl<R> std::fmt::Debug for PatchReader<R> {
@@ -122,10 +126,16 @@ impl<R: Read> PatchReader<R> {
                 limit: limits.max_output_len,
             });
         }
+        let refs = if header.transform & TRANSFORM_REFS != 0 {
+            Some(read_ref_map(&mut input, header.old_len)?)
+        } else {
+            None
+        };
         Ok(PatchReader {
             input,
             header,
             limits,
+            refs,
         })
     }
 
@@ -185,7 +195,9 @@ impl<R: Read> PatchReader<R> {
             buf: vec![0u8; COPY_BUF],
             model_left: self.limits.max_model_len,
             new_pos: 0,
-            x86: header.transform == crate::format::TRANSFORM_X86,
+            x86: header.transform & TRANSFORM_X86 != 0,
+            refs: self.refs.take().map(|(map, _)| map),
+            win: Vec::new(),
         };
         let mut produced: u64 = 0;
         while produced < header.new_len {
@@ -280,6 +292,11 @@ struct ApplyState<'a, S: ?Sized> {
     new_pos: u64,
     /// Whether literal bytes went through transform 1 (`src/transform.rs`).
     x86: bool,
+    /// Transform 2's map: copied old bytes are predicted through it
+    /// (`src/refs.rs`).
+    refs: Option<RefMap>,
+    /// The old bytes around a copied chunk, for transform 2.
+    win: Vec<u8>,
 }
 
 /// What a segment adds to the bytes it copies from the old file.
@@ -592,6 +609,80 @@ fn read_buffered_stream<R: Read>(
     }
 }
 
+/// Reads transform 2's reference map, which follows the header: a stream
+/// descriptor (codec 0 or 1) and its payload, at most
+/// [`MAP_MAX_RAW`](crate::refs::MAP_MAX_RAW) bytes decoded and stored.
+/// Returns the map and its stored length.
+fn read_ref_map<R: Read>(input: &mut PatchInput<R>, old_len: u64) -> Result<(RefMap, u64), Error> {
+    const WHAT: &str = "reference map";
+    let raw_len = input.read_varint(WHAT)?;
+    if raw_len == 0 {
+        return Ok((RefMap::decode(&[], input.offset(), old_len)?, 0));
+    }
+    let codec = match input.read_u8(WHAT)? {
+        0 => Codec::Raw,
+        1 => Codec::Zstd,
+        other => return Err(input.err(WHAT, FormatErrorKind::UnknownCodec(other))),
+    };
+    let stored_len = match codec {
+        Codec::Raw => raw_len,
+        _ => match input.read_varint(WHAT)? {
+            0 => return Err(input.err(WHAT, FormatErrorKind::OutOfRange)),
+            n => n,
+        },
+    };
+    let limit = crate::refs::MAP_MAX_RAW;
+    if raw_len > limit || stored_len > limit {
+        return Err(Error::LimitExceeded {
+            what: WHAT,
+            actual: raw_len.max(stored_len),
+            limit,
+        });
+    }
+    let desc = StreamDesc {
+        raw_len,
+        codec,
+        stored_len,
+        model: None,
+    };
+    let at = input.offset();
+    let bytes = read_buffered_stream(input, &desc, WHAT)?;
+    Ok((RefMap::decode(&bytes, at, old_len)?, stored_len))
+}
+
+/// Reads `chunk.len()` old bytes at `pos` into `chunk` as transform 2
+/// predicts them for a copy to new position `new_pos`, reading the few old
+/// bytes around them into `win`.
+fn predict_chunk<S: Source + ?Sized>(
+    map: &RefMap,
+    old: &S,
+    old_len: u64,
+    win: &mut Vec<u8>,
+    chunk: &mut [u8],
+    pos: u64,
+    new_pos: u64,
+) -> Result<(), Error> {
+    use crate::refs::{LOOK_AHEAD, LOOK_BEHIND};
+    let win_at = pos.saturating_sub(LOOK_BEHIND);
+    let end = pos.saturating_add(chunk.len() as u64);
+    let win_end = end.saturating_add(LOOK_AHEAD).min(old_len).max(end);
+    let len = usize::try_from(win_end - win_at).map_err(|_| Error::Bug("window length"))?;
+    win.resize(len, 0);
+    old.read_at(win_at, win)
+        .map_err(Error::io("reading the old file"))?;
+    let from = usize::try_from(pos - win_at).unwrap_or(0);
+    let src = win
+        .get(from..from.saturating_add(chunk.len()))
+        .ok_or(Error::Bug("window bounds"))?;
+    chunk.copy_from_slice(src);
+    // Positions are below 2^63 in any file; a shift that does not fit makes
+    // no prediction, as in the writer.
+    if let (Ok(n), Ok(o)) = (i64::try_from(new_pos), i64::try_from(pos)) {
+        map.predict(win, win_at, old_len, chunk, pos, n - o);
+    }
+    Ok(())
+}
+
 /// Applies one segment; returns the bytes it produced.
 fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
     input: &mut PatchInput<R>,
@@ -738,9 +829,15 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
                 .unwrap_or(usize::MAX)
                 .min(COPY_BUF);
             let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
-            st.old
-                .read_at(pos, chunk)
-                .map_err(Error::io("reading the old file"))?;
+            match &st.refs {
+                None => st
+                    .old
+                    .read_at(pos, chunk)
+                    .map_err(Error::io("reading the old file"))?,
+                Some(map) => {
+                    predict_chunk(map, st.old, st.old_len, &mut st.win, chunk, pos, st.new_pos)?
+                }
+            }
             deltas.apply(chunk)?;
             out.write_all(chunk)
                 .map_err(Error::io("writing the new file"))?;
@@ -961,6 +1058,7 @@ pub struct PatchInfo {
     raw: [u64; STREAMS],
     stored: [u64; STREAMS],
     total_len: u64,
+    refs: Option<(u64, u64)>,
 }
 
 impl PatchInfo {
@@ -975,6 +1073,19 @@ impl PatchInfo {
     /// Total size of the patch in bytes.
     pub fn patch_len(&self) -> u64 {
         self.total_len
+    }
+    /// With transform 2 (x86 references in copies, docs/FORMAT.md), the
+    /// reference map's breaks and stored bytes; `None` without it.
+    ///
+    /// ```
+    /// let old: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+    /// let patch = deltaswap::diff(&old, &old)?;
+    /// let info = deltaswap::inspect(&patch[..])?;
+    /// assert_eq!(info.reference_map(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reference_map(&self) -> Option<(u64, u64)> {
+        self.refs
     }
     /// Per stream (control, zero runs, delta lengths, delta bytes, literals):
     /// `(name, decoded bytes, stored bytes)`.
@@ -1013,7 +1124,10 @@ impl PatchInfo {
 pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
     let reader = PatchReader::new(patch)?;
     let PatchReader {
-        mut input, header, ..
+        mut input,
+        header,
+        refs,
+        ..
     } = reader;
     let mut info = PatchInfo {
         header: header.clone(),
@@ -1021,6 +1135,7 @@ pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
         raw: [0; STREAMS],
         stored: [0; STREAMS],
         total_len: 0,
+        refs: refs.map(|(map, stored)| (map.len() as u64, stored)),
     };
     let mut produced = 0u64;
     while produced < header.new_len {

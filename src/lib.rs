@@ -156,6 +156,7 @@ mod hash;
 mod limits;
 mod mmap;
 mod model;
+mod refs;
 /// Not part of the API: the delta model's coder, for tests that build patches
 /// by hand and for the fuzz targets (no semver promise).
 #[doc(hidden)]

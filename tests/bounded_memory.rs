@@ -152,6 +152,7 @@ fn patch_for(len: u64, plain: bool) -> Vec<u8> {
         new_len: varint(len + LIT.len() as u64),
         old_sha256: old_sha256(len),
         new_sha256: new_sha256(len),
+        map: Vec::new(),
     };
     let mut second = s2.encode([Codec::Zstd; 5]);
     if plain {

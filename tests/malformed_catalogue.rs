@@ -266,8 +266,8 @@ fn catalogue() -> Vec<Vector> {
     add(
         c,
         "unknown-transform",
-        sample_with_header(|h| h.transform = 2),
-        fmt("UnknownTransform(2)"),
+        sample_with_header(|h| h.transform = 4),
+        fmt("UnknownTransform(4)"),
     );
     add(
         c,

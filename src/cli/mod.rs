@@ -679,9 +679,13 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             .collect();
         writeln!(
             o,
-            "{{\"format_version\":{},\"transform\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"streams\":[{}]}}",
+            "{{\"format_version\":{},\"transform\":{},\"reference_map\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"streams\":[{}]}}",
             h.version(),
             h.transform(),
+            match info.reference_map() {
+                Some((breaks, stored)) => format!("{{\"breaks\":{breaks},\"stored\":{stored}}}"),
+                None => "null".to_string(),
+            },
             h.old_len(),
             h.old_sha256(),
             h.new_len(),
@@ -691,12 +695,21 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             streams.join(",")
         )
     } else {
+        let transforms: Vec<&str> = [
+            (1, "x86 branch targets in literals"),
+            (2, "x86 references in copies"),
+        ]
+        .iter()
+        .filter(|(bit, _)| h.transform() & bit != 0)
+        .map(|&(_, name)| name)
+        .collect();
         let mut s = format!(
             "format version: {}\ntransform: {}\nold: {} bytes, sha256 {}\nnew: {} bytes, sha256 {}\npatch: {} bytes ({:.2}% of new), {} segment(s)\n",
             h.version(),
-            match h.transform() {
-                0 => "none",
-                _ => "x86 branch targets in literals",
+            if transforms.is_empty() {
+                "none".to_string()
+            } else {
+                transforms.join(", ")
             },
             h.old_len(),
             h.old_sha256(),
@@ -706,6 +719,11 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             percent(info.patch_len(), h.new_len()),
             info.segments()
         );
+        if let Some((breaks, stored)) = info.reference_map() {
+            s.push_str(&format!(
+                "reference map: {breaks} breaks, {stored} bytes stored\n"
+            ));
+        }
         for (n, r, st) in info.streams() {
             s.push_str(&format!(
                 "stream {n:<12} {r:>12} bytes decoded, {st:>10} stored\n"

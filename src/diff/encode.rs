@@ -5,6 +5,7 @@ use crate::format::{
     put_varint, zigzag_encode, Codec, ModelParams, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES,
     DELTA_LENS, LITERALS, STREAMS, ZERO_RUNS,
 };
+use crate::refs::RefMap;
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
@@ -12,6 +13,9 @@ use crate::format::{
 /// of best on five of seven; a gap of 3 is 1.2% smaller on libssl and 0.6% on
 /// libxml2.
 const MERGE_GAP: u64 = 1;
+
+/// With transform 2, copies are predicted in pieces of this many bytes.
+const PREDICT_CHUNK: usize = 1 << 20;
 
 /// Inside a long copy, the segment budget is checked every this many delta bytes.
 const BUDGET_CHECK: usize = 4096;
@@ -24,6 +28,9 @@ pub(crate) struct RawSegment {
     /// The segment's copies in order, as (old start, new start, length): what
     /// the plain layout's delta stream is computed from.
     pub(crate) copies: Vec<(usize, usize, usize)>,
+    /// With transform 2, when the plain layout is tried: the old bytes of the
+    /// copies as predicted (`src/refs.rs`), laid end to end.
+    pub(crate) predicted: Vec<u8>,
 }
 
 impl RawSegment {
@@ -55,6 +62,10 @@ pub(crate) struct SegmentBuilder<'a> {
     copy_budget: usize,
     /// Whether literal runs go through transform 1 (`src/transform.rs`).
     x86: bool,
+    /// Transform 2's map: deltas are taken against the predicted old bytes.
+    refs: Option<&'a RefMap>,
+    /// The predicted old bytes of the copy in hand.
+    scratch: Vec<u8>,
     /// Bytes the current segment copies so far.
     copied: usize,
     done: Vec<RawSegment>,
@@ -73,6 +84,8 @@ impl<'a> SegmentBuilder<'a> {
             budget,
             copy_budget: usize::MAX,
             x86: false,
+            refs: None,
+            scratch: Vec::new(),
             copied: 0,
             done: Vec::new(),
             cur: RawSegment::default(),
@@ -92,6 +105,13 @@ impl<'a> SegmentBuilder<'a> {
     /// Stores literal runs through transform 1 (`src/transform.rs`).
     pub(crate) fn with_x86(mut self, x86: bool) -> Self {
         self.x86 = x86;
+        self
+    }
+
+    /// Takes deltas against the old bytes as transform 2 predicts them
+    /// through `map` (`src/refs.rs`).
+    pub(crate) fn with_refs(mut self, map: Option<&'a RefMap>) -> Self {
+        self.refs = map;
         self
     }
 
@@ -137,12 +157,39 @@ impl<'a> SegmentBuilder<'a> {
         self.cur.new_len += (add + lit) as u64;
     }
 
-    /// Adds the deltas of `len` bytes: new[n..n+len] - old[o..o+len].
-    /// Returns how many bytes were consumed before the segment budget was hit
-    /// (all of them, unless a split is needed).
+    /// Adds the deltas of `len` bytes: new[n..n+len] - old[o..o+len] (the
+    /// old bytes as predicted, with transform 2). Returns how many bytes were
+    /// consumed before the segment budget was hit (all of them, unless a
+    /// split is needed).
     fn push_deltas(&mut self, o: usize, n: usize, len: usize) -> usize {
-        let old = &self.old[o..o + len];
-        let new = &self.new[n..n + len];
+        let Some(map) = self.refs else {
+            return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
+        };
+        let shift = n as i64 - o as i64;
+        // The keeping of predicted bytes is for the plain layout, whose
+        // segments have a copy budget.
+        let keep = self.copy_budget != usize::MAX;
+        let mut pred = std::mem::take(&mut self.scratch);
+        let mut done = 0;
+        while done < len {
+            let m = (len - done).min(PREDICT_CHUNK);
+            crate::refs::predict_range(map, self.old, o + done, m, shift, &mut pred);
+            let used = self.push_delta_bytes(&pred, &self.new[n + done..n + done + m]);
+            if keep {
+                self.cur.predicted.extend_from_slice(&pred[..used]);
+            }
+            done += used;
+            if used < m {
+                break;
+            }
+        }
+        self.scratch = pred;
+        done
+    }
+
+    /// The loop of [`Self::push_deltas`] over equal-length `old` and `new`.
+    fn push_delta_bytes(&mut self, old: &[u8], new: &[u8]) -> usize {
+        let len = old.len();
         let mut i = 0usize;
         while i < len {
             // Skip equal bytes eight at a time.
@@ -305,7 +352,21 @@ pub(crate) fn pack_plain(
     let min_log = u32::from(ModelParams::MIN_WINDOW_LOG);
     let cap = u32::from(ModelParams::window_log_cap(copied as u64));
     let window_log = cap.min(packing.window_log.max(min_log));
-    let packed = crate::model::encode(old, new, &seg.copies, window_log, split);
+    let packed = if seg.predicted.is_empty() {
+        crate::model::encode(old, new, &seg.copies, window_log, split)
+    } else {
+        // The predicted old bytes lie end to end: the copies read them in turn.
+        let mut at = 0;
+        let copies: Vec<(usize, usize, usize)> = seg
+            .copies
+            .iter()
+            .map(|&(_, n, l)| {
+                at += l;
+                (at - l, n, l)
+            })
+            .collect();
+        crate::model::encode(&seg.predicted, new, &copies, window_log, split)
+    };
     let params = ModelParams {
         window_log: u8::try_from(window_log).unwrap_or(ModelParams::MAX_WINDOW_LOG),
     };

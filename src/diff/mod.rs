@@ -6,6 +6,7 @@ mod matcher;
 mod prefetch;
 mod prune;
 mod realign;
+mod references;
 mod sa;
 
 use std::io::Write;
@@ -16,7 +17,8 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::format::{
     write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
+    DELTA_LENS, STREAMS, TRANSFORM_REFS, TRANSFORM_X86, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG,
+    ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
 use encode::{
@@ -267,9 +269,15 @@ fn build_patch_with_budget(
     );
     let ops = ops?;
     let copied: usize = ops.iter().map(|op| op.add_len).sum();
-    let x86 = literals_gain_from_x86(&ops, new);
+    let (x86, refs) = rayon::join(
+        || literals_gain_from_x86(&ops, new),
+        || references::choose(old, new, &ops),
+    );
+    let map = refs.as_ref().map(|r| &r.0);
     let build = |piece: Option<usize>| {
-        let mut builder = SegmentBuilder::with_budget(old, new, budget).with_x86(x86);
+        let mut builder = SegmentBuilder::with_budget(old, new, budget)
+            .with_x86(x86)
+            .with_refs(map);
         if let Some(bytes) = piece {
             builder = builder.with_copy_budget(bytes);
         }
@@ -386,9 +394,13 @@ fn build_patch_with_budget(
         new.len() as u64,
         &old_hash,
         &new_hash,
-        x86,
+        (if x86 { TRANSFORM_X86 } else { 0 }) | (if refs.is_some() { TRANSFORM_REFS } else { 0 }),
         &mut out,
     );
+    if let Some((_, desc, stored)) = &refs {
+        write_stream_desc(desc, &mut out);
+        out.extend_from_slice(stored);
+    }
     let mut it = packed.into_iter();
     for (index, seg) in segments.iter().enumerate() {
         let mut streams = [StreamDesc::EMPTY; STREAMS];

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use super::varint::{put_varint, PatchInput};
-use super::{MAGIC, TRANSFORM_NONE, TRANSFORM_X86, VERSION};
+use super::{MAGIC, TRANSFORMS_KNOWN, VERSION};
 use crate::error::{Error, FormatErrorKind};
 use crate::hash::Sha256Digest;
 
@@ -27,7 +27,8 @@ pub struct PatchHeader {
     pub(crate) new_len: u64,
     pub(crate) old_sha256: Sha256Digest,
     pub(crate) new_sha256: Sha256Digest,
-    /// The pre-processing transform: [`TRANSFORM_NONE`] or [`TRANSFORM_X86`].
+    /// The pre-processing transforms, one bit each (`TRANSFORM_X86`,
+    /// `TRANSFORM_REFS`).
     pub(crate) transform: u8,
     /// Bytes the header occupies in the patch.
     pub(crate) encoded_len: u64,
@@ -54,8 +55,9 @@ impl PatchHeader {
     pub fn new_sha256(&self) -> Sha256Digest {
         self.new_sha256
     }
-    /// The pre-processing transform the patch's literal bytes went through:
-    /// 0 for none, 1 for x86 branch targets made absolute (docs/FORMAT.md).
+    /// The pre-processing transforms the patch uses, one bit each
+    /// (docs/FORMAT.md): 1 for x86 branch targets made absolute in literal
+    /// bytes, 2 for x86 references predicted in copied bytes; 0 for none.
     pub fn transform(&self) -> u8 {
         self.transform
     }
@@ -65,13 +67,13 @@ impl PatchHeader {
         new_len: u64,
         old_sha256: &Sha256Digest,
         new_sha256: &Sha256Digest,
-        x86: bool,
+        transform: u8,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(0); // flags
-        out.push(if x86 { TRANSFORM_X86 } else { TRANSFORM_NONE });
+        out.push(transform);
         out.push(0); // reserved
         put_varint(out, old_len);
         put_varint(out, new_len);
@@ -100,7 +102,7 @@ impl PatchHeader {
             return Err(input.err("flags", FormatErrorKind::UnknownFlags(flags)));
         }
         let transform = input.read_u8("transform")?;
-        if transform != TRANSFORM_NONE && transform != TRANSFORM_X86 {
+        if transform & !TRANSFORMS_KNOWN != 0 {
             return Err(input.err("transform", FormatErrorKind::UnknownTransform(transform)));
         }
         if input.read_u8("reserved byte")? != 0 {

@@ -22,10 +22,14 @@ pub(crate) use varint::{
 pub(crate) const MAGIC: [u8; 4] = *b"DSWP";
 /// The format version this build writes and reads.
 pub(crate) const VERSION: u8 = 1;
-/// Transform id meaning "no pre-processing".
-pub(crate) const TRANSFORM_NONE: u8 = 0;
-/// Transform id of the x86 branch targets in literal bytes (`src/transform.rs`).
+/// Transform bit of the x86 branch targets in literal bytes (transform 1,
+/// `src/transform.rs`).
 pub(crate) const TRANSFORM_X86: u8 = 1;
+/// Transform bit of the x86 references predicted in copied bytes (transform
+/// 2, `src/refs.rs`): a reference map follows the header.
+pub(crate) const TRANSFORM_REFS: u8 = 2;
+/// Every transform bit this build knows.
+pub(crate) const TRANSFORMS_KNOWN: u8 = TRANSFORM_X86 | TRANSFORM_REFS;
 /// The most decoded control and delta bytes the writer puts in one segment.
 pub(crate) const WRITER_SEGMENT_BUDGET: usize = 8 << 20;
 /// The largest zstd window log the writer uses for the streamed literal data.

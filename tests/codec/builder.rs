@@ -44,6 +44,9 @@ pub struct Header {
     pub new_len: Vec<u8>,
     pub old_sha256: [u8; 32],
     pub new_sha256: [u8; 32],
+    /// Bytes after the header: transform 2's reference map (descriptor and
+    /// payload), empty without it.
+    pub map: Vec<u8>,
 }
 
 impl Header {
@@ -59,6 +62,7 @@ impl Header {
             new_len: varint(new.len() as u64),
             old_sha256: sha256(old),
             new_sha256: sha256(new),
+            map: Vec::new(),
         }
     }
 
@@ -69,6 +73,7 @@ impl Header {
         out.extend_from_slice(&self.new_len);
         out.extend_from_slice(&self.old_sha256);
         out.extend_from_slice(&self.new_sha256);
+        out.extend_from_slice(&self.map);
         out
     }
 }

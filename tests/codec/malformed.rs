@@ -227,8 +227,9 @@ fn unknown_flags_transform_reserved() {
         let (s, p) = sample_with(|h| h.flags = v);
         assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
     }
-    // 1 is the x86 transform (src/transform.rs); 2 and above are unknown.
-    for v in [2u8, 3, 255] {
+    // Bits 0 and 1 are transforms 1 and 2 (src/transform.rs, src/refs.rs);
+    // any other bit is unknown.
+    for v in [4u8, 5, 8, 0x80, 255] {
         let (s, p) = sample_with(|h| h.transform = v);
         assert_eq!(kind(&s.old, &p), K::UnknownTransform(v));
     }
@@ -236,6 +237,103 @@ fn unknown_flags_transform_reserved() {
         let (s, p) = sample_with(|h| h.reserved = v);
         assert_eq!(kind(&s.old, &p), K::Reserved);
     }
+}
+
+/// Transform 2's reference map (docs/FORMAT.md): every fault of its
+/// descriptor and of its breaks is refused with its error, before any
+/// segment is read.
+#[test]
+fn reference_map_faults() {
+    let with_map = |map: Vec<u8>| {
+        sample_with(move |h| {
+            h.transform = 2;
+            h.map = map;
+        })
+    };
+    let raw = |breaks: &[u64]| {
+        let mut bytes = Vec::new();
+        for &v in breaks {
+            bytes.extend(varint(v));
+        }
+        let mut m = varint(bytes.len() as u64);
+        m.push(0);
+        m.extend(bytes);
+        m
+    };
+    // An empty map is valid and predicts nothing.
+    let (s, p) = with_map(varint(0));
+    assert_eq!(apply_all(&s.old, &p).unwrap(), s.new);
+    // Codecs other than raw and zstd; a zstd map of no stored bytes.
+    for c in [2u8, 3, 255] {
+        let mut m = varint(4);
+        m.push(c);
+        m.extend(varint(4));
+        m.extend([0, 0, 0, 0]);
+        let (s, p) = with_map(m);
+        assert_eq!(kind(&s.old, &p), K::UnknownCodec(c));
+    }
+    let mut m = varint(4);
+    m.extend([1, 0]);
+    let (s, p) = with_map(m);
+    assert_eq!(kind(&s.old, &p), K::OutOfRange);
+    // Over 1 MiB decoded or stored, before anything is allocated.
+    for (raw_len, codec, stored) in [(1u64 << 21, 0u8, None), (8, 1, Some(1u64 << 40))] {
+        let mut m = varint(raw_len);
+        m.push(codec);
+        if let Some(n) = stored {
+            m.extend(varint(n));
+        }
+        let (s, p) = with_map(m);
+        assert!(matches!(
+            reject(&s.old, &p),
+            Error::LimitExceeded {
+                what: "reference map",
+                ..
+            }
+        ));
+    }
+    // A zstd frame of another length than raw_len.
+    let frame = zstd_frame(&[0, 2, 5, 2]);
+    let mut m = varint(5);
+    m.push(1);
+    m.extend(varint(frame.len() as u64));
+    m.extend(frame);
+    let (s, p) = with_map(m);
+    assert_eq!(kind(&s.old, &p), K::BadCompression);
+    // The patch ends inside the map's payload (two bytes of descriptor,
+    // two of the four payload bytes).
+    let (s, mut p) = with_map(raw(&[0, 2, 5, 2]));
+    let old_len = s.old.len() as u64;
+    let header = 8 + varint(old_len).len() + varint(s.new.len() as u64).len() + 64;
+    p.truncate(header + 2 + 2);
+    assert_eq!(kind(&s.old, &p), K::Truncated);
+    for (breaks, want) in [
+        // A break at the old file's end or past it.
+        (vec![old_len, 2], K::OutOfRange),
+        (vec![0, 2, old_len, 2], K::OutOfRange),
+        // A break repeated.
+        (vec![5, 2, 0, 4], K::OutOfRange),
+        // A shift past i64.
+        (vec![0, u64::MAX - 1, 1, u64::MAX - 1], K::Overflow),
+        // A position past u64.
+        (vec![1, 0, u64::MAX, 0], K::Overflow),
+    ] {
+        let (s, p) = with_map(raw(&breaks));
+        assert_eq!(kind(&s.old, &p), want, "{breaks:?}");
+    }
+    // A map that ends inside a break, or inside a varint.
+    let (s, p) = with_map(raw(&[0]));
+    assert_eq!(kind(&s.old, &p), K::StreamUnderrun);
+    let mut m = varint(2);
+    m.extend([0, 0x80, 0x80]);
+    m.remove(m.len() - 1);
+    let (s, p) = with_map(m);
+    assert_eq!(kind(&s.old, &p), K::StreamUnderrun);
+    // A map is only a prediction: the sample's old bytes are random, so no
+    // displacement in them lands inside the file, and a map that shifts
+    // everything changes nothing.
+    let (s, p) = with_map(raw(&[0, 7]));
+    assert_eq!(apply_all(&s.old, &p).unwrap(), s.new);
 }
 
 #[test]

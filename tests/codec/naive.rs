@@ -83,6 +83,8 @@ fn unzigzag(v: u64) -> i128 {
 pub struct NaiveHeader {
     /// Transform 1: literal runs carry x86 branch targets.
     pub x86: bool,
+    /// Transform 2: a reference map follows the header.
+    pub refs: bool,
     pub old_len: u64,
     pub new_len: u64,
     pub old_sha256: [u8; 32],
@@ -187,6 +189,9 @@ fn is_plain(descs: &[Desc; 5]) -> bool {
 pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     let mut c = Cursor::new(patch);
     let h = parse_header(&mut c)?;
+    if h.refs {
+        parse_ref_map(&mut c, h.old_len)?;
+    }
     let mut out = Vec::new();
     let mut produced: u64 = 0;
     while produced < h.new_len {
@@ -243,7 +248,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unknown flags {flags}"));
     }
     let transform = c.byte("transform")?;
-    if transform > 1 {
+    if transform > 3 {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
@@ -254,7 +259,8 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
     let old_sha256 = c.bytes(32, "old_sha256")?.try_into().unwrap();
     let new_sha256 = c.bytes(32, "new_sha256")?.try_into().unwrap();
     Ok(NaiveHeader {
-        x86: transform == 1,
+        x86: transform & 1 == 1,
+        refs: transform & 2 == 2,
         old_len,
         new_len,
         old_sha256,
@@ -294,6 +300,102 @@ fn decode_stream(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>
     }
 }
 
+/// Transform 2's map as (break position, shift), in order.
+type Breaks = Vec<(u64, i128)>;
+
+/// Reads transform 2's reference map after the header, as FORMAT.md puts it.
+fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
+    let raw_len = c.varint("map raw_len")?;
+    if raw_len == 0 {
+        return Ok(Vec::new());
+    }
+    let codec = c.byte("map codec")?;
+    let stored_len = match codec {
+        0 => raw_len,
+        1 => match c.varint("map stored_len")? {
+            0 => return Err("map stored_len 0".into()),
+            n => n,
+        },
+        other => return Err(format!("map codec {other}")),
+    };
+    if raw_len > 1 << 20 || stored_len > 1 << 20 {
+        return Err("map over 1 MiB".into());
+    }
+    let desc = Desc {
+        raw_len,
+        codec,
+        stored_len,
+        window_log: None,
+    };
+    let bytes = decode_stream(&desc, c.bytes(stored_len, "map payload")?, "map")?;
+    let mut m = Cursor::new(&bytes);
+    let mut breaks: Breaks = Vec::new();
+    let (mut at, mut shift) = (0u64, 0i128);
+    while !m.at_end() {
+        let gap = m.varint("map gap")?;
+        let delta = unzigzag(m.varint("map delta")?);
+        if !breaks.is_empty() && gap == 0 {
+            return Err("map break repeated".into());
+        }
+        at = at.checked_add(gap).ok_or("map position overflows")?;
+        if at >= old_len {
+            return Err("map break past the old file".into());
+        }
+        shift += delta;
+        if shift < i128::from(i64::MIN) || shift > i128::from(i64::MAX) {
+            return Err("map shift overflows".into());
+        }
+        breaks.push((at, shift));
+    }
+    Ok(breaks)
+}
+
+/// The old bytes `old[p..end]` as transform 2 predicts them for a copy with
+/// shift `s`, byte by byte from FORMAT.md's words.
+fn predict_naive(old: &[u8], breaks: &Breaks, p: usize, end: usize, s: i128) -> Vec<u8> {
+    const RIP: [u8; 48] = [
+        0x01, 0x03, 0x09, 0x0B, 0x10, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x28, 0x29, 0x2B, 0x2E,
+        0x2F, 0x31, 0x33, 0x39, 0x3B, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x63, 0x6F, 0x7E, 0x7F,
+        0x80, 0x81, 0x83, 0x85, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xB6, 0xB7, 0xBE, 0xBF, 0xC6,
+        0xC7, 0xD6, 0xFF,
+    ];
+    // The displacement offset of a site at q, if it is one.
+    let site = |q: usize| -> Option<usize> {
+        let k = if old[q] == 0xE8 || old[q] == 0xE9 {
+            1
+        } else if RIP.contains(&old[q]) && q + 1 < old.len() && old[q + 1] & 0xC7 == 0x05 {
+            2
+        } else {
+            return None;
+        };
+        (q + k + 4 <= old.len()).then_some(q + k)
+    };
+    let shift_at = |t: u64| breaks.iter().rev().find(|b| b.0 <= t).map(|b| b.1);
+    (p..end)
+        .map(|x| {
+            let covering = (x.saturating_sub(5)..x)
+                .filter_map(|q| site(q).map(|d| (q, d)))
+                .find(|&(_, d)| d <= x && x < d + 4);
+            let Some((_, d)) = covering else {
+                return old[x];
+            };
+            let w = i128::from(i32::from_le_bytes(old[d..d + 4].try_into().unwrap()));
+            let t = d as i128 + 4 + w;
+            if t < 0 || t >= old.len() as i128 {
+                return old[x];
+            }
+            let Some(e) = shift_at(t as u64) else {
+                return old[x];
+            };
+            let v = w + e - s;
+            if v < i128::from(i32::MIN) || v > i128::from(i32::MAX) {
+                return old[x];
+            }
+            (v as i32).to_le_bytes()[x - d]
+        })
+        .collect()
+}
+
 /// Reads the header only.
 pub fn header(patch: &[u8]) -> NaiveResult<NaiveHeader> {
     parse_header(&mut Cursor::new(patch))
@@ -313,6 +415,11 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         return Err("old file SHA-256 mismatch".into());
     }
 
+    let breaks = if h.refs {
+        Some(parse_ref_map(&mut c, h.old_len)?)
+    } else {
+        None
+    };
     let mut out: Vec<u8> = Vec::new();
     let mut p: u64 = 0;
     let mut model_len: u64 = 0;
@@ -397,8 +504,15 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
                 return Err("copy outside the old file".into());
             }
             let start = out.len();
-            out.extend_from_slice(&old[p as usize..end as usize]);
-            olds.extend_from_slice(&old[p as usize..end as usize]);
+            let bytes = match &breaks {
+                Some(b) => {
+                    let s = start as i128 - i128::from(p);
+                    predict_naive(old, b, p as usize, end as usize, s)
+                }
+                None => old[p as usize..end as usize].to_vec(),
+            };
+            out.extend_from_slice(&bytes);
+            olds.extend_from_slice(&bytes);
             copied.push(start..out.len());
             let run_at = out.len() as u64;
             out.extend_from_slice(lits.bytes(lit, "literals")?);

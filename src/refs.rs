@@ -1,0 +1,453 @@
+//! Transform 2 (docs/FORMAT.md): x86 references in copied bytes, predicted
+//! through a map of where the old file's bytes went.
+//!
+//! When code moves, every instruction that refers to it across the move
+//! changes: the 32-bit displacement of a call, a jump or a RIP-relative
+//! load differs by how far the target moved relative to the instruction.
+//! A copy then carries one delta per such reference, and in a recompiled
+//! library those deltas are most of the patch.
+//!
+//! The patch carries a map from old positions to their shift (new position
+//! minus old), piecewise constant: the writer builds it from its copies. For
+//! each copied byte that lies in the displacement of a *site* (an `E8`/`E9`
+//! opcode, or one of the opcodes below with a RIP-relative ModRM byte), both
+//! writer and reader replace the old byte with the *predicted* one: the
+//! displacement as it would be if the target had moved by the map's shift at
+//! the target and the instruction by the copy's shift. Deltas are then taken
+//! against the predicted bytes: a reference whose target moved as the map
+//! says needs none.
+//!
+//! The prediction of a byte depends only on the old bytes from five before it
+//! to four after it, the map and the copy's shift, so the reader computes it
+//! for any piece of a copy, whatever the writer's or the reader's buffers.
+//! Only old bytes are predicted, so the rule needs no inverse and cannot fail:
+//! a bad guess costs a delta, never a wrong result.
+
+use crate::error::{Error, FormatErrorKind};
+#[cfg(feature = "diff")]
+use crate::format::{put_varint, zigzag_encode};
+use crate::format::{zigzag_decode, SliceReader};
+
+/// The most decoded bytes a reference map may have (`LimitExceeded` above
+/// it): at least two bytes per entry, so at most 2^19 entries of 16 bytes
+/// (8 MiB) in memory.
+pub(crate) const MAP_MAX_RAW: u64 = 1 << 20;
+
+/// Old bytes a site may start before the byte it predicts: an opcode, a
+/// ModRM byte and three bytes of displacement.
+pub(crate) const LOOK_BEHIND: u64 = 5;
+/// Old bytes after a predicted byte that its site's displacement may need.
+pub(crate) const LOOK_AHEAD: u64 = 4;
+
+/// Site kinds by the byte at the site: 1 = `E8`/`E9` (displacement at +1),
+/// 2 = an opcode whose ModRM byte, when RIP-relative, puts a displacement
+/// at +2.
+const SITE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[0xE8] = 1;
+    t[0xE9] = 1;
+    // ALU r/m,r and r,r/m; test, xchg, mov, lea, movsxd; the FF group (call,
+    // jmp, push through memory); mov, ALU and cmp with an immediate (their
+    // target is off by the immediate's length, which the map rarely sees);
+    // and the second bytes of common 0F opcodes (SSE moves and arithmetic,
+    // movzx, movsx).
+    let rip: [u8; 48] = [
+        0x01, 0x03, 0x09, 0x0B, 0x10, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x28, 0x29, 0x2B, 0x2E,
+        0x2F, 0x31, 0x33, 0x39, 0x3B, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x63, 0x6F, 0x7E, 0x7F,
+        0x80, 0x81, 0x83, 0x85, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D, 0xB6, 0xB7, 0xBE, 0xBF, 0xC6,
+        0xC7, 0xD6, 0xFF,
+    ];
+    let mut i = 0;
+    while i < rip.len() {
+        if t[rip[i] as usize] == 0 {
+            t[rip[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// One bit per position of `block[..16]` that may be a site: an `E8`/`E9`
+/// byte, or a byte followed by a RIP-relative ModRM byte. [`displacement_at`]
+/// decides.
+#[inline]
+fn maybe_sites(block: &[u8; 17]) -> u32 {
+    let mut mask = 0u32;
+    for (k, (&b0, &b1)) in block.iter().zip(&block[1..]).enumerate() {
+        let maybe = (b0 & 0xFE == 0xE8) | (b1 & 0xC7 == 0x05);
+        mask |= u32::from(maybe) << k;
+    }
+    mask
+}
+
+/// Where the displacement of a site at `b0` (followed by `b1`) starts,
+/// relative to the site; `None` if `b0` is no site.
+#[inline]
+fn displacement_at(b0: u8, b1: u8) -> Option<u64> {
+    match SITE[usize::from(b0)] {
+        1 => Some(1),
+        2 if b1 & 0xC7 == 0x05 => Some(2),
+        _ => None,
+    }
+}
+
+/// Where the old file's bytes went: from each break (an old position) up to
+/// the next, new position = old position + shift.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RefMap {
+    starts: Vec<u64>,
+    shifts: Vec<i64>,
+    /// For each bucket of `1 << bucket_log` old positions, how many breaks
+    /// lie at or before its first position: where [`RefMap::shift_at`]'s
+    /// search starts. At most [`INDEX_MAX`] + 1 entries.
+    index: Vec<u32>,
+    bucket_log: u32,
+}
+
+/// The most buckets of a map's index (256 KiB).
+const INDEX_MAX: u64 = 1 << 16;
+
+impl RefMap {
+    /// A map from breaks sorted by position, strictly increasing, all below
+    /// `old_len` (the writer's).
+    #[cfg(feature = "diff")]
+    pub(crate) fn from_breaks(breaks: &[(u64, i64)], old_len: u64) -> RefMap {
+        RefMap::indexed(
+            breaks.iter().map(|b| b.0).collect(),
+            breaks.iter().map(|b| b.1).collect(),
+            old_len,
+        )
+    }
+
+    /// The map with its index, for an old file of `old_len` bytes.
+    fn indexed(starts: Vec<u64>, shifts: Vec<i64>, old_len: u64) -> RefMap {
+        let mut bucket_log = 12;
+        while old_len >> bucket_log > INDEX_MAX {
+            bucket_log += 1;
+        }
+        let buckets = (old_len >> bucket_log) + 1;
+        let mut index = Vec::with_capacity(buckets as usize + 1);
+        let mut k = 0usize;
+        for b in 0..=buckets {
+            let first = b << bucket_log;
+            while starts.get(k).is_some_and(|&s| s <= first) {
+                k += 1;
+            }
+            index.push(u32::try_from(k).unwrap_or(u32::MAX));
+        }
+        RefMap {
+            starts,
+            shifts,
+            index,
+            bucket_log,
+        }
+    }
+
+    /// Breaks in the map.
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The map's bytes: per break, a varint of its distance from the one
+    /// before (from 0 for the first) and a zigzag varint of its shift less
+    /// the one before (less 0 for the first).
+    #[cfg(feature = "diff")]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut at, mut last) = (0u64, 0i64);
+        for (&s, &d) in self.starts.iter().zip(&self.shifts) {
+            put_varint(&mut out, s.wrapping_sub(at));
+            put_varint(&mut out, zigzag_encode(d.wrapping_sub(last)));
+            (at, last) = (s, d);
+        }
+        out
+    }
+
+    /// Reads a map's decoded bytes (found at patch offset `at`) for an old
+    /// file of `old_len` bytes. Every break after the first must be at least
+    /// one byte after the one before, and every break must lie in the old
+    /// file; shifts are checked sums.
+    pub(crate) fn decode(bytes: &[u8], at: u64, old_len: u64) -> Result<RefMap, Error> {
+        let mut r = SliceReader::new(bytes, at, "reference map");
+        let mut starts = Vec::new();
+        let mut shifts = Vec::new();
+        let (mut pos, mut last) = (0u64, 0i64);
+        while !r.is_empty() {
+            let gap = r.read_varint()?;
+            let delta = zigzag_decode(r.read_varint()?);
+            if !starts.is_empty() && gap == 0 {
+                return Err(r.err(FormatErrorKind::OutOfRange));
+            }
+            pos = pos
+                .checked_add(gap)
+                .ok_or_else(|| r.err(FormatErrorKind::Overflow))?;
+            if pos >= old_len {
+                return Err(r.err(FormatErrorKind::OutOfRange));
+            }
+            last = last
+                .checked_add(delta)
+                .ok_or_else(|| r.err(FormatErrorKind::Overflow))?;
+            starts.push(pos);
+            shifts.push(last);
+        }
+        Ok(RefMap::indexed(starts, shifts, old_len))
+    }
+
+    /// The shift at old position `t`: that of the last break at or before it.
+    #[inline]
+    fn shift_at(&self, t: u64) -> Option<i64> {
+        // The breaks at or before `t` are those at or before its bucket's
+        // start and some of the bucket's own.
+        let b = usize::try_from(t >> self.bucket_log).ok()?;
+        let lo = self.index.get(b).map_or(0, |&k| k as usize);
+        let hi = self
+            .index
+            .get(b + 1)
+            .map_or(self.starts.len(), |&k| k as usize);
+        let within = self.starts.get(lo..hi).unwrap_or_default();
+        let k = (lo + within.partition_point(|&s| s <= t)).checked_sub(1)?;
+        self.shifts.get(k).copied()
+    }
+
+    /// Predicts the old bytes `out` stands for: `out` is filled with old
+    /// bytes from old position `at`, predicted for a copy whose new position
+    /// is `shift` bytes after its old one. `win` holds the old file's bytes
+    /// from `win_at`, which must be at most [`LOOK_BEHIND`] bytes before `at`
+    /// (or the file's start), through [`LOOK_AHEAD`] bytes past `out`'s end
+    /// (or the file's end, `old_len`). With a window shorter than that, sites
+    /// near its edges are missed (never a panic).
+    ///
+    /// A site is an old position `q` whose byte and the next make
+    /// [`displacement_at`] give `k`, with its four displacement bytes
+    /// `q + k .. q + k + 4` inside the old file. Each predicted byte takes
+    /// the first site (lowest `q`) whose displacement covers it; with `w`
+    /// those four bytes read as a little-endian `i32` and `t = q + k + 4 +
+    /// w`, if `0 ≤ t < old_len` and the map has a shift `e` at `t`, the
+    /// displacement is predicted as `v = w + e − shift` when `v` fits an
+    /// `i32`, written the same way; otherwise, and for bytes no site covers,
+    /// the old byte stays.
+    pub(crate) fn predict(
+        &self,
+        win: &[u8],
+        win_at: u64,
+        old_len: u64,
+        out: &mut [u8],
+        at: u64,
+        shift: i64,
+    ) {
+        let Some(start) = at.checked_sub(win_at) else {
+            return;
+        };
+        let end = at.saturating_add(out.len() as u64);
+        // Sites that can cover `out` start at most LOOK_BEHIND bytes before it.
+        let first = start.saturating_sub(LOOK_BEHIND);
+        // The first old position not yet covered by a site.
+        let mut free = 0u64;
+        let mut i = usize::try_from(first).unwrap_or(usize::MAX);
+        let last = usize::try_from(end.saturating_sub(win_at)).unwrap_or(usize::MAX);
+        let mut visit = |i: usize| {
+            let (Some(&b0), Some(&b1)) = (win.get(i), win.get(i + 1)) else {
+                return;
+            };
+            let Some(k) = displacement_at(b0, b1) else {
+                return;
+            };
+            let d = win_at.saturating_add(i as u64).saturating_add(k);
+            let d_end = d.saturating_add(4);
+            if d_end > old_len {
+                return;
+            }
+            let Some(disp) = win
+                .get((d - win_at) as usize..)
+                .and_then(|s| s.get(..4))
+                .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            else {
+                return;
+            };
+            // Bytes of this displacement not covered by an earlier site, and in `out`.
+            let from = d.max(free).max(at);
+            let to = d_end.min(end);
+            free = free.max(d_end);
+            if from >= to {
+                return;
+            }
+            if let Some(v) = self.predicted(disp, d_end, old_len, shift) {
+                for p in from..to {
+                    let (Some(slot), Some(&b)) =
+                        (out.get_mut((p - at) as usize), v.get((p - d) as usize))
+                    else {
+                        break;
+                    };
+                    *slot = b;
+                }
+            }
+        };
+        // Sixteen positions at a time, visiting only those that may be sites.
+        while i < last {
+            let Some(block) = win
+                .get(i..i + 17)
+                .and_then(|b| <&[u8; 17]>::try_from(b).ok())
+            else {
+                break;
+            };
+            let mut mask = maybe_sites(block);
+            if last - i < 16 {
+                mask &= (1u32 << (last - i)) - 1;
+            }
+            while mask != 0 {
+                visit(i + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            i += 16;
+        }
+        while i < last {
+            visit(i);
+            i += 1;
+        }
+    }
+
+    /// The predicted displacement bytes of a site whose displacement `disp`
+    /// ends at old position `d_end`, in a copy shifted by `shift`.
+    #[inline]
+    fn predicted(&self, disp: [u8; 4], d_end: u64, old_len: u64, shift: i64) -> Option<[u8; 4]> {
+        let w = i64::from(i32::from_le_bytes(disp));
+        let t = i64::try_from(d_end).ok()?.checked_add(w)?;
+        let t = u64::try_from(t).ok().filter(|&t| t < old_len)?;
+        let e = self.shift_at(t)?;
+        let v = w.checked_add(e)?.checked_sub(shift)?;
+        Some(i32::try_from(v).ok()?.to_le_bytes())
+    }
+}
+
+/// The writer's side: `old[o .. o + len]` as predicted for a copy shifted by
+/// `shift`, into `out` (cleared first).
+#[cfg(feature = "diff")]
+pub(crate) fn predict_range(
+    map: &RefMap,
+    old: &[u8],
+    o: usize,
+    len: usize,
+    shift: i64,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let end = o.saturating_add(len).min(old.len());
+    out.extend_from_slice(old.get(o..end).unwrap_or_default());
+    let win_at = o.saturating_sub(LOOK_BEHIND as usize);
+    let win_end = end.saturating_add(LOOK_AHEAD as usize).min(old.len());
+    let win = old.get(win_at..win_end).unwrap_or_default();
+    map.predict(win, win_at as u64, old.len() as u64, out, o as u64, shift);
+}
+
+#[cfg(all(test, feature = "diff"))]
+mod tests {
+    use super::*;
+
+    fn kind(r: Result<RefMap, Error>) -> FormatErrorKind {
+        match r {
+            Err(Error::Format(e)) => e.kind(),
+            other => panic!("expected a format error, got {other:?}"),
+        }
+    }
+
+    /// Byte by byte from the rule in FORMAT.md, for comparison.
+    fn naive(map: &RefMap, old: &[u8], p: usize, shift: i64) -> u8 {
+        for q in p.saturating_sub(5)..p {
+            let (Some(&b0), Some(&b1)) = (old.get(q), old.get(q + 1)) else {
+                continue;
+            };
+            let k = match (b0, b1 & 0xC7) {
+                (0xE8 | 0xE9, _) => 1,
+                (b, 0x05) if SITE[b as usize] == 2 => 2,
+                _ => continue,
+            };
+            let d = q + k;
+            if d + 4 > old.len() || !(d..d + 4).contains(&p) {
+                continue;
+            }
+            let disp: [u8; 4] = old[d..d + 4].try_into().unwrap();
+            return match map.predicted(disp, (d + 4) as u64, old.len() as u64, shift) {
+                Some(v) => v[p - d],
+                None => old[p],
+            };
+        }
+        old[p]
+    }
+
+    fn code_like(n: usize, seed: u64) -> Vec<u8> {
+        let mut next = crate::test_rng(seed);
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            match next() % 5 {
+                0 => {
+                    v.push(0xE8);
+                    let t = (next() % n as u64) as i64 - v.len() as i64 - 4;
+                    v.extend_from_slice(&(t as i32).to_le_bytes());
+                }
+                1 => {
+                    v.extend_from_slice(&[0x48, 0x8B, 0x05]);
+                    let t = (next() % n as u64) as i64 - v.len() as i64 - 4;
+                    v.extend_from_slice(&(t as i32).to_le_bytes());
+                }
+                _ => v.push(next() as u8),
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
+    #[test]
+    fn any_piece_predicts_as_the_rule() {
+        let old = code_like(5000, 7);
+        let map = RefMap::from_breaks(&[(0, 0), (1000, 37), (2500, -400), (4000, 9)], 5000);
+        for shift in [0i64, 37, -400, 100_000] {
+            let want: Vec<u8> = (0..old.len())
+                .map(|p| naive(&map, &old, p, shift))
+                .collect();
+            assert_ne!(want, old, "the map predicts something");
+            let mut out = Vec::new();
+            for piece in [1usize, 2, 3, 5, 7, 64, 999, 5000] {
+                let mut at = 0;
+                while at < old.len() {
+                    let len = piece.min(old.len() - at);
+                    predict_range(&map, &old, at, len, shift, &mut out);
+                    assert_eq!(out[..], want[at..at + len], "piece {piece} at {at}");
+                    at += len;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_map_round_trips_and_rejects_bad_breaks() {
+        let map = RefMap::from_breaks(&[(0, -5), (17, 1 << 40), (18, -(1 << 40)), (999, 0)], 1000);
+        let bytes = map.encode();
+        assert_eq!(RefMap::decode(&bytes, 0, 1000).unwrap(), map);
+        // The last break must lie in the old file.
+        assert_eq!(
+            kind(RefMap::decode(&bytes, 0, 999)),
+            FormatErrorKind::OutOfRange
+        );
+        // A repeated break.
+        let mut two = Vec::new();
+        for v in [5u64, 0, 0, 2] {
+            put_varint(&mut two, v);
+        }
+        assert_eq!(
+            kind(RefMap::decode(&two, 0, 100)),
+            FormatErrorKind::OutOfRange
+        );
+        // A shift past i64.
+        let mut far = Vec::new();
+        for v in [0u64, zigzag_encode(i64::MAX), 1, zigzag_encode(1)] {
+            put_varint(&mut far, v);
+        }
+        assert_eq!(
+            kind(RefMap::decode(&far, 0, 100)),
+            FormatErrorKind::Overflow
+        );
+        // Truncated inside a pair.
+        assert!(RefMap::decode(&bytes[..bytes.len() - 1], 0, 1000).is_err());
+        assert_eq!(RefMap::decode(&[], 0, 10).unwrap().len(), 0);
+    }
+}
