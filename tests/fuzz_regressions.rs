@@ -184,7 +184,7 @@ fn structured_seeds_are_current() {
 /// target can put on them. Each with whether the case is valid (applies, or
 /// is over the fuzzing limits only).
 fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
-    use structured::{FaultKind, FuzzOp, Input, Layout, ModelSpec, Seg, StreamFault};
+    use structured::{FaultKind, FuzzOp, Input, Layout, ModelSpec, Refs, Seg, StreamFault};
     let op = |copy: u16, lit: u16, seek: i32, delta: u8, delta_stride: u8| FuzzOp {
         copy,
         lit,
@@ -218,6 +218,7 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         new_len_skew: 0,
         stream_faults,
         trailer: Vec::new(),
+        refs: None,
     };
     // A stored-byte fault (or, with `stored` false, a decoded-byte one) on
     // stream `stream` of the first segment.
@@ -277,7 +278,33 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         vec![],
     );
     unclamped.clamp = false;
+    // Transform 2: calls planted every 23 bytes, a map of three shifts; in
+    // both layouts, and with a break repeated (refused).
+    let with_refs = |layout: Layout, breaks: Vec<(u16, i16)>| {
+        let mut i = input(vec![seg(layout, 2, ops())], vec![]);
+        i.refs = Some(Refs {
+            breaks,
+            call_every: 23,
+        });
+        i
+    };
+    let three = vec![(0, 0), (500, 40), (400, -47)];
     vec![
+        (
+            "refs-run-layout",
+            true,
+            with_refs(Layout::Runs, three.clone()),
+        ),
+        (
+            "refs-plain-model",
+            true,
+            with_refs(Layout::PlainModel, three),
+        ),
+        (
+            "refs-break-repeated",
+            false,
+            with_refs(Layout::Runs, vec![(0, 0), (100, 5), (0, 5)]),
+        ),
         ("plain-model", true, input(vec![model()], vec![])),
         (
             "plain-model-w10",

@@ -38,6 +38,17 @@ pub struct Input {
     pub stream_faults: Vec<StreamFault>,
     /// Bytes appended after the last segment.
     pub trailer: Vec<u8>,
+    /// Transform 2 (x86 references in copies): with a map of these breaks
+    /// (gap, shift step), written raw after the header, and `E8` calls into
+    /// the old file planted every `call_every` bytes (from 8) so that
+    /// predictions change bytes. `None`: no transform.
+    pub refs: Option<Refs>,
+}
+
+#[derive(Arbitrary, Debug)]
+pub struct Refs {
+    pub breaks: Vec<(u16, i16)>,
+    pub call_every: u8,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -247,14 +258,52 @@ impl Runs {
 /// limits decide the rest.
 pub fn build(inp: &Input) -> Case {
     let old_len = usize::from(inp.old_len) % 8193;
-    let old: Vec<u8> = if inp.old_periodic {
+    let mut old: Vec<u8> = if inp.old_periodic {
         let period = crate::checks::splitmix_bytes(inp.old_seed, 61);
         (0..old_len).map(|i| period[i % 61]).collect()
     } else {
         crate::checks::splitmix_bytes(inp.old_seed, old_len)
     };
-
     let mut valid = inp.clamp && inp.stream_faults.is_empty();
+    // Transform 2: calls planted in the old file, and the map's breaks.
+    let mut map_bytes: Vec<u8> = Vec::new();
+    let mut breaks: Option<crate::naive::Breaks> = None;
+    let mut map_ok = true;
+    if let Some(r) = &inp.refs {
+        let every = usize::from(r.call_every).max(8);
+        let mut q = 0;
+        while q + 5 <= old.len() {
+            let target = (q * 7919 + usize::from(r.call_every)) % old.len();
+            let rel = target as i64 - (q + 5) as i64;
+            old[q] = 0xE8;
+            old[q + 1..q + 5].copy_from_slice(&(rel as i32).to_le_bytes());
+            q += every;
+        }
+        let mut b = Vec::new();
+        let mut raw = Vec::new();
+        let (mut at, mut shift) = (0u64, 0i128);
+        for (k, &(gap, step)) in r.breaks.iter().take(64).enumerate() {
+            // Some gaps of 0 after the first, and breaks past the file, are
+            // faults the reader refuses.
+            let gap = u64::from(gap) % (old.len() as u64 / 4 + 2);
+            varint(&mut raw, gap);
+            varint(&mut raw, zigzag(i64::from(step)));
+            at += gap;
+            shift += i128::from(step);
+            if (k > 0 && gap == 0) || at >= old.len() as u64 {
+                valid = false;
+                map_ok = false;
+            }
+            b.push((at, shift));
+        }
+        varint(&mut map_bytes, raw.len() as u64);
+        if !raw.is_empty() {
+            map_bytes.push(0);
+            map_bytes.extend_from_slice(&raw);
+        }
+        breaks = Some(b);
+    }
+
     let mut new: Vec<u8> = Vec::new();
     let mut p: i128 = 0;
     let mut lit_counter: u64 = inp.old_seed % 4096;
@@ -306,10 +355,21 @@ pub fn build(inp: &Input) -> Case {
                 .and_then(|(a, b)| old.get(a..b));
             match in_old {
                 Some(src) => {
+                    // The copied bytes as the reader sees them: predicted
+                    // through the map with transform 2 (by the oracle's
+                    // reading of FORMAT.md).
+                    let src = match &breaks {
+                        Some(b) if valid => {
+                            let at = (p as usize, p as usize + src.len());
+                            let s = new.len() as i128 - p;
+                            crate::naive::predict_naive(&old, b, at.0, at.1, s)
+                        }
+                        _ => src.to_vec(),
+                    };
                     if valid {
-                        new.extend_from_slice(src);
+                        new.extend_from_slice(&src);
                     }
-                    olds.extend_from_slice(src);
+                    olds.extend_from_slice(&src);
                 }
                 None => {
                     valid = false;
@@ -432,8 +492,10 @@ pub fn build(inp: &Input) -> Case {
     }
     let new_len = total.wrapping_add_signed(i64::from(inp.new_len_skew));
     // The header refuses nothing, and the new length reaches the segment.
-    let header_ok =
-        !inp.wrong_old_hash && inp.new_len_skew >= 0 && new_len <= crate::checks::MAX_OUTPUT;
+    let header_ok = !inp.wrong_old_hash
+        && inp.new_len_skew >= 0
+        && new_len <= crate::checks::MAX_OUTPUT
+        && map_ok;
     let expected_error = codec_error
         .filter(|_| header_ok)
         .map(deltaswap::FormatErrorKind::UnknownCodec);
@@ -445,11 +507,13 @@ pub fn build(inp: &Input) -> Case {
     if inp.wrong_new_hash {
         new_hash[31] ^= 0x80;
     }
-    let mut patch = b"DSWP\x01\x00\x00\x00".to_vec();
+    let transform = if inp.refs.is_some() { 2 } else { 0 };
+    let mut patch = vec![b'D', b'S', b'W', b'P', 1, 0, transform, 0];
     varint(&mut patch, old.len() as u64);
     varint(&mut patch, new_len);
     patch.extend_from_slice(&old_hash);
     patch.extend_from_slice(&new_hash);
+    patch.extend_from_slice(&map_bytes);
     for s in &encoded_segments {
         patch.extend_from_slice(s);
     }
@@ -703,7 +767,7 @@ macro_rules! emit_int {
         }
     )*};
 }
-emit_int!(u8 u16 u64 i8 i32);
+emit_int!(u8 u16 u64 i8 i16 i32);
 
 impl Emit for bool {
     fn emit(&self, out: &mut Vec<u8>) {
@@ -727,6 +791,29 @@ impl<T: Emit> Emit for Vec<T> {
     }
 }
 
+impl<A: Emit, B: Emit> Emit for (A, B) {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.0.emit(out);
+        self.1.emit(out);
+    }
+}
+
+impl<T: Emit> Emit for Option<T> {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.is_some().emit(out);
+        if let Some(x) = self {
+            x.emit(out);
+        }
+    }
+}
+
+impl Emit for Refs {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.breaks.emit(out);
+        self.call_every.emit(out);
+    }
+}
+
 impl Emit for Input {
     fn emit(&self, out: &mut Vec<u8>) {
         self.old_len.emit(out);
@@ -739,6 +826,7 @@ impl Emit for Input {
         self.new_len_skew.emit(out);
         self.stream_faults.emit(out);
         self.trailer.emit(out);
+        self.refs.emit(out);
     }
 }
 

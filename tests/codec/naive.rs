@@ -301,7 +301,7 @@ fn decode_stream(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>
 }
 
 /// Transform 2's map as (break position, shift), in order.
-type Breaks = Vec<(u64, i128)>;
+pub type Breaks = Vec<(u64, i128)>;
 
 /// Reads transform 2's reference map after the header, as FORMAT.md puts it.
 fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
@@ -352,7 +352,7 @@ fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
 
 /// The old bytes `old[p..end]` as transform 2 predicts them for a copy with
 /// shift `s`, byte by byte from FORMAT.md's words.
-fn predict_naive(old: &[u8], breaks: &Breaks, p: usize, end: usize, s: i128) -> Vec<u8> {
+pub fn predict_naive(old: &[u8], breaks: &Breaks, p: usize, end: usize, s: i128) -> Vec<u8> {
     const RIP: [u8; 48] = [
         0x01, 0x03, 0x09, 0x0B, 0x10, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x28, 0x29, 0x2B, 0x2E,
         0x2F, 0x31, 0x33, 0x39, 0x3B, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x63, 0x6F, 0x7E, 0x7F,
@@ -408,6 +408,12 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
     if h.new_len > MAX_OUTPUT {
         return Err("new_len over the limit".into());
     }
+    // The map follows the header and is read with it, before the old file.
+    let breaks = if h.refs {
+        Some(parse_ref_map(&mut c, h.old_len)?)
+    } else {
+        None
+    };
     if h.old_len != old.len() as u64 {
         return Err("old file size mismatch".into());
     }
@@ -415,11 +421,6 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         return Err("old file SHA-256 mismatch".into());
     }
 
-    let breaks = if h.refs {
-        Some(parse_ref_map(&mut c, h.old_len)?)
-    } else {
-        None
-    };
     let mut out: Vec<u8> = Vec::new();
     let mut p: u64 = 0;
     let mut model_len: u64 = 0;
