@@ -16,8 +16,8 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, TRANSFORM_REFS,
-    TRANSFORM_X86, ZERO_RUNS,
+    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
+    TRANSFORM_POINTERS, TRANSFORM_REFS, TRANSFORM_X86, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, Sha256Digest};
 use crate::limits::Limits;
@@ -87,7 +87,7 @@ pub struct PatchReader<R> {
     input: PatchInput<R>,
     header: PatchHeader,
     limits: Limits,
-    /// Transform 2's reference map, and its stored length.
+    /// The reference map of transforms 2 and 4, and its stored length.
     refs: Option<(RefMap, u64)>,
 }
 
@@ -126,7 +126,7 @@ impl<R: Read> PatchReader<R> {
                 limit: limits.max_output_len,
             });
         }
-        let refs = if header.transform & TRANSFORM_REFS != 0 {
+        let refs = if header.transform & (TRANSFORM_REFS | TRANSFORM_POINTERS) != 0 {
             Some(read_ref_map(&mut input, header.old_len)?)
         } else {
             None
@@ -197,6 +197,7 @@ impl<R: Read> PatchReader<R> {
             new_pos: 0,
             x86: header.transform & TRANSFORM_X86 != 0,
             refs: self.refs.take().map(|(map, _)| map),
+            kinds: header.transform & (TRANSFORM_REFS | TRANSFORM_POINTERS),
             win: Vec::new(),
         };
         let mut produced: u64 = 0;
@@ -292,9 +293,10 @@ struct ApplyState<'a, S: ?Sized> {
     new_pos: u64,
     /// Whether literal bytes went through transform 1 (`src/transform.rs`).
     x86: bool,
-    /// Transform 2's map: copied old bytes are predicted through it
-    /// (`src/refs.rs`).
+    /// The map of transforms 2 and 4: copied old bytes are predicted
+    /// through it (`src/refs.rs`), with the site kinds `kinds`.
     refs: Option<RefMap>,
+    kinds: u8,
     /// The old bytes around a copied chunk, for transform 2.
     win: Vec<u8>,
 }
@@ -609,7 +611,7 @@ fn read_buffered_stream<R: Read>(
     }
 }
 
-/// Reads transform 2's reference map, which follows the header: a stream
+/// Reads the reference map of transforms 2 and 4, which follows the header: a stream
 /// descriptor (codec 0 or 1) and its payload, at most
 /// [`MAP_MAX_RAW`](crate::refs::MAP_MAX_RAW) bytes decoded and stored.
 /// Returns the map and its stored length.
@@ -650,11 +652,13 @@ fn read_ref_map<R: Read>(input: &mut PatchInput<R>, old_len: u64) -> Result<(Ref
     Ok((RefMap::decode(&bytes, at, old_len)?, stored_len))
 }
 
-/// Reads `chunk.len()` old bytes at `pos` into `chunk` as transform 2
-/// predicts them for a copy to new position `new_pos`, reading the few old
-/// bytes around them into `win`.
+/// Reads `chunk.len()` old bytes at `pos` into `chunk` as transforms 2 and 4
+/// (`kinds`) predict them for a copy to new position `new_pos`, reading the
+/// few old bytes around them into `win`.
+#[allow(clippy::too_many_arguments)]
 fn predict_chunk<S: Source + ?Sized>(
     map: &RefMap,
+    kinds: u8,
     old: &S,
     old_len: u64,
     win: &mut Vec<u8>,
@@ -678,7 +682,7 @@ fn predict_chunk<S: Source + ?Sized>(
     // Positions are below 2^63 in any file; a shift that does not fit makes
     // no prediction, as in the writer.
     if let (Ok(n), Ok(o)) = (i64::try_from(new_pos), i64::try_from(pos)) {
-        map.predict(win, win_at, old_len, chunk, pos, n - o);
+        map.predict(kinds, win, win_at, old_len, chunk, pos, n - o);
     }
     Ok(())
 }
@@ -834,9 +838,16 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
                     .old
                     .read_at(pos, chunk)
                     .map_err(Error::io("reading the old file"))?,
-                Some(map) => {
-                    predict_chunk(map, st.old, st.old_len, &mut st.win, chunk, pos, st.new_pos)?
-                }
+                Some(map) => predict_chunk(
+                    map,
+                    st.kinds,
+                    st.old,
+                    st.old_len,
+                    &mut st.win,
+                    chunk,
+                    pos,
+                    st.new_pos,
+                )?,
             }
             deltas.apply(chunk)?;
             out.write_all(chunk)
@@ -1074,8 +1085,8 @@ impl PatchInfo {
     pub fn patch_len(&self) -> u64 {
         self.total_len
     }
-    /// With transform 2 (x86 references in copies, docs/FORMAT.md), the
-    /// reference map's breaks and stored bytes; `None` without it.
+    /// With transform 2 or 4 (references in copies, docs/FORMAT.md), the
+    /// reference map's breaks and stored bytes; `None` without them.
     ///
     /// ```
     /// let old: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -278,13 +278,15 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         vec![],
     );
     unclamped.clamp = false;
-    // Transform 2: calls planted every 23 bytes, a map of three shifts; in
-    // both layouts, and with a break repeated (refused).
-    let with_refs = |layout: Layout, breaks: Vec<(u16, i16)>| {
+    // Transforms 2 and 4: calls planted every 23 bytes and pointers, a map
+    // of three shifts; in both layouts, with displacements, pointers or
+    // both, and with a break repeated (refused).
+    let with_refs = |layout: Layout, breaks: Vec<(u16, i16)>, kinds: u8| {
         let mut i = input(vec![seg(layout, 2, ops())], vec![]);
         i.refs = Some(Refs {
             breaks,
             call_every: 23,
+            kinds,
         });
         i
     };
@@ -293,17 +295,22 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         (
             "refs-run-layout",
             true,
-            with_refs(Layout::Runs, three.clone()),
+            with_refs(Layout::Runs, three.clone(), 0),
         ),
         (
-            "refs-plain-model",
+            "refs-pointers-run-layout",
             true,
-            with_refs(Layout::PlainModel, three),
+            with_refs(Layout::Runs, three.clone(), 1),
+        ),
+        (
+            "refs-both-plain-model",
+            true,
+            with_refs(Layout::PlainModel, three, 2),
         ),
         (
             "refs-break-repeated",
             false,
-            with_refs(Layout::Runs, vec![(0, 0), (100, 5), (0, 5)]),
+            with_refs(Layout::Runs, vec![(0, 0), (100, 5), (0, 5)], 2),
         ),
         ("plain-model", true, input(vec![model()], vec![])),
         (

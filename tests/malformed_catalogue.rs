@@ -266,8 +266,8 @@ fn catalogue() -> Vec<Vector> {
     add(
         c,
         "unknown-transform",
-        sample_with_header(|h| h.transform = 4),
-        fmt("UnknownTransform(4)"),
+        sample_with_header(|h| h.transform = 8),
+        fmt("UnknownTransform(8)"),
     );
     add(
         c,

@@ -38,10 +38,11 @@ pub struct Input {
     pub stream_faults: Vec<StreamFault>,
     /// Bytes appended after the last segment.
     pub trailer: Vec<u8>,
-    /// Transform 2 (x86 references in copies): with a map of these breaks
-    /// (gap, shift step), written raw after the header, and `E8` calls into
-    /// the old file planted every `call_every` bytes (from 8) so that
-    /// predictions change bytes. `None`: no transform.
+    /// Transforms 2 and 4 (references in copies): with a map of these
+    /// breaks (gap, shift step), written raw after the header, `E8` calls
+    /// into the old file planted every `call_every` bytes (from 8) and
+    /// pointers into it in every fifth 8-byte word of its second half, so
+    /// that predictions change bytes. `None`: neither transform.
     pub refs: Option<Refs>,
 }
 
@@ -49,6 +50,16 @@ pub struct Input {
 pub struct Refs {
     pub breaks: Vec<(u16, i16)>,
     pub call_every: u8,
+    /// Transform bits 2 (displacements) and 4 (pointers): `kinds % 3` picks
+    /// 2, 4 or both.
+    pub kinds: u8,
+}
+
+impl Refs {
+    /// The transform bits.
+    pub fn bits(&self) -> u8 {
+        [2, 4, 6][usize::from(self.kinds % 3)]
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -279,6 +290,11 @@ pub fn build(inp: &Input) -> Case {
             old[q + 1..q + 5].copy_from_slice(&(rel as i32).to_le_bytes());
             q += every;
         }
+        let half = old.len() / 2 / 8 * 8;
+        for (k, q) in (half..old.len().saturating_sub(7)).step_by(40).enumerate() {
+            let target = (4096 + k * 977) as u64 % (old.len() as u64).max(1);
+            old[q..q + 8].copy_from_slice(&target.to_le_bytes());
+        }
         let mut b = Vec::new();
         let mut raw = Vec::new();
         let (mut at, mut shift) = (0u64, 0i128);
@@ -362,7 +378,8 @@ pub fn build(inp: &Input) -> Case {
                         Some(b) if valid => {
                             let at = (p as usize, p as usize + src.len());
                             let s = new.len() as i128 - p;
-                            crate::naive::predict_naive(&old, b, at.0, at.1, s)
+                            let kinds = inp.refs.as_ref().map_or(0, Refs::bits);
+                            crate::naive::predict_naive(&old, b, kinds, at.0, at.1, s)
                         }
                         _ => src.to_vec(),
                     };
@@ -507,7 +524,7 @@ pub fn build(inp: &Input) -> Case {
     if inp.wrong_new_hash {
         new_hash[31] ^= 0x80;
     }
-    let transform = if inp.refs.is_some() { 2 } else { 0 };
+    let transform = inp.refs.as_ref().map_or(0, Refs::bits);
     let mut patch = vec![b'D', b'S', b'W', b'P', 1, 0, transform, 0];
     varint(&mut patch, old.len() as u64);
     varint(&mut patch, new_len);
@@ -811,6 +828,7 @@ impl Emit for Refs {
     fn emit(&self, out: &mut Vec<u8>) {
         self.breaks.emit(out);
         self.call_every.emit(out);
+        self.kinds.emit(out);
     }
 }
 

@@ -697,7 +697,8 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
     } else {
         let transforms: Vec<&str> = [
             (1, "x86 branch targets in literals"),
-            (2, "x86 references in copies"),
+            (2, "x86 displacements in copies"),
+            (4, "pointers in copies"),
         ]
         .iter()
         .filter(|(bit, _)| h.transform() & bit != 0)

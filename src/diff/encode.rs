@@ -14,7 +14,7 @@ use crate::refs::RefMap;
 /// libxml2.
 const MERGE_GAP: u64 = 1;
 
-/// With transform 2, copies are predicted in pieces of this many bytes.
+/// With transform 2 or 4, copies are predicted in pieces of this many bytes.
 const PREDICT_CHUNK: usize = 1 << 20;
 
 /// Inside a long copy, the segment budget is checked every this many delta bytes.
@@ -28,8 +28,8 @@ pub(crate) struct RawSegment {
     /// The segment's copies in order, as (old start, new start, length): what
     /// the plain layout's delta stream is computed from.
     pub(crate) copies: Vec<(usize, usize, usize)>,
-    /// With transform 2, when the plain layout is tried: the old bytes of the
-    /// copies as predicted (`src/refs.rs`), laid end to end.
+    /// With transform 2 or 4, when the plain layout is tried: the old bytes
+    /// of the copies as predicted (`src/refs.rs`), laid end to end.
     pub(crate) predicted: Vec<u8>,
 }
 
@@ -62,8 +62,9 @@ pub(crate) struct SegmentBuilder<'a> {
     copy_budget: usize,
     /// Whether literal runs go through transform 1 (`src/transform.rs`).
     x86: bool,
-    /// Transform 2's map: deltas are taken against the predicted old bytes.
-    refs: Option<&'a RefMap>,
+    /// The map of transforms 2 and 4 and the site kinds: deltas are taken
+    /// against the predicted old bytes.
+    refs: Option<(&'a RefMap, u8)>,
     /// The predicted old bytes of the copy in hand.
     scratch: Vec<u8>,
     /// Bytes the current segment copies so far.
@@ -108,9 +109,9 @@ impl<'a> SegmentBuilder<'a> {
         self
     }
 
-    /// Takes deltas against the old bytes as transform 2 predicts them
-    /// through `map` (`src/refs.rs`).
-    pub(crate) fn with_refs(mut self, map: Option<&'a RefMap>) -> Self {
+    /// Takes deltas against the old bytes as transforms 2 and 4 predict
+    /// them through a map with the given site kinds (`src/refs.rs`).
+    pub(crate) fn with_refs(mut self, map: Option<(&'a RefMap, u8)>) -> Self {
         self.refs = map;
         self
     }
@@ -158,11 +159,11 @@ impl<'a> SegmentBuilder<'a> {
     }
 
     /// Adds the deltas of `len` bytes: new[n..n+len] - old[o..o+len] (the
-    /// old bytes as predicted, with transform 2). Returns how many bytes were
+    /// old bytes as predicted, with transform 2 or 4). Returns how many bytes were
     /// consumed before the segment budget was hit (all of them, unless a
     /// split is needed).
     fn push_deltas(&mut self, o: usize, n: usize, len: usize) -> usize {
-        let Some(map) = self.refs else {
+        let Some((map, kinds)) = self.refs else {
             return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
         };
         let shift = n as i64 - o as i64;
@@ -173,7 +174,7 @@ impl<'a> SegmentBuilder<'a> {
         let mut done = 0;
         while done < len {
             let m = (len - done).min(PREDICT_CHUNK);
-            crate::refs::predict_range(map, self.old, o + done, m, shift, &mut pred);
+            crate::refs::predict_range(map, kinds, self.old, o + done, m, shift, &mut pred);
             let used = self.push_delta_bytes(&pred, &self.new[n + done..n + done + m]);
             if keep {
                 self.cur.predicted.extend_from_slice(&pred[..used]);

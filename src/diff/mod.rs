@@ -17,8 +17,7 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::format::{
     write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, STREAMS, TRANSFORM_REFS, TRANSFORM_X86, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG,
-    ZERO_RUNS,
+    DELTA_LENS, STREAMS, TRANSFORM_X86, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
 use encode::{
@@ -273,7 +272,7 @@ fn build_patch_with_budget(
         || literals_gain_from_x86(&ops, new),
         || references::choose(old, new, &ops),
     );
-    let map = refs.as_ref().map(|r| &r.0);
+    let map = refs.as_ref().map(|r| (&r.map, r.kinds));
     let build = |piece: Option<usize>| {
         let mut builder = SegmentBuilder::with_budget(old, new, budget)
             .with_x86(x86)
@@ -394,12 +393,12 @@ fn build_patch_with_budget(
         new.len() as u64,
         &old_hash,
         &new_hash,
-        (if x86 { TRANSFORM_X86 } else { 0 }) | (if refs.is_some() { TRANSFORM_REFS } else { 0 }),
+        (if x86 { TRANSFORM_X86 } else { 0 }) | refs.as_ref().map_or(0, |r| r.kinds),
         &mut out,
     );
-    if let Some((_, desc, stored)) = &refs {
-        write_stream_desc(desc, &mut out);
-        out.extend_from_slice(stored);
+    if let Some(r) = &refs {
+        write_stream_desc(&r.desc, &mut out);
+        out.extend_from_slice(&r.stored);
     }
     let mut it = packed.into_iter();
     for (index, seg) in segments.iter().enumerate() {

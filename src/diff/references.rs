@@ -1,5 +1,5 @@
-//! The writer's side of transform 2 (`src/refs.rs`): the reference map built
-//! from the copies, and whether it pays for itself.
+//! The writer's side of transforms 2 and 4 (`src/refs.rs`): the reference
+//! map built from the copies, and which site kinds pay for it.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::matcher::Op;
 use crate::format::{Codec, StreamDesc};
-use crate::refs::{predict_range, RefMap, MAP_MAX_RAW};
+use crate::refs::{predict_range, RefMap, DISPLACEMENTS, MAP_MAX_RAW, POINTERS};
 
 /// Copies shorter than this do not shape the map: their shift is often a
 /// chance alignment, and each break costs a few bytes. Of 16, 24, 32, 64,
@@ -18,15 +18,26 @@ const MAP_MIN_COPY: usize = 128;
 /// The zstd level of the map's bytes (they are small).
 const MAP_LEVEL: i32 = 19;
 
-/// Transform 2's map for `ops`, with its descriptor and stored bytes, if it
-/// makes fewer changed bytes than it costs; `None` otherwise.
+/// What [`choose`] picked: the map, the site kinds (transform bits), the
+/// map's descriptor and stored bytes.
+pub(super) struct Chosen {
+    pub(super) map: RefMap,
+    pub(super) kinds: u8,
+    pub(super) desc: StreamDesc,
+    pub(super) stored: Vec<u8>,
+}
+
+/// The reference map for `ops` and the site kinds to predict with, if they
+/// make fewer changed bytes than the map costs; `None` otherwise.
 ///
 /// The map has a break wherever the shift of the copies of at least
-/// [`MAP_MIN_COPY`] bytes changes (see [`build`]). It is used when the
-/// copied bytes that differ from the new file number fewer with the
-/// prediction than without, by at least [`BYTES_PER_CHANGE`] times the
-/// map's stored size. The decision depends on the data only.
-pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<(RefMap, StreamDesc, Vec<u8>)> {
+/// [`MAP_MIN_COPY`] bytes changes (see [`build`]). Displacements alone or
+/// with pointers, whichever leaves fewer copied bytes differing from the new
+/// file (when both leave fewer than no prediction, whichever leaves deltas
+/// that compress smaller), if it saves at least [`BYTES_PER_CHANGE`] times
+/// the map's stored size over no prediction. The decision depends on the
+/// data only.
+pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     let mut min_copy = MAP_MIN_COPY;
     let (map, raw) = loop {
         let map = build(ops, min_copy, old.len() as u64);
@@ -36,11 +47,33 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<(RefMap, Stre
         }
         min_copy = min_copy.checked_mul(2)?;
     };
-    if map.len() < 2 {
-        // One shift everywhere: every prediction is the old bytes.
+    // With no shift anywhere, in the map or in the copies, every
+    // prediction is the old bytes (WebKitGTK's rebuild: 88 MiB in place).
+    let still = !map.moves() && ops.iter().all(|op| op.new_start == op.old_start);
+    if map.len() == 0 || still {
         return None;
     }
-    let (before, after) = changes(old, new, ops, &map);
+    let [before, displacements, both] = changes(old, new, ops, &map);
+    // Pointers can remove many changes that compressed well anyway (a table
+    // whose entries all moved by one amount) and leave the rest less
+    // regular: when both kinds remove changes, the copies' deltas under each
+    // are compressed at a fast level and the smaller wins.
+    let (kinds, after) = match (displacements < before, both < before) {
+        (false, false) => return None,
+        (true, false) => (DISPLACEMENTS, displacements),
+        (false, true) => (BOTH, both),
+        (true, true) => {
+            let (d, b) = rayon::join(
+                || deltas_packed(old, new, ops, &map, DISPLACEMENTS),
+                || deltas_packed(old, new, ops, &map, BOTH),
+            );
+            if b < d {
+                (BOTH, both)
+            } else {
+                (DISPLACEMENTS, displacements)
+            }
+        }
+    };
     let packed = zstd::bulk::compress(&raw, MAP_LEVEL).ok()?;
     let (codec, stored) = if packed.len() < raw.len() {
         (Codec::Zstd, packed)
@@ -57,8 +90,66 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<(RefMap, Stre
         stored_len: stored.len() as u64,
         model: None,
     };
-    Some((map, desc, stored))
+    Some(Chosen {
+        map,
+        kinds,
+        desc,
+        stored,
+    })
 }
+
+/// Both site kinds.
+const BOTH: u8 = DISPLACEMENTS | POINTERS;
+
+/// The level at which [`deltas_packed`] compresses: at level 1 tokenizers'
+/// deltas came out the wrong way round (2026-11-30).
+const TRIAL_LEVEL: i32 = 3;
+
+/// The size of the copies' deltas (new bytes less the old ones as `kinds`
+/// predict them, one per copied byte, in operation order) compressed at
+/// [`TRIAL_LEVEL`], streamed in pieces so that no buffer holds them all.
+fn deltas_packed(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> u64 {
+    use std::io::Write;
+    const PIECE: usize = 1 << 20;
+    let mut enc = match zstd::stream::write::Encoder::new(Counter(0), TRIAL_LEVEL) {
+        Ok(enc) => enc,
+        Err(_) => return u64::MAX,
+    };
+    let (mut pred, mut deltas) = (Vec::new(), Vec::new());
+    for op in ops {
+        let shift = op.new_start as i64 - op.old_start as i64;
+        for k in (0..op.add_len).step_by(PIECE) {
+            let len = PIECE.min(op.add_len - k);
+            let (o, n) = (op.old_start + k, op.new_start + k);
+            predict_range(map, kinds, old, o, len, shift, &mut pred);
+            let Some(b) = new.get(n..n + len) else {
+                continue;
+            };
+            deltas.clear();
+            deltas.extend(pred.iter().zip(b).map(|(p, q)| q.wrapping_sub(*p)));
+            if enc.write_all(&deltas).is_err() {
+                return u64::MAX;
+            }
+        }
+    }
+    enc.finish().map_or(u64::MAX, |c| c.0)
+}
+
+/// A sink that counts what is written to it.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The site kinds [`changes`] counts with.
+const KINDS: [u8; 2] = [DISPLACEMENTS, BOTH];
 
 /// Changed bytes the prediction must save per byte of the stored map. 4
 /// kept it off pydantic-core across a major version, where it gains 0.6%;
@@ -115,9 +206,9 @@ fn build(ops: &[Op], min_copy: usize, old_len: u64) -> RefMap {
     RefMap::from_breaks(&breaks, old_len)
 }
 
-/// Copied bytes that differ from the new file, without and with the
-/// prediction through `map`.
-fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> (u64, u64) {
+/// Copied bytes that differ from the new file: without prediction, then
+/// with each of [`KINDS`].
+fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> [u64; 3] {
     const PIECE: usize = 1 << 20;
     let pieces: Vec<(usize, usize, usize)> = ops
         .iter()
@@ -134,13 +225,18 @@ fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> (u64, u64) {
     pieces
         .par_iter()
         .map_init(Vec::new, |pred, &(o, n, l)| {
+            let mut counts = [0u64; 3];
             let (Some(a), Some(b)) = (old.get(o..o + l), new.get(n..n + l)) else {
-                return (0, 0);
+                return counts;
             };
-            let shift = n as i64 - o as i64;
-            predict_range(map, old, o, l, shift, pred);
             let count = |x: &[u8]| x.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
-            (count(a), count(pred))
+            counts[0] = count(a);
+            let shift = n as i64 - o as i64;
+            for (slot, &kinds) in counts[1..].iter_mut().zip(&KINDS) {
+                predict_range(map, kinds, old, o, l, shift, pred);
+                *slot = count(pred);
+            }
+            counts
         })
-        .reduce(|| (0, 0), |x, y| (x.0 + y.0, x.1 + y.1))
+        .reduce(|| [0; 3], |x, y| [x[0] + y[0], x[1] + y[1], x[2] + y[2]])
 }

@@ -227,9 +227,9 @@ fn unknown_flags_transform_reserved() {
         let (s, p) = sample_with(|h| h.flags = v);
         assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
     }
-    // Bits 0 and 1 are transforms 1 and 2 (src/transform.rs, src/refs.rs);
-    // any other bit is unknown.
-    for v in [4u8, 5, 8, 0x80, 255] {
+    // Bits 0, 1 and 2 are transforms 1, 2 and 4 (src/transform.rs,
+    // src/refs.rs); any other bit is unknown.
+    for v in [8u8, 9, 0x10, 0x80, 255] {
         let (s, p) = sample_with(|h| h.transform = v);
         assert_eq!(kind(&s.old, &p), K::UnknownTransform(v));
     }
@@ -246,7 +246,7 @@ fn unknown_flags_transform_reserved() {
 fn reference_map_faults() {
     let with_map = |map: Vec<u8>| {
         sample_with(move |h| {
-            h.transform = 2;
+            h.transform = 6;
             h.map = map;
         })
     };

@@ -83,8 +83,10 @@ fn unzigzag(v: u64) -> i128 {
 pub struct NaiveHeader {
     /// Transform 1: literal runs carry x86 branch targets.
     pub x86: bool,
-    /// Transform 2: a reference map follows the header.
+    /// Transform 2: displacements predicted through the reference map.
     pub refs: bool,
+    /// Transform 4: pointers predicted through the reference map.
+    pub pointers: bool,
     pub old_len: u64,
     pub new_len: u64,
     pub old_sha256: [u8; 32],
@@ -189,7 +191,7 @@ fn is_plain(descs: &[Desc; 5]) -> bool {
 pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     let mut c = Cursor::new(patch);
     let h = parse_header(&mut c)?;
-    if h.refs {
+    if h.refs || h.pointers {
         parse_ref_map(&mut c, h.old_len)?;
     }
     let mut out = Vec::new();
@@ -248,7 +250,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unknown flags {flags}"));
     }
     let transform = c.byte("transform")?;
-    if transform > 3 {
+    if transform > 7 {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
@@ -261,6 +263,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
     Ok(NaiveHeader {
         x86: transform & 1 == 1,
         refs: transform & 2 == 2,
+        pointers: transform & 4 == 4,
         old_len,
         new_len,
         old_sha256,
@@ -350,9 +353,17 @@ fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
     Ok(breaks)
 }
 
-/// The old bytes `old[p..end]` as transform 2 predicts them for a copy with
-/// shift `s`, byte by byte from FORMAT.md's words.
-pub fn predict_naive(old: &[u8], breaks: &Breaks, p: usize, end: usize, s: i128) -> Vec<u8> {
+/// The old bytes `old[p..end]` as transforms 2 and 4 (`kinds`: bits 2 and
+/// 4 of the transform byte) predict them for a copy with shift `s`, byte by
+/// byte from FORMAT.md's words.
+pub fn predict_naive(
+    old: &[u8],
+    breaks: &Breaks,
+    kinds: u8,
+    p: usize,
+    end: usize,
+    s: i128,
+) -> Vec<u8> {
     const RIP: [u8; 48] = [
         0x01, 0x03, 0x09, 0x0B, 0x10, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x28, 0x29, 0x2B, 0x2E,
         0x2F, 0x31, 0x33, 0x39, 0x3B, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x63, 0x6F, 0x7E, 0x7F,
@@ -371,25 +382,45 @@ pub fn predict_naive(old: &[u8], breaks: &Breaks, p: usize, end: usize, s: i128)
         (q + k + 4 <= old.len()).then_some(q + k)
     };
     let shift_at = |t: u64| breaks.iter().rev().find(|b| b.0 <= t).map(|b| b.1);
+    // Pass one: 8-aligned pointers whose value lies in the old file.
+    let pointer = |x: usize| -> u8 {
+        let q = x / 8 * 8;
+        if kinds & 4 == 0 || q + 8 > old.len() {
+            return old[x];
+        }
+        let v = u64::from_le_bytes(old[q..q + 8].try_into().unwrap());
+        if v < 4096 || v >= old.len() as u64 {
+            return old[x];
+        }
+        match shift_at(v) {
+            Some(e) if i128::from(v) + e >= 0 && i128::from(v) + e <= i128::from(u64::MAX) => {
+                ((i128::from(v) + e) as u64).to_le_bytes()[x - q]
+            }
+            _ => old[x],
+        }
+    };
     (p..end)
         .map(|x| {
+            if kinds & 2 == 0 {
+                return pointer(x);
+            }
             let covering = (x.saturating_sub(5)..x)
                 .filter_map(|q| site(q).map(|d| (q, d)))
                 .find(|&(_, d)| d <= x && x < d + 4);
             let Some((_, d)) = covering else {
-                return old[x];
+                return pointer(x);
             };
             let w = i128::from(i32::from_le_bytes(old[d..d + 4].try_into().unwrap()));
             let t = d as i128 + 4 + w;
             if t < 0 || t >= old.len() as i128 {
-                return old[x];
+                return pointer(x);
             }
             let Some(e) = shift_at(t as u64) else {
-                return old[x];
+                return pointer(x);
             };
             let v = w + e - s;
             if v < i128::from(i32::MIN) || v > i128::from(i32::MAX) {
-                return old[x];
+                return pointer(x);
             }
             (v as i32).to_le_bytes()[x - d]
         })
@@ -409,7 +440,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         return Err("new_len over the limit".into());
     }
     // The map follows the header and is read with it, before the old file.
-    let breaks = if h.refs {
+    let breaks = if h.refs || h.pointers {
         Some(parse_ref_map(&mut c, h.old_len)?)
     } else {
         None
@@ -508,7 +539,8 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             let bytes = match &breaks {
                 Some(b) => {
                     let s = start as i128 - i128::from(p);
-                    predict_naive(old, b, p as usize, end as usize, s)
+                    let kinds = (u8::from(h.refs) << 1) | (u8::from(h.pointers) << 2);
+                    predict_naive(old, b, kinds, p as usize, end as usize, s)
                 }
                 None => old[p as usize..end as usize].to_vec(),
             };
