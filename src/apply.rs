@@ -682,7 +682,12 @@ fn predict_chunk<S: Source + ?Sized>(
     // Positions are below 2^63 in any file; a shift that does not fit makes
     // no prediction, as in the writer.
     if let (Ok(n), Ok(o)) = (i64::try_from(new_pos), i64::try_from(pos)) {
-        map.predict(kinds, win, win_at, old_len, chunk, pos, n - o);
+        let window = crate::refs::OldWindow {
+            bytes: win,
+            at: win_at,
+            old_len,
+        };
+        map.predict(kinds, window, chunk, pos, n - o);
     }
     Ok(())
 }

@@ -157,6 +157,15 @@ fn displacement_at(b0: u8, b1: u8) -> Option<u64> {
     }
 }
 
+/// Some of the old file's bytes: `bytes` from old position `at`, in a file
+/// of `old_len` bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct OldWindow<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: u64,
+    pub(crate) old_len: u64,
+}
+
 /// Where the old file's bytes went: from each break (an old position) up to
 /// the next, new position = old position + shift.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,11 +293,11 @@ impl RefMap {
     /// Predicts the old bytes `out` stands for: `out` is filled with old
     /// bytes from old position `at`, predicted for a copy whose new position
     /// is `shift` bytes after its old one, with the site kinds `kinds`
-    /// ([`DISPLACEMENTS`], [`POINTERS`]). `win` holds the old file's bytes
-    /// from `win_at`, which must be at most [`LOOK_BEHIND`] bytes before `at`
-    /// (or the file's start), through [`LOOK_AHEAD`] bytes past `out`'s end
-    /// (or the file's end, `old_len`). With a window shorter than that, sites
-    /// near its edges are missed (never a panic).
+    /// ([`DISPLACEMENTS`], [`POINTERS`]). `old` holds the old file's bytes
+    /// from at most [`LOOK_BEHIND`] bytes before `at` (or the file's start)
+    /// through [`LOOK_AHEAD`] bytes past `out`'s end (or the file's end).
+    /// With a window shorter than that, sites near its edges are missed
+    /// (never a panic).
     ///
     /// Pointers first: each 8-aligned old position `q` with `q + 8 ≤
     /// old_len`, whose eight bytes read as a little-endian `u64` `v` with
@@ -305,27 +314,29 @@ impl RefMap {
     /// `i32`, written the same way; otherwise the byte keeps what the pointer
     /// pass left (the old byte, if no pointer covers it). Both passes read
     /// the old bytes as they are.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn predict(
         &self,
         kinds: u8,
-        win: &[u8],
-        win_at: u64,
-        old_len: u64,
+        old: OldWindow<'_>,
         out: &mut [u8],
         at: u64,
         shift: i64,
     ) {
         if kinds & POINTERS != 0 {
-            self.predict_pointers(win, win_at, old_len, out, at);
+            self.predict_pointers(old, out, at);
         }
         if kinds & DISPLACEMENTS != 0 {
-            self.predict_displacements(win, win_at, old_len, out, at, shift);
+            self.predict_displacements(old, out, at, shift);
         }
     }
 
     /// The pointer pass of [`RefMap::predict`].
-    fn predict_pointers(&self, win: &[u8], win_at: u64, old_len: u64, out: &mut [u8], at: u64) {
+    fn predict_pointers(&self, old: OldWindow<'_>, out: &mut [u8], at: u64) {
+        let OldWindow {
+            bytes: win,
+            at: win_at,
+            old_len,
+        } = old;
         let end = at.saturating_add(out.len() as u64);
         // The first 8-aligned position whose eight bytes reach `at`.
         let mut q = at.saturating_sub(7).div_ceil(8).saturating_mul(8);
@@ -359,15 +370,12 @@ impl RefMap {
     }
 
     /// The displacement pass of [`RefMap::predict`].
-    fn predict_displacements(
-        &self,
-        win: &[u8],
-        win_at: u64,
-        old_len: u64,
-        out: &mut [u8],
-        at: u64,
-        shift: i64,
-    ) {
+    fn predict_displacements(&self, old: OldWindow<'_>, out: &mut [u8], at: u64, shift: i64) {
+        let OldWindow {
+            bytes: win,
+            at: win_at,
+            old_len,
+        } = old;
         let Some(start) = at.checked_sub(win_at) else {
             return;
         };
@@ -469,16 +477,12 @@ pub(crate) fn predict_range(
     out.extend_from_slice(old.get(o..end).unwrap_or_default());
     let win_at = o.saturating_sub(LOOK_BEHIND as usize);
     let win_end = end.saturating_add(LOOK_AHEAD as usize).min(old.len());
-    let win = old.get(win_at..win_end).unwrap_or_default();
-    map.predict(
-        kinds,
-        win,
-        win_at as u64,
-        old.len() as u64,
-        out,
-        o as u64,
-        shift,
-    );
+    let window = OldWindow {
+        bytes: old.get(win_at..win_end).unwrap_or_default(),
+        at: win_at as u64,
+        old_len: old.len() as u64,
+    };
+    map.predict(kinds, window, out, o as u64, shift);
 }
 
 #[cfg(all(test, feature = "diff"))]
