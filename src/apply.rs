@@ -297,7 +297,7 @@ struct ApplyState<'a, S: ?Sized> {
     /// through it (`src/refs.rs`), with the site kinds `kinds`.
     refs: Option<RefMap>,
     kinds: u8,
-    /// The old bytes around a copied chunk, for transform 2.
+    /// The old bytes around a copied chunk, for transforms 2 and 4.
     win: Vec<u8>,
 }
 
