@@ -427,9 +427,15 @@ pub fn predict_naive(
         .collect()
 }
 
-/// Reads the header only.
+/// Reads the header, and the reference map after it when the transform
+/// byte asks for one (what `PatchReader::new` reads).
 pub fn header(patch: &[u8]) -> NaiveResult<NaiveHeader> {
-    parse_header(&mut Cursor::new(patch))
+    let mut c = Cursor::new(patch);
+    let h = parse_header(&mut c)?;
+    if h.refs || h.pointers {
+        parse_ref_map(&mut c, h.old_len)?;
+    }
+    Ok(h)
 }
 
 /// Applies `patch` to `old`; returns the verified new file.
