@@ -34,17 +34,26 @@ pub const MAX_MODEL_LEN: u64 = MAX_OUTPUT / 4;
 /// `MAX_SEGMENT_BUFFER`, which holds only the model's stored bytes.
 pub const MODEL_HEAP: usize = (4 << 20) + (1 << MAX_WINDOW_LOG);
 
+/// Heap bytes the reference map of transforms 2 and 4 may hold (docs/FORMAT.md):
+/// its stored and decoded bytes while it is read (at most 1 MiB each), its
+/// breaks (at most 2^19, 16 bytes each: 8 MiB), its index (at most 2^16 + 2
+/// entries of 4 bytes), and 1 MiB for zstd's decompression context and
+/// slack. It is read with the header and kept for the whole apply.
+pub const MAP_HEAP: usize = (2 << 20) + (8 << 20) + (257 << 10) + (1 << 20);
+
 /// Heap bytes (Rust allocations) apply may hold at once under [`limits`]: the
 /// output vector (at most `MAX_OUTPUT`), one segment's buffered streams with
 /// their compressed copies (`MAX_SEGMENT_BUFFER`), the delta model of a plain
-/// segment ([`MODEL_HEAP`]), the 256 KiB copy buffer, a 256 KiB hashing
-/// buffer, the 64 KiB literal read buffer, and 1 MiB of slack. Going over it
-/// is a finding: something was sized by an unchecked field.
+/// segment ([`MODEL_HEAP`]), the reference map ([`MAP_HEAP`]), the 256 KiB
+/// copy buffer and the window around it, a 256 KiB hashing buffer, the 64 KiB
+/// literal read buffer, and 1 MiB of slack. Going over it is a finding:
+/// something was sized by an unchecked field.
 pub const APPLY_HEAP_BUDGET: usize =
-    (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + MODEL_HEAP + (2 << 20);
+    (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + MODEL_HEAP + MAP_HEAP + (2 << 20);
 
-/// Heap bytes `inspect` and the header parser may hold: they buffer nothing.
-pub const INSPECT_HEAP_BUDGET: usize = 256 << 10;
+/// Heap bytes `inspect` and the header parser may hold: 256 KiB, and the
+/// reference map that follows the header ([`MAP_HEAP`]).
+pub const INSPECT_HEAP_BUDGET: usize = (256 << 10) + MAP_HEAP;
 
 /// The small limits the fuzz targets apply with, so that a memory or CPU bomb
 /// inside them is cut short and one outside them is a finding.
