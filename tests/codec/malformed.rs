@@ -1656,3 +1656,48 @@ fn applies_at_exactly_the_buffer_limit(s: &Sample, bytes: &[u8], need: u64) {
         "{e:?}"
     );
 }
+
+/// The largest reference map the format allows (1 MiB decoded: 2^19 breaks
+/// of two bytes) is read and applied; one byte more is `LimitExceeded`
+/// before anything is allocated for it.
+#[test]
+fn reference_map_at_its_limit() {
+    let old = random_bytes(91, (1 << 19) + 1000);
+    let patch = deltaswap::DiffOptions::new()
+        .level(3)
+        .threads(1)
+        .diff(&old, &old)
+        .unwrap();
+    let h = naive::header(&patch).unwrap();
+    assert!(!h.refs && !h.pointers);
+    let header_len = 8 + varint(old.len() as u64).len() * 2 + 64;
+    let with_map = |breaks: usize| {
+        // Breaks at 0, 1, 2, ..., all with shift 0: every prediction is the
+        // old bytes, so the patch still applies.
+        let mut raw = Vec::with_capacity(2 * breaks);
+        for k in 0..breaks {
+            raw.extend(varint(u64::from(k > 0)));
+            raw.push(0);
+        }
+        let mut p = patch[..header_len].to_vec();
+        p[6] = 2;
+        p.extend(varint(raw.len() as u64));
+        p.push(0);
+        p.extend(raw);
+        p.extend_from_slice(&patch[header_len..]);
+        p
+    };
+    let full = with_map(1 << 19);
+    assert_eq!(apply_all(&old, &full).unwrap(), old);
+    let info = deltaswap::inspect(&full[..]).unwrap();
+    assert_eq!(info.reference_map(), Some((1 << 19, 1 << 20)));
+    let over = with_map((1 << 19) + 1);
+    assert!(matches!(
+        reject(&old, &over),
+        Error::LimitExceeded {
+            what: "reference map",
+            actual,
+            limit: 1_048_576,
+        } if actual == (1 << 20) + 2
+    ));
+}
