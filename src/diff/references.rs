@@ -12,7 +12,7 @@ use crate::refs::{predict_range, RefMap, DISPLACEMENTS, MAP_MAX_RAW, POINTERS};
 /// Copies shorter than this do not shape the map: their shift is often a
 /// chance alignment, and each break costs a few bytes. Of 16, 24, 32, 64,
 /// 128, 256, 512 and 1024, 128 and 256 made the smallest patches, within
-/// 0.5% of each other except libc (128: 2.2% smaller) (2026-11-30).
+/// 0.8% of each other except libc (128: 2.2% smaller) (2026-11-30).
 const MAP_MIN_COPY: usize = 128;
 
 /// The zstd level of the map's bytes (they are small).
@@ -74,18 +74,19 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
             }
         }
     };
+    let raw_len = raw.len() as u64;
     let packed = zstd::bulk::compress(&raw, MAP_LEVEL).ok()?;
     let (codec, stored) = if packed.len() < raw.len() {
         (Codec::Zstd, packed)
     } else {
-        (Codec::Raw, raw.clone())
+        (Codec::Raw, raw)
     };
     let gain = before.saturating_sub(after);
     if gain == 0 || gain < (stored.len() as u64).saturating_mul(BYTES_PER_CHANGE) {
         return None;
     }
     let desc = StreamDesc {
-        raw_len: raw.len() as u64,
+        raw_len,
         codec,
         stored_len: stored.len() as u64,
         model: None,
@@ -110,26 +111,21 @@ const TRIAL_LEVEL: i32 = 3;
 /// [`TRIAL_LEVEL`], streamed in pieces so that no buffer holds them all.
 fn deltas_packed(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> u64 {
     use std::io::Write;
-    const PIECE: usize = 1 << 20;
     let mut enc = match zstd::stream::write::Encoder::new(Counter(0), TRIAL_LEVEL) {
         Ok(enc) => enc,
         Err(_) => return u64::MAX,
     };
     let (mut pred, mut deltas) = (Vec::new(), Vec::new());
-    for op in ops {
-        let shift = op.new_start as i64 - op.old_start as i64;
-        for k in (0..op.add_len).step_by(PIECE) {
-            let len = PIECE.min(op.add_len - k);
-            let (o, n) = (op.old_start + k, op.new_start + k);
-            predict_range(map, kinds, old, o, len, shift, &mut pred);
-            let Some(b) = new.get(n..n + len) else {
-                continue;
-            };
-            deltas.clear();
-            deltas.extend(pred.iter().zip(b).map(|(p, q)| q.wrapping_sub(*p)));
-            if enc.write_all(&deltas).is_err() {
-                return u64::MAX;
-            }
+    for (o, n, len) in pieces(ops) {
+        let shift = n as i64 - o as i64;
+        predict_range(map, kinds, old, o, len, shift, &mut pred);
+        let Some(b) = new.get(n..n + len) else {
+            continue;
+        };
+        deltas.clear();
+        deltas.extend(pred.iter().zip(b).map(|(p, q)| q.wrapping_sub(*p)));
+        if enc.write_all(&deltas).is_err() {
+            return u64::MAX;
         }
     }
     enc.finish().map_or(u64::MAX, |c| c.0)
@@ -209,19 +205,7 @@ fn build(ops: &[Op], min_copy: usize, old_len: u64) -> RefMap {
 /// Copied bytes that differ from the new file: without prediction, then
 /// with each of [`KINDS`].
 fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> [u64; 3] {
-    const PIECE: usize = 1 << 20;
-    let pieces: Vec<(usize, usize, usize)> = ops
-        .iter()
-        .flat_map(|op| {
-            (0..op.add_len).step_by(PIECE).map(move |k| {
-                (
-                    op.old_start + k,
-                    op.new_start + k,
-                    PIECE.min(op.add_len - k),
-                )
-            })
-        })
-        .collect();
+    let pieces: Vec<(usize, usize, usize)> = pieces(ops).collect();
     pieces
         .par_iter()
         .map_init(Vec::new, |pred, &(o, n, l)| {
@@ -239,4 +223,19 @@ fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> [u64; 3] {
             counts
         })
         .reduce(|| [0; 3], |x, y| [x[0] + y[0], x[1] + y[1], x[2] + y[2]])
+}
+
+/// The copies of `ops` as (old start, new start, length), cut into pieces of
+/// at most 1 MiB: the unit of the trials' predictions.
+fn pieces(ops: &[Op]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    const PIECE: usize = 1 << 20;
+    ops.iter().flat_map(|op| {
+        (0..op.add_len).step_by(PIECE).map(move |k| {
+            (
+                op.old_start + k,
+                op.new_start + k,
+                PIECE.min(op.add_len - k),
+            )
+        })
+    })
 }
