@@ -19,7 +19,7 @@ use crate::format::{
     TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
     TRANSFORM_POINTERS, TRANSFORM_REFS, TRANSFORM_X86, ZERO_RUNS,
 };
-use crate::hash::{Hasher, HashingWriter, Sha256Digest};
+use crate::hash::{Hasher, HashingWriter, PipedHashingWriter, Sha256Digest, PIPE_MIN};
 use crate::limits::Limits;
 use crate::refs::RefMap;
 use crate::source::Source;
@@ -152,6 +152,11 @@ impl<R: Read> PatchReader<R> {
     /// later, `out` holds a partial, unverified result that the caller must discard
     /// (the atomic file functions of this crate do that for you).
     ///
+    /// A result of 4 MiB or more is hashed on a second thread while it is
+    /// written (when the machine has more than one core): `out` itself is
+    /// only ever written from the calling thread, and the thread ends before
+    /// this returns.
+    ///
     /// # Errors
     ///
     /// [`Error::SizeMismatch`] / [`Error::HashMismatch`] with [`Subject::Source`] for a
@@ -187,7 +192,6 @@ impl<R: Read> PatchReader<R> {
                 found: old_len,
             });
         }
-        let mut out = HashingWriter::new(out);
         let mut state = ApplyState {
             old,
             old_len,
@@ -200,23 +204,48 @@ impl<R: Read> PatchReader<R> {
             kinds: header.transform & (TRANSFORM_REFS | TRANSFORM_POINTERS),
             win: Vec::new(),
         };
-        let mut produced: u64 = 0;
-        while produced < header.new_len {
-            let remaining = header.new_len.saturating_sub(produced);
-            let n = apply_segment(
-                &mut self.input,
-                &self.limits,
-                &mut state,
-                remaining,
-                &mut out,
-            )?;
-            produced = produced.saturating_add(n);
-        }
-        self.input.expect_end()?;
-        out.flush().map_err(Error::io("writing the new file"))?;
-        let (_, hasher) = out.finish();
+        let new_len = header.new_len;
+        let mut write_all = |out: &mut dyn Write| -> Result<(), Error> {
+            let mut produced: u64 = 0;
+            while produced < new_len {
+                let remaining = new_len.saturating_sub(produced);
+                let n = apply_segment(&mut self.input, &self.limits, &mut state, remaining, out)?;
+                produced = produced.saturating_add(n);
+            }
+            self.input.expect_end()?;
+            out.flush().map_err(Error::io("writing the new file"))
+        };
+        let hasher = if new_len >= PIPE_MIN && more_than_one_core() {
+            // The new file's SHA-256 is computed on a second thread as it is
+            // written (see `PipedHashingWriter`).
+            std::thread::scope(|scope| match PipedHashingWriter::start(scope, out) {
+                Ok(mut piped) => {
+                    write_all(&mut piped)?;
+                    let (_, hasher) = piped.finish().map_err(Error::io("hashing the new file"))?;
+                    Ok::<_, Error>(hasher)
+                }
+                Err(out) => hash_inline(out, write_all),
+            })?
+        } else {
+            hash_inline(out, write_all)?
+        };
         finish_target(hasher, &header)
     }
+}
+
+/// Runs `write_all` through a writer that hashes on the calling thread.
+fn hash_inline<W: Write>(
+    out: W,
+    write_all: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
+) -> Result<Hasher, Error> {
+    let mut out = HashingWriter::new(out);
+    write_all(&mut out)?;
+    Ok(out.finish().1)
+}
+
+/// Whether a second thread can run beside this one.
+fn more_than_one_core() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
 }
 
 /// Checks the old file's length and SHA-256 against the header.
@@ -693,7 +722,7 @@ fn predict_chunk<S: Source + ?Sized>(
 }
 
 /// Applies one segment; returns the bytes it produced.
-fn apply_segment<R: Read, S: Source + ?Sized, W: Write>(
+fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     input: &mut PatchInput<R>,
     limits: &Limits,
     st: &mut ApplyState<'_, S>,

@@ -552,6 +552,62 @@ fn altered_new_sha256_is_a_target_mismatch() {
     }
 }
 
+/// Results of 4 MiB and more are hashed on a second thread as they are
+/// written. The same checks hold there: every applier agrees with the oracle,
+/// an altered new SHA-256 is a target mismatch naming the digest of what was
+/// written, and a writer that fails part way is an I/O error, not a hang.
+#[test]
+fn large_results_are_checked_as_small_ones() {
+    let len = (4 << 20) + 12_345;
+    let old = random_bytes(91, len);
+    let mut new = old.clone();
+    new[len - 1] = new[len - 1].wrapping_add(1);
+    let segs = [seg(
+        &[(len as u64, 0, 0)],
+        &[(len as u64 - 1, 1)],
+        &[1],
+        &[],
+    )];
+    let good = assemble(&old, &new, &segs, Codec::Zstd);
+    assert!(apply_all(&old, &good.bytes()).unwrap() == new);
+
+    let mut bad = good.clone();
+    bad.header.new_sha256[7] ^= 1;
+    let e = reject(&old, &bad.bytes());
+    assert!(
+        matches!(
+            &e,
+            Error::HashMismatch { subject: Subject::Target, found, .. } if found.0 == sha256(&new)
+        ),
+        "{e:?}"
+    );
+
+    /// Accepts `left` bytes, then fails every write.
+    struct FailsAfter {
+        left: usize,
+    }
+    impl std::io::Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let patch = good.bytes();
+    for left in [0, 1, 300_000, len - 1] {
+        let e = PatchReader::new(&patch[..])
+            .and_then(|r| r.apply_to(&old[..], FailsAfter { left }))
+            .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{left}: {e:?}");
+    }
+}
+
 // ---- segments -----------------------------------------------------------------
 
 /// The sample with its segment `i` changed by `f`, codecs all zstd or all raw.
