@@ -476,6 +476,20 @@ pub(crate) fn predict_range(
     out.clear();
     let end = o.saturating_add(len).min(old.len());
     out.extend_from_slice(old.get(o..end).unwrap_or_default());
+    predict_in_place(map, kinds, old, o, shift, out);
+}
+
+/// [`predict_range`] into `out`, which holds `old[o..o + out.len()]`.
+#[cfg(feature = "diff")]
+pub(crate) fn predict_in_place(
+    map: &RefMap,
+    kinds: u8,
+    old: &[u8],
+    o: usize,
+    shift: i64,
+    out: &mut [u8],
+) {
+    let end = o.saturating_add(out.len()).min(old.len());
     let win_at = o.saturating_sub(LOOK_BEHIND as usize);
     let win_end = end.saturating_add(LOOK_AHEAD as usize).min(old.len());
     let window = OldWindow {

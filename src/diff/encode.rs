@@ -1,11 +1,11 @@
 //! Turning operations into segments of five streams, and compressing them.
 
 use super::matcher::Op;
+use crate::error::Error;
 use crate::format::{
     put_varint, zigzag_encode, Codec, ModelParams, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES,
     DELTA_LENS, LITERALS, STREAMS, ZERO_RUNS,
 };
-use crate::refs::RefMap;
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
@@ -13,9 +13,6 @@ use crate::refs::RefMap;
 /// of best on five of seven; a gap of 3 is 1.2% smaller on libssl and 0.6% on
 /// libxml2.
 const MERGE_GAP: u64 = 1;
-
-/// With transform 2 or 4, copies are predicted in pieces of this many bytes.
-const PREDICT_CHUNK: usize = 1 << 20;
 
 /// Inside a long copy, the segment budget is checked every this many delta bytes.
 const BUDGET_CHECK: usize = 4096;
@@ -62,11 +59,13 @@ pub(crate) struct SegmentBuilder<'a> {
     copy_budget: usize,
     /// Whether literal runs go through transform 1 (`src/transform.rs`).
     x86: bool,
-    /// The map of transforms 2 and 4 and the site kinds: deltas are taken
-    /// against the predicted old bytes.
-    refs: Option<(&'a RefMap, u8)>,
-    /// The predicted old bytes of the copy in hand.
-    scratch: Vec<u8>,
+    /// Whether deltas are taken against the old bytes as transforms 2 and
+    /// 4 predict them ([`Self::predicted`]).
+    refs: bool,
+    /// Every copied old byte as predicted, in the order of the copies
+    /// (`references::predict_copies`), and how many of them are used.
+    predicted: &'a [u8],
+    predicted_at: usize,
     /// Bytes the current segment copies so far.
     copied: usize,
     done: Vec<RawSegment>,
@@ -85,8 +84,9 @@ impl<'a> SegmentBuilder<'a> {
             budget,
             copy_budget: usize::MAX,
             x86: false,
-            refs: None,
-            scratch: Vec::new(),
+            refs: false,
+            predicted: &[],
+            predicted_at: 0,
             copied: 0,
             done: Vec::new(),
             cur: RawSegment::default(),
@@ -110,9 +110,11 @@ impl<'a> SegmentBuilder<'a> {
     }
 
     /// Takes deltas against the old bytes as transforms 2 and 4 predict
-    /// them through a map with the given site kinds (`src/refs.rs`).
-    pub(crate) fn with_refs(mut self, map: Option<(&'a RefMap, u8)>) -> Self {
-        self.refs = map;
+    /// them (`src/refs.rs`): `predicted` holds every copied old byte of the
+    /// operations to come, in order, as predicted.
+    pub(crate) fn with_predicted(mut self, predicted: Option<&'a [u8]>) -> Self {
+        self.refs = predicted.is_some();
+        self.predicted = predicted.unwrap_or_default();
         self
     }
 
@@ -163,29 +165,20 @@ impl<'a> SegmentBuilder<'a> {
     /// consumed before the segment budget was hit (all of them, unless a
     /// split is needed).
     fn push_deltas(&mut self, o: usize, n: usize, len: usize) -> usize {
-        let Some((map, kinds)) = self.refs else {
+        if !self.refs {
             return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
-        };
-        let shift = n as i64 - o as i64;
+        }
+        let from = self.predicted_at;
+        let pred = self.predicted.get(from..from + len).unwrap_or_default();
+        debug_assert_eq!(pred.len(), len, "predicted bytes run out");
+        let used = self.push_delta_bytes(pred, &self.new[n..n + pred.len()]);
         // The keeping of predicted bytes is for the plain layout, whose
         // segments have a copy budget.
-        let keep = self.copy_budget != usize::MAX;
-        let mut pred = std::mem::take(&mut self.scratch);
-        let mut done = 0;
-        while done < len {
-            let m = (len - done).min(PREDICT_CHUNK);
-            crate::refs::predict_range(map, kinds, self.old, o + done, m, shift, &mut pred);
-            let used = self.push_delta_bytes(&pred, &self.new[n + done..n + done + m]);
-            if keep {
-                self.cur.predicted.extend_from_slice(&pred[..used]);
-            }
-            done += used;
-            if used < m {
-                break;
-            }
+        if self.copy_budget != usize::MAX {
+            self.cur.predicted.extend_from_slice(&pred[..used]);
         }
-        self.scratch = pred;
-        done
+        self.predicted_at += used;
+        used
     }
 
     /// The loop of [`Self::push_deltas`] over equal-length `old` and `new`.
@@ -266,9 +259,14 @@ impl<'a> SegmentBuilder<'a> {
         }
     }
 
-    pub(crate) fn finish(mut self) -> Vec<RawSegment> {
+    /// The segments; an error if the operations did not use exactly the
+    /// predicted bytes given to [`Self::with_predicted`].
+    pub(crate) fn finish(mut self) -> Result<Vec<RawSegment>, Error> {
         self.close_segment();
-        self.done
+        if self.refs && self.predicted_at != self.predicted.len() {
+            return Err(Error::Bug("predicted bytes and copies differ in length"));
+        }
+        Ok(self.done)
     }
 }
 

@@ -272,11 +272,13 @@ fn build_patch_with_budget(
         || literals_gain_from_x86(&ops, new),
         || references::choose(old, new, &ops),
     );
-    let map = refs.as_ref().map(|r| (&r.map, r.kinds));
+    let predicted = refs
+        .as_ref()
+        .map(|r| references::predict_copies(old, &ops, &r.map, r.kinds));
     let build = |piece: Option<usize>| {
         let mut builder = SegmentBuilder::with_budget(old, new, budget)
             .with_x86(x86)
-            .with_refs(map);
+            .with_predicted(predicted.as_deref());
         if let Some(bytes) = piece {
             builder = builder.with_copy_budget(bytes);
         }
@@ -289,12 +291,12 @@ fn build_patch_with_budget(
         builder.finish()
     };
     let mut plain = packing.tries_plain() && copied <= packing.plain_max_copied();
-    let mut segments = build(plain.then(|| plain_piece(copied)));
+    let mut segments = build(plain.then(|| plain_piece(copied)))?;
     if plain && !segments.iter().any(RawSegment::worth_plain) {
         // Nothing for the model to gain: keep the segments whole.
         plain = false;
         if segments.len() > 1 {
-            segments = build(None);
+            segments = build(None)?;
         }
     }
     // The plain layout is tried beside the zstd jobs, one model job per segment.
