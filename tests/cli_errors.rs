@@ -375,3 +375,73 @@ fn quiet_and_verbose() {
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("Exit status"), "{}", r.stdout);
 }
+
+/// Results of 4 MiB and more are hashed on a second thread while they are
+/// written: through the command line they succeed, fail and clean up as
+/// small ones do. A patch whose recorded new SHA-256 is wrong is refused
+/// with status 2 and leaves no OUT and no temporary file; `patch` in place
+/// leaves the target as it was.
+#[test]
+fn large_results_fail_and_clean_up_like_small_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut s = 0x2545_f491_u32;
+    let old: Vec<u8> = (0..(5 << 20) + 777)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 24) as u8
+        })
+        .collect();
+    let mut new = old.clone();
+    for i in (1000..new.len()).step_by(300_000) {
+        new[i] = new[i].wrapping_add(3);
+    }
+    fs::write(dir.join("old"), &old).expect("write");
+    fs::write(dir.join("new"), &new).expect("write");
+    let r = run_in(dir, &["diff", "--level", "3", "old", "new", "p"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_in(dir, &["apply", "old", "p", "out"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(fs::read(dir.join("out")).expect("read") == new);
+    fs::remove_file(dir.join("out")).expect("remove");
+
+    // The recorded new SHA-256 is the 32 bytes after the old one.
+    let mut patch = fs::read(dir.join("p")).expect("read");
+    let at = patch
+        .windows(32)
+        .position(|w| w == sha256_of(&new))
+        .expect("the new file's digest is in the header");
+    patch[at + 5] ^= 1;
+    fs::write(dir.join("bad"), &patch).expect("write");
+    let r = run_in(dir, &["apply", "old", "bad", "out"]);
+    expect_error(&r, 2, &["target SHA-256 mismatch"]);
+    let left: Vec<_> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .filter(|n| !["old", "new", "p", "bad"].contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    fs::write(dir.join("target"), &old).expect("write");
+    let r = run_in(dir, &["patch", "target", "bad"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(fs::read(dir.join("target")).expect("read") == old);
+    let temps = fs::read_dir(dir)
+        .expect("list")
+        .filter(|e| {
+            let name = e.as_ref().expect("entry").file_name();
+            name.to_string_lossy().contains("deltaswap-tmp")
+        })
+        .count();
+    assert_eq!(temps, 0, "patch left a temporary file");
+    let r = run_in(dir, &["patch", "target", "p"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(fs::read(dir.join("target")).expect("read") == new);
+}
+
+/// SHA-256 of `data`, through the crate's public digest type.
+fn sha256_of(data: &[u8]) -> [u8; 32] {
+    *deltaswap::Sha256Digest::of(data).as_bytes()
+}
