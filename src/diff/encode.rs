@@ -169,15 +169,19 @@ impl<'a> SegmentBuilder<'a> {
             return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
         }
         let from = self.predicted_at;
-        let pred = self.predicted.get(from..from + len).unwrap_or_default();
-        debug_assert_eq!(pred.len(), len, "predicted bytes run out");
-        let used = self.push_delta_bytes(pred, &self.new[n..n + pred.len()]);
+        let Some(pred) = self.predicted.get(from..from + len) else {
+            // Cannot happen: the predicted bytes are the copies'. Carry on
+            // without them, so that the build ends, and `finish` says so.
+            self.predicted_at = usize::MAX;
+            return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
+        };
+        let used = self.push_delta_bytes(pred, &self.new[n..n + len]);
         // The keeping of predicted bytes is for the plain layout, whose
         // segments have a copy budget.
         if self.copy_budget != usize::MAX {
             self.cur.predicted.extend_from_slice(&pred[..used]);
         }
-        self.predicted_at += used;
+        self.predicted_at = self.predicted_at.saturating_add(used);
         used
     }
 

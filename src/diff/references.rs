@@ -244,8 +244,8 @@ fn pieces(ops: &[Op]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
 /// them with `map` and the site kinds `kinds`: what the segment builder
 /// takes the deltas against. The copies are predicted in pieces of at most
 /// 1 MiB on the thread pool (a byte's prediction depends only on old bytes,
-/// so any cut gives the same bytes); one pass on one thread held up libc's
-/// diff by about 10 ms.
+/// so any cut gives the same bytes): the builder's pass on one thread kept
+/// the other waiting (0.3-1.7% of the diff's wall time, docs/BENCHMARKS.md).
 pub(super) fn predict_copies(old: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> Vec<u8> {
     let total: usize = ops.iter().map(|op| op.add_len).sum();
     let mut out = vec![0u8; total];
