@@ -215,7 +215,7 @@ impl<R: Read> PatchReader<R> {
             self.input.expect_end()?;
             out.flush().map_err(Error::io("writing the new file"))
         };
-        let hasher = if new_len >= PIPE_MIN && more_than_one_core() {
+        let hasher = if new_len >= pipe_min() && more_than_one_core() {
             // The new file's SHA-256 is computed on a second thread as it is
             // written (see `PipedHashingWriter`).
             std::thread::scope(|scope| match PipedHashingWriter::start(scope, out) {
@@ -241,6 +241,16 @@ fn hash_inline<W: Write>(
     let mut out = HashingWriter::new(out);
     write_all(&mut out)?;
     Ok(out.finish().1)
+}
+
+/// Results at least this long are hashed on a second thread: [`PIPE_MIN`],
+/// or any length inside `fuzzing::always_piped`.
+fn pipe_min() -> u64 {
+    #[cfg(feature = "fuzzing")]
+    if crate::fuzzing::piped_always() {
+        return 0;
+    }
+    PIPE_MIN
 }
 
 /// Whether a second thread can run beside this one.

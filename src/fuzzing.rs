@@ -21,6 +21,9 @@
 //! Every function here **panics when a property is violated**: that is how a
 //! fuzzer reports a finding, and it is the only reason these functions panic.
 //! The installer itself must never panic, whatever the input.
+//!
+//! Also [`always_piped`], for the apply fuzz checks: it sends small results
+//! down the path that large ones take.
 #![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1484,4 +1487,29 @@ pub fn bundle_recover(input: &RecoverInput) {
             "{at}: something outside the root and the state directory changed"
         );
     }
+}
+
+std::thread_local! {
+    static ALWAYS_PIPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every apply on this thread hashing its result on a second
+/// thread, as results of 4 MiB and more do (`PipedHashingWriter`): the
+/// fuzz checks' results are at most 1 MiB, and would otherwise never reach
+/// that path.
+pub fn always_piped<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ALWAYS_PIPED.with(|c| c.set(false));
+        }
+    }
+    ALWAYS_PIPED.with(|c| c.set(true));
+    let _reset = Reset;
+    f()
+}
+
+/// Whether [`always_piped`] is in force on this thread.
+pub(crate) fn piped_always() -> bool {
+    ALWAYS_PIPED.with(std::cell::Cell::get)
 }
