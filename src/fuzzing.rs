@@ -22,7 +22,7 @@
 //! fuzzer reports a finding, and it is the only reason these functions panic.
 //! The installer itself must never panic, whatever the input.
 //!
-//! Also [`always_piped`], for the apply fuzz checks: it sends small results
+//! Also `always_piped`, for the apply fuzz checks: it sends small results
 //! down the path that large ones take.
 #![allow(missing_docs)]
 
