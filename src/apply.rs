@@ -16,12 +16,12 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
-    TRANSFORM_POINTERS, TRANSFORM_REFS, TRANSFORM_X86, ZERO_RUNS,
+    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, TRANSFORM_X86,
+    ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, PipedHashingWriter, Sha256Digest, PIPE_MIN};
 use crate::limits::Limits;
-use crate::refs::RefMap;
+use crate::refs::{RefMap, MAPPED};
 use crate::source::Source;
 
 /// Size of the copy buffer: the unit in which old data is read and new data written.
@@ -126,7 +126,7 @@ impl<R: Read> PatchReader<R> {
                 limit: limits.max_output_len,
             });
         }
-        let refs = if header.transform & (TRANSFORM_REFS | TRANSFORM_POINTERS) != 0 {
+        let refs = if header.transform & MAPPED != 0 {
             Some(read_ref_map(&mut input, header.old_len)?)
         } else {
             None
@@ -201,7 +201,7 @@ impl<R: Read> PatchReader<R> {
             new_pos: 0,
             x86: header.transform & TRANSFORM_X86 != 0,
             refs: self.refs.take().map(|(map, _)| map),
-            kinds: header.transform & (TRANSFORM_REFS | TRANSFORM_POINTERS),
+            kinds: header.transform & MAPPED,
             win: Vec::new(),
         };
         let new_len = header.new_len;

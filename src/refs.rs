@@ -52,6 +52,8 @@ pub(crate) const LOOK_AHEAD: u64 = 7;
 pub(crate) const DISPLACEMENTS: u8 = crate::format::TRANSFORM_REFS;
 /// Transform bit of the pointer sites (`TRANSFORM_POINTERS`).
 pub(crate) const POINTERS: u8 = crate::format::TRANSFORM_POINTERS;
+/// The transform bits that put a reference map after the header.
+pub(crate) const MAPPED: u8 = DISPLACEMENTS | POINTERS;
 
 /// Pointer sites hold values from here up: smaller ones are counts, sizes
 /// and flags more often than addresses. Against 4096 on six pairs, 65,536
@@ -473,15 +475,16 @@ pub(crate) fn predict_range(
     shift: i64,
     out: &mut Vec<u8>,
 ) {
-    out.clear();
     let end = o.saturating_add(len).min(old.len());
-    out.extend_from_slice(old.get(o..end).unwrap_or_default());
-    predict_in_place(map, kinds, old, o, shift, out);
+    out.clear();
+    out.resize(end.saturating_sub(o), 0);
+    predict_into(map, kinds, old, o, shift, out);
 }
 
-/// [`predict_range`] into `out`, which holds `old[o..o + out.len()]`.
+/// [`predict_range`] into a slice: `out` is filled with `old[o..]` as
+/// predicted (as much of it as `old` holds; the rest is left alone).
 #[cfg(feature = "diff")]
-pub(crate) fn predict_in_place(
+pub(crate) fn predict_into(
     map: &RefMap,
     kinds: u8,
     old: &[u8],
@@ -490,6 +493,9 @@ pub(crate) fn predict_in_place(
     out: &mut [u8],
 ) {
     let end = o.saturating_add(out.len()).min(old.len());
+    if let (Some(src), Some(dst)) = (old.get(o..end), out.get_mut(..end.saturating_sub(o))) {
+        dst.copy_from_slice(src);
+    }
     let win_at = o.saturating_sub(LOOK_BEHIND as usize);
     let win_end = end.saturating_add(LOOK_AHEAD as usize).min(old.len());
     let window = OldWindow {

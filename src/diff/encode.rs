@@ -59,12 +59,10 @@ pub(crate) struct SegmentBuilder<'a> {
     copy_budget: usize,
     /// Whether literal runs go through transform 1 (`src/transform.rs`).
     x86: bool,
-    /// Whether deltas are taken against the old bytes as transforms 2 and
-    /// 4 predict them ([`Self::predicted`]).
-    refs: bool,
-    /// Every copied old byte as predicted, in the order of the copies
-    /// (`references::predict_copies`), and how many of them are used.
-    predicted: &'a [u8],
+    /// With transform 2 or 4, every copied old byte as predicted, in the
+    /// order of the copies (`references::predict_copies`): the deltas are
+    /// taken against these. And how many of them are used.
+    predicted: Option<&'a [u8]>,
     predicted_at: usize,
     /// Bytes the current segment copies so far.
     copied: usize,
@@ -84,8 +82,7 @@ impl<'a> SegmentBuilder<'a> {
             budget,
             copy_budget: usize::MAX,
             x86: false,
-            refs: false,
-            predicted: &[],
+            predicted: None,
             predicted_at: 0,
             copied: 0,
             done: Vec::new(),
@@ -113,8 +110,7 @@ impl<'a> SegmentBuilder<'a> {
     /// them (`src/refs.rs`): `predicted` holds every copied old byte of the
     /// operations to come, in order, as predicted.
     pub(crate) fn with_predicted(mut self, predicted: Option<&'a [u8]>) -> Self {
-        self.refs = predicted.is_some();
-        self.predicted = predicted.unwrap_or_default();
+        self.predicted = predicted;
         self
     }
 
@@ -165,11 +161,11 @@ impl<'a> SegmentBuilder<'a> {
     /// consumed before the segment budget was hit (all of them, unless a
     /// split is needed).
     fn push_deltas(&mut self, o: usize, n: usize, len: usize) -> usize {
-        if !self.refs {
+        let Some(predicted) = self.predicted else {
             return self.push_delta_bytes(&self.old[o..o + len], &self.new[n..n + len]);
-        }
+        };
         let from = self.predicted_at;
-        let Some(pred) = self.predicted.get(from..from + len) else {
+        let Some(pred) = predicted.get(from..from + len) else {
             // Cannot happen: the predicted bytes are the copies'. Carry on
             // without them, so that the build ends, and `finish` says so.
             self.predicted_at = usize::MAX;
@@ -267,7 +263,7 @@ impl<'a> SegmentBuilder<'a> {
     /// predicted bytes given to [`Self::with_predicted`].
     pub(crate) fn finish(mut self) -> Result<Vec<RawSegment>, Error> {
         self.close_segment();
-        if self.refs && self.predicted_at != self.predicted.len() {
+        if self.predicted.is_some_and(|p| p.len() != self.predicted_at) {
             return Err(Error::Bug("predicted bytes and copies differ in length"));
         }
         Ok(self.done)

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::matcher::Op;
 use crate::format::{Codec, StreamDesc};
-use crate::refs::{predict_in_place, predict_range, RefMap, DISPLACEMENTS, MAP_MAX_RAW, POINTERS};
+use crate::refs::{predict_into, predict_range, RefMap, DISPLACEMENTS, MAPPED, MAP_MAX_RAW};
 
 /// Copies shorter than this do not shape the map: their shift is often a
 /// chance alignment, and each break costs a few bytes. Of 16, 24, 32, 64,
@@ -100,7 +100,7 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
 }
 
 /// Both site kinds.
-const BOTH: u8 = DISPLACEMENTS | POINTERS;
+const BOTH: u8 = MAPPED;
 
 /// The level at which [`deltas_packed`] compresses: at level 1 tokenizers'
 /// deltas came out the wrong way round (2026-11-30).
@@ -257,11 +257,7 @@ pub(super) fn predict_copies(old: &[u8], ops: &[Op], map: &RefMap, kinds: u8) ->
         jobs.push((o, n, head));
         rest = tail;
     }
-    jobs.into_par_iter().for_each(|(o, n, dst)| {
-        if let Some(src) = old.get(o..o + dst.len()) {
-            dst.copy_from_slice(src);
-        }
-        predict_in_place(map, kinds, old, o, n as i64 - o as i64, dst);
-    });
+    jobs.into_par_iter()
+        .for_each(|(o, n, dst)| predict_into(map, kinds, old, o, n as i64 - o as i64, dst));
     out
 }
