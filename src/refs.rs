@@ -1,6 +1,7 @@
-//! Transforms 2 and 4 (docs/FORMAT.md): references in copied bytes,
+//! Transforms 2, 4 and 8 (docs/FORMAT.md): references in copied bytes,
 //! predicted through a map of where the old file's bytes went. Transform 2
-//! predicts x86 displacements, transform 4 absolute pointers.
+//! predicts x86 displacements, transform 4 absolute pointers, transform 8
+//! AArch64 branches and page addresses.
 //!
 //! When code moves, every instruction that refers to it across the move
 //! changes: the 32-bit displacement of a call, a jump or a RIP-relative
@@ -24,6 +25,13 @@
 //! the old file (from 4096 up) is predicted as that value plus the map's
 //! shift there.
 //!
+//! AArch64 code refers the same way with whole instruction words: a `B` or
+//! `BL` holds the distance to its target in words, and an `ADRP` the
+//! distance to its target's 4 KiB page, the instruction after it (an `ADD`
+//! or a load or store on the same register) the offset within the page.
+//! With transform 8 both sides predict those words as the map says the
+//! targets moved.
+//!
 //! The prediction of a byte depends only on the old bytes from seven before
 //! it to seven after it, the map and the copy's shift, so the reader
 //! computes it for any piece of a copy, whatever the writer's or the
@@ -42,18 +50,21 @@ use crate::format::{zigzag_decode, SliceReader};
 pub(crate) const MAP_MAX_RAW: u64 = 1 << 20;
 
 /// Old bytes a site may start before the byte it predicts: seven for a
-/// pointer (an opcode, a ModRM byte and three bytes of displacement: five).
+/// pointer or an AArch64 pair (an opcode, a ModRM byte and three bytes of
+/// displacement: five).
 pub(crate) const LOOK_BEHIND: u64 = 7;
 /// Old bytes after a predicted byte that its site may need: seven for a
-/// pointer (three of a displacement: four with its end).
+/// pointer or an AArch64 pair (three of a displacement: four with its end).
 pub(crate) const LOOK_AHEAD: u64 = 7;
 
 /// Transform bit of the displacement sites (`TRANSFORM_REFS`).
 pub(crate) const DISPLACEMENTS: u8 = crate::format::TRANSFORM_REFS;
 /// Transform bit of the pointer sites (`TRANSFORM_POINTERS`).
 pub(crate) const POINTERS: u8 = crate::format::TRANSFORM_POINTERS;
+/// Transform bit of the AArch64 sites (`TRANSFORM_A64`).
+pub(crate) const A64: u8 = crate::format::TRANSFORM_A64;
 /// The transform bits that put a reference map after the header.
-pub(crate) const MAPPED: u8 = DISPLACEMENTS | POINTERS;
+pub(crate) const MAPPED: u8 = DISPLACEMENTS | POINTERS | A64;
 
 /// Pointer sites hold values from here up: smaller ones are counts, sizes
 /// and flags more often than addresses. Against 4096 on six pairs, 65,536
@@ -157,6 +168,28 @@ fn displacement_at(b0: u8, b1: u8) -> Option<u64> {
         1 => Some(1),
         2 if b1 & 0xC7 == 0x05 => Some(2),
         _ => None,
+    }
+}
+
+/// Whether `w` is an AArch64 `ADRP`.
+#[inline]
+fn is_adrp(w: u32) -> bool {
+    w & 0x9F00_0000 == 0x9000_0000
+}
+
+/// For an AArch64 `ADD` (64-bit, immediate, unshifted) or a load or store
+/// with an unsigned 12-bit offset, the log2 of the offset's scale; `None`
+/// for any other instruction.
+#[inline]
+fn low_scale(n: u32) -> Option<u32> {
+    if n & 0xFFC0_0000 == 0x9100_0000 {
+        Some(0)
+    } else if n & 0x3B00_0000 == 0x3900_0000 {
+        // size, or 4 for a 128-bit SIMD register (V set, opc 1x).
+        let simd_q = (n >> 26) & 1 == 1 && (n >> 23) & 1 == 1;
+        Some(if simd_q { 4 } else { n >> 30 })
+    } else {
+        None
     }
 }
 
@@ -296,7 +329,7 @@ impl RefMap {
     /// Predicts the old bytes `out` stands for: `out` is filled with old
     /// bytes from old position `at`, predicted for a copy whose new position
     /// is `shift` bytes after its old one, with the site kinds `kinds`
-    /// ([`DISPLACEMENTS`], [`POINTERS`]). `old` holds the old file's bytes
+    /// ([`DISPLACEMENTS`], [`POINTERS`], [`A64`]). `old` holds the old file's bytes
     /// from at most [`LOOK_BEHIND`] bytes before `at` (or the file's start)
     /// through [`LOOK_AHEAD`] bytes past `out`'s end (or the file's end).
     /// With a window shorter than that, sites near its edges are missed
@@ -315,8 +348,10 @@ impl RefMap {
     /// w`, if `0 ≤ t < old_len` and the map has a shift `e` at `t`, the
     /// displacement is predicted as `v = w + e − shift` when `v` fits an
     /// `i32`, written the same way; otherwise the byte keeps what the pointer
-    /// pass left (the old byte, if no pointer covers it). Both passes read
-    /// the old bytes as they are.
+    /// pass left (the old byte, if no pointer covers it).
+    ///
+    /// Last the AArch64 words (FORMAT.md gives the rule), over what the
+    /// passes before left. Every pass reads the old bytes as they are.
     pub(crate) fn predict(
         &self,
         kinds: u8,
@@ -330,6 +365,9 @@ impl RefMap {
         }
         if kinds & DISPLACEMENTS != 0 {
             self.predict_displacements(old, out, at, shift);
+        }
+        if kinds & A64 != 0 {
+            self.predict_a64(old, out, at, shift);
         }
     }
 
@@ -461,6 +499,111 @@ impl RefMap {
         let v = w.checked_add(e)?.checked_sub(shift)?;
         Some(i32::try_from(v).ok()?.to_le_bytes())
     }
+
+    /// The AArch64 pass of [`RefMap::predict`]: words from the one before
+    /// `out`'s first (the first of a pair may sit there) to its end.
+    fn predict_a64(&self, old: OldWindow<'_>, out: &mut [u8], at: u64, shift: i64) {
+        let end = at.saturating_add(out.len() as u64);
+        let word = |q: u64| {
+            q.checked_sub(old.at)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| old.bytes.get(i..i.checked_add(4)?))
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .filter(|_| q.saturating_add(4) <= old.old_len)
+                .map(u32::from_le_bytes)
+        };
+        let mut put = |q: u64, w: u32| {
+            for x in q.max(at)..q.saturating_add(4).min(end) {
+                let (Some(slot), Some(&b)) = (
+                    out.get_mut((x - at) as usize),
+                    w.to_le_bytes().get((x - q) as usize),
+                ) else {
+                    break;
+                };
+                *slot = b;
+            }
+        };
+        let mut q = (at - at % 4).saturating_sub(4);
+        while q < end {
+            let Some(w) = word(q) else {
+                q = q.saturating_add(4);
+                continue;
+            };
+            let pair = is_adrp(w)
+                .then(|| word(q.saturating_add(4)))
+                .flatten()
+                .and_then(|n| self.predicted_page(w, n, q, old.old_len, shift));
+            if let Some((first, second)) = pair {
+                put(q, first);
+                put(q.saturating_add(4), second);
+                q = q.saturating_add(8);
+                continue;
+            }
+            if let Some(v) = self.predicted_branch(w, q, old.old_len, shift) {
+                put(q, v);
+            }
+            q = q.saturating_add(4);
+        }
+    }
+
+    /// The predicted word of a `B` or `BL` instruction `w` at old position
+    /// `q`, in a copy shifted by `shift`.
+    #[inline]
+    fn predicted_branch(&self, w: u32, q: u64, old_len: u64, shift: i64) -> Option<u32> {
+        if w & 0x7C00_0000 != 0x1400_0000 {
+            return None;
+        }
+        // imm26, sign-extended: the distance to the target in words.
+        let imm = i64::from(((w << 6) as i32) >> 6);
+        let t = i64::try_from(q).ok()?.checked_add(imm.checked_mul(4)?)?;
+        let t = u64::try_from(t).ok().filter(|&t| t < old_len)?;
+        let moved = self.shift_at(t)?.checked_sub(shift)?;
+        if moved % 4 != 0 {
+            return None;
+        }
+        let v = imm.checked_add(moved / 4)?;
+        if !(-(1 << 25)..1 << 25).contains(&v) {
+            return None;
+        }
+        Some((w & 0xFC00_0000) | (v as u32 & 0x03FF_FFFF))
+    }
+
+    /// The predicted words of an `ADRP` `w` at old position `q` and the
+    /// instruction `n` after it, if `n` adds to or loads through the
+    /// register `w` sets (an `ADD` immediate, or a load or store with an
+    /// unsigned offset), in a copy shifted by `shift`.
+    fn predicted_page(
+        &self,
+        w: u32,
+        n: u32,
+        q: u64,
+        old_len: u64,
+        shift: i64,
+    ) -> Option<(u32, u32)> {
+        let scale = low_scale(n)?;
+        if (n >> 5) & 31 != w & 31 {
+            return None;
+        }
+        // immhi:immlo, sign-extended: the distance to the target's page in pages.
+        let pages = ((((w >> 5) & 0x7_FFFF) << 2) | ((w >> 29) & 3)) as i32;
+        let pages = i64::from((pages << 11) >> 11);
+        let low = i64::from(((n >> 10) & 0xFFF) << scale);
+        let q = i64::try_from(q).ok()?;
+        let t = (q & !0xFFF)
+            .checked_add(pages.checked_mul(4096)?)?
+            .checked_add(low)?;
+        let e = self.shift_at(u64::try_from(t).ok().filter(|&t| t < old_len)?)?;
+        let t = t.checked_add(e)?;
+        let pages = ((t & !0xFFF) - (q.checked_add(shift)? & !0xFFF)) >> 12;
+        let low = (t & 0xFFF) as u32;
+        if !(-(1 << 20)..1 << 20).contains(&pages) || low % (1 << scale) != 0 {
+            return None;
+        }
+        let pages = pages as u32 & 0x1F_FFFF;
+        let first = (w & 0x9F00_001F) | ((pages & 3) << 29) | ((pages >> 2) << 5);
+        let second = (n & !(0xFFF << 10)) | ((low >> scale) << 10);
+        Some((first, second))
+    }
 }
 
 /// The writer's side: `old[o .. o + len]` as predicted with the site kinds
@@ -517,8 +660,93 @@ mod tests {
         }
     }
 
+    /// Transform 8's prediction of byte `p`, from the rule in FORMAT.md.
+    fn naive_a64(map: &RefMap, old: &[u8], p: usize, shift: i64) -> Option<u8> {
+        let len = old.len() as i128;
+        let word = |q: usize| {
+            old.get(q..q + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        };
+        let shift_at = |t: i128| {
+            (0..len)
+                .contains(&t)
+                .then(|| map.shift_at(t as u64))
+                .flatten()
+                .map(i128::from)
+        };
+        let pair = |q: usize| -> Option<[u32; 2]> {
+            let (w, n) = (word(q)?, word(q + 4)?);
+            if (w >> 24) & 0x9F != 0x90 {
+                return None;
+            }
+            let scale = if n >> 22 == 0x244 {
+                0
+            } else if (n >> 24) & 0x3B == 0x39 {
+                if (n >> 26) & 1 == 1 && (n >> 23) & 1 == 1 {
+                    4
+                } else {
+                    n >> 30
+                }
+            } else {
+                return None;
+            };
+            if (n >> 5) & 31 != w & 31 {
+                return None;
+            }
+            let mut pages = i128::from(((w >> 5) & 0x7FFFF) * 4 + ((w >> 29) & 3));
+            if pages >= 1 << 20 {
+                pages -= 1 << 21;
+            }
+            let low = i128::from((n >> 10) & 0xFFF) << scale;
+            let page_of = |x: i128| x.div_euclid(4096) * 4096;
+            let t = page_of(q as i128) + pages * 4096 + low;
+            let t2 = t + shift_at(t)?;
+            let new_pages = (page_of(t2) - page_of(q as i128 + i128::from(shift))) / 4096;
+            let new_low = t2.rem_euclid(4096);
+            if !(-(1 << 20)..1 << 20).contains(&new_pages) || new_low % (1 << scale) != 0 {
+                return None;
+            }
+            let np = new_pages.rem_euclid(1 << 21) as u32;
+            let first = (w & 0x9F00_001F) | ((np % 4) << 29) | ((np / 4) << 5);
+            let second = (n & !(0xFFF << 10)) | (((new_low >> scale) as u32) << 10);
+            Some([first, second])
+        };
+        let branch = |q: usize| -> Option<u32> {
+            let w = word(q)?;
+            if (w >> 26) & 0x1F != 0x05 {
+                return None;
+            }
+            let mut imm = i128::from(w & 0x03FF_FFFF);
+            if imm >= 1 << 25 {
+                imm -= 1 << 26;
+            }
+            let moved = shift_at(q as i128 + 4 * imm)? - i128::from(shift);
+            if moved % 4 != 0 {
+                return None;
+            }
+            let v = imm + moved / 4;
+            (-(1 << 25)..1 << 25)
+                .contains(&v)
+                .then(|| (w & 0xFC00_0000) | (v.rem_euclid(1 << 26) as u32))
+        };
+        let q = p - p % 4;
+        let predicted = match q.checked_sub(4).and_then(pair) {
+            Some([_, second]) => second,
+            None => match pair(q) {
+                Some([first, _]) => first,
+                None => branch(q)?,
+            },
+        };
+        Some(predicted.to_le_bytes()[p - q])
+    }
+
     /// Byte by byte from the rule in FORMAT.md, for comparison.
     fn naive(map: &RefMap, kinds: u8, old: &[u8], p: usize, shift: i64) -> u8 {
+        if kinds & A64 != 0 {
+            if let Some(b) = naive_a64(map, old, p, shift) {
+                return b;
+            }
+        }
         let mut byte = old[p];
         let q = p - p % 8;
         if kinds & POINTERS != 0 && q + 8 <= old.len() {
@@ -582,19 +810,106 @@ mod tests {
         v
     }
 
+    /// AArch64-like code: `BL`s and `B`s into the file, `ADRP`s followed by
+    /// an `ADD` or a load on the same register (or on another), pointers,
+    /// and random words, all 4-aligned.
+    fn a64_like(n: usize, seed: u64) -> Vec<u8> {
+        let mut next = crate::test_rng(seed);
+        let mut v: Vec<u8> = Vec::with_capacity(n + 16);
+        let put = |v: &mut Vec<u8>, w: u32| v.extend_from_slice(&w.to_le_bytes());
+        while v.len() < n {
+            let q = v.len() as i64;
+            let target = (next() % n as u64) as i64;
+            match next() % 8 {
+                0 | 1 => {
+                    let op = if next() % 2 == 0 {
+                        0x9400_0000
+                    } else {
+                        0x1400_0000
+                    };
+                    put(&mut v, op | (((target - q) / 4) as u32 & 0x03FF_FFFF));
+                }
+                2 | 3 => {
+                    let pages = ((target & !0xFFF) - (q & !0xFFF)) >> 12;
+                    let p = pages as u32 & 0x1F_FFFF;
+                    let rd = (next() % 31) as u32;
+                    put(&mut v, 0x9000_0000 | ((p & 3) << 29) | ((p >> 2) << 5) | rd);
+                    // Mostly the same register, sometimes another.
+                    let rn = if next() % 8 == 0 { (rd + 1) % 31 } else { rd };
+                    let (base, scale) = [
+                        (0x9100_0000u32, 0),
+                        (0xF940_0000, 3),
+                        (0xB940_0000, 2),
+                        (0x3DC0_0000, 4),
+                        (0x3940_0000, 0),
+                    ][(next() % 5) as usize];
+                    let low = ((target & 0xFFF) as u32 >> scale) << 10;
+                    put(&mut v, base | low | (rn << 5) | (next() as u32 & 31));
+                }
+                4 => {
+                    v.resize(v.len().next_multiple_of(8), 0);
+                    v.extend_from_slice(&(next() % n as u64).to_le_bytes());
+                }
+                _ => put(&mut v, next() as u32),
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
     #[test]
     fn any_piece_predicts_as_the_rule() {
-        let old = code_like(20_000, 7);
+        for (old, kinds_list) in [
+            (
+                code_like(20_000, 7),
+                &[DISPLACEMENTS, POINTERS, DISPLACEMENTS | POINTERS][..],
+            ),
+            (
+                a64_like(20_003, 11),
+                &[A64, A64 | POINTERS, A64 | DISPLACEMENTS | POINTERS][..],
+            ),
+        ] {
+            any_piece_predicts_as_the_rule_on(&old, kinds_list);
+        }
+    }
+
+    fn any_piece_predicts_as_the_rule_on(old: &[u8], kinds_list: &[u8]) {
+        let old = old.to_vec();
         let map = RefMap::from_breaks(
-            &[(0, 0), (4000, 37), (9000, -400), (16000, 9)],
+            &[(0, 0), (4000, 36), (9000, -400), (12_001, 5), (16000, 9)],
             old.len() as u64,
         );
-        for kinds in [DISPLACEMENTS, POINTERS, DISPLACEMENTS | POINTERS] {
-            for shift in [0i64, 37, -400, 100_000] {
+        for &kinds in kinds_list {
+            // ADRPs change only where a target's page moves against the
+            // instruction's: count them over all the shifts.
+            let mut adrps = 0;
+            for shift in [0i64, 37, -400, 100_000, 4096 + 36] {
                 let want: Vec<u8> = (0..old.len())
                     .map(|p| naive(&map, kinds, &old, p, shift))
                     .collect();
                 assert_ne!(want, old, "the map predicts something");
+                if kinds & A64 != 0 {
+                    // Branches, ADRPs and the instructions after them all
+                    // get predictions of their own.
+                    let without: Vec<u8> = (0..old.len())
+                        .map(|p| naive(&map, kinds & !A64, &old, p, shift))
+                        .collect();
+                    let mut seen = [0usize; 3];
+                    for q in (0..old.len() - 3).step_by(4) {
+                        if want[q..q + 4] == without[q..q + 4] {
+                            continue;
+                        }
+                        let w = u32::from_le_bytes(old[q..q + 4].try_into().unwrap());
+                        let k = match w >> 24 {
+                            0x94 | 0x14..=0x17 => 0,
+                            b if b & 0x9F == 0x90 => 1,
+                            _ => 2,
+                        };
+                        seen[k] += 1;
+                    }
+                    assert!(seen[0] > 50 && seen[2] > 50, "{seen:?}");
+                    adrps += seen[1];
+                }
                 let mut out = Vec::new();
                 for piece in [1usize, 2, 3, 5, 7, 8, 9, 64, 999, 20_000] {
                     let mut at = 0;
@@ -606,6 +921,7 @@ mod tests {
                     }
                 }
             }
+            assert!(kinds & A64 == 0 || adrps > 50, "{adrps} ADRPs predicted");
         }
     }
 

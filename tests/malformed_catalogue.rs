@@ -266,8 +266,8 @@ fn catalogue() -> Vec<Vector> {
     add(
         c,
         "unknown-transform",
-        sample_with_header(|h| h.transform = 8),
-        fmt("UnknownTransform(8)"),
+        sample_with_header(|h| h.transform = 0x10),
+        fmt("UnknownTransform(16)"),
     );
     add(
         c,

@@ -38,11 +38,12 @@ pub struct Input {
     pub stream_faults: Vec<StreamFault>,
     /// Bytes appended after the last segment.
     pub trailer: Vec<u8>,
-    /// Transforms 2 and 4 (references in copies): with a map of these
+    /// Transforms 2, 4 and 8 (references in copies): with a map of these
     /// breaks (gap, shift step), written raw after the header, `E8` calls
-    /// into the old file planted every `call_every` bytes (from 8) and
+    /// into the old file planted every `call_every` bytes (from 8), with
+    /// transform 8 AArch64 branches and `ADRP` pairs between them, and
     /// pointers into it in every fifth 8-byte word of its second half, so
-    /// that predictions change bytes. `None`: neither transform.
+    /// that predictions change bytes. `None`: none of them.
     pub refs: Option<Refs>,
 }
 
@@ -50,15 +51,16 @@ pub struct Input {
 pub struct Refs {
     pub breaks: Vec<(u16, i16)>,
     pub call_every: u8,
-    /// Transform bits 2 (displacements) and 4 (pointers): `kinds % 3` picks
-    /// 2, 4 or both.
+    /// Transform bits 2 (x86 displacements), 4 (pointers) and 8 (AArch64
+    /// branches and page addresses): `kinds % 7` picks one of their seven
+    /// combinations.
     pub kinds: u8,
 }
 
 impl Refs {
     /// The transform bits.
     pub fn bits(&self) -> u8 {
-        [2, 4, 6][usize::from(self.kinds % 3)]
+        [2, 4, 6, 8, 12, 10, 14][usize::from(self.kinds % 7)]
     }
 }
 
@@ -289,6 +291,31 @@ pub fn build(inp: &Input) -> Case {
             old[q] = 0xE8;
             old[q + 1..q + 5].copy_from_slice(&(rel as i32).to_le_bytes());
             q += every;
+        }
+        if r.bits() & 8 != 0 {
+            // AArch64 words at 4-aligned positions between the calls: a
+            // `BL` and an `ADRP` + `LDR` pair on one register, in turn.
+            let mut q = 8;
+            let mut k = 0usize;
+            while q + 8 <= old.len() {
+                let target = (q * 7907 + k) % old.len();
+                let words = if k % 2 == 0 {
+                    let imm = (target as i64 - q as i64) / 4;
+                    vec![0x9400_0000 | (imm as u32 & 0x03FF_FFFF)]
+                } else {
+                    let pages = ((target as i64 >> 12) - (q as i64 >> 12)) as u32 & 0x1F_FFFF;
+                    let low = (target as u32 & 0xFFF) >> 3;
+                    vec![
+                        0x9000_0003 | (pages & 3) << 29 | (pages >> 2) << 5,
+                        0xF940_0064 | low << 10,
+                    ]
+                };
+                for (i, w) in words.iter().enumerate() {
+                    old[q + 4 * i..q + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
+                }
+                k += 1;
+                q += (every + 8).next_multiple_of(4);
+            }
         }
         let half = old.len() / 2 / 8 * 8;
         for (k, q) in (half..old.len().saturating_sub(7)).step_by(40).enumerate() {

@@ -699,6 +699,7 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             (1, "x86 branch targets in literals"),
             (2, "x86 displacements in copies"),
             (4, "pointers in copies"),
+            (8, "AArch64 branches and page addresses in copies"),
         ]
         .iter()
         .filter(|(bit, _)| h.transform() & bit != 0)

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::matcher::Op;
 use crate::format::{Codec, StreamDesc};
-use crate::refs::{predict_into, predict_range, RefMap, DISPLACEMENTS, MAPPED, MAP_MAX_RAW};
+use crate::refs::{predict_into, predict_range, RefMap, A64, DISPLACEMENTS, MAP_MAX_RAW, POINTERS};
 
 /// Copies shorter than this do not shape the map: their shift is often a
 /// chance alignment, and each break costs a few bytes. Of 16, 24, 32, 64,
@@ -53,24 +53,26 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     if map.len() == 0 || still {
         return None;
     }
-    let [before, displacements, both] = changes(old, new, ops, &map);
+    let code = code_sites(old);
+    let both = code | POINTERS;
+    let [before, code_only, with_pointers] = changes(old, new, ops, &map, [code, both]);
     // Pointers can remove many changes that compressed well anyway (a table
     // whose entries all moved by one amount) and leave the rest less
     // regular: when both kinds remove changes, the copies' deltas under each
     // are compressed at a fast level and the smaller wins.
-    let (kinds, after) = match (displacements < before, both < before) {
+    let (kinds, after) = match (code_only < before, with_pointers < before) {
         (false, false) => return None,
-        (true, false) => (DISPLACEMENTS, displacements),
-        (false, true) => (BOTH, both),
+        (true, false) => (code, code_only),
+        (false, true) => (both, with_pointers),
         (true, true) => {
             let (d, b) = rayon::join(
-                || deltas_packed(old, new, ops, &map, DISPLACEMENTS),
-                || deltas_packed(old, new, ops, &map, BOTH),
+                || deltas_packed(old, new, ops, &map, code),
+                || deltas_packed(old, new, ops, &map, both),
             );
             if b < d {
-                (BOTH, both)
+                (both, with_pointers)
             } else {
-                (DISPLACEMENTS, displacements)
+                (code, code_only)
             }
         }
     };
@@ -99,8 +101,28 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     })
 }
 
-/// Both site kinds.
-const BOTH: u8 = MAPPED;
+/// The code site kind for `old`: AArch64 branches for an AArch64 ELF or
+/// Mach-O file, x86 displacements for anything else. (Only the writer
+/// looks: the patch names the kind it used.)
+fn code_sites(old: &[u8]) -> u8 {
+    const EM_AARCH64: u16 = 183;
+    const MACHO_64: [u8; 4] = [0xCF, 0xFA, 0xED, 0xFE];
+    const CPU_ARM64: u32 = 0x0100_000C;
+    let elf = old.get(..4) == Some(b"\x7fELF")
+        && old.get(5) == Some(&1)
+        && old
+            .get(18..20)
+            .is_some_and(|m| u16::from_le_bytes([m[0], m[1]]) == EM_AARCH64);
+    let macho = old.get(..4) == Some(&MACHO_64[..])
+        && old
+            .get(4..8)
+            .is_some_and(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) == CPU_ARM64);
+    if elf || macho {
+        A64
+    } else {
+        DISPLACEMENTS
+    }
+}
 
 /// The level at which [`deltas_packed`] compresses: at level 1 tokenizers'
 /// deltas came out the wrong way round (2026-11-30).
@@ -143,9 +165,6 @@ impl std::io::Write for Counter {
         Ok(())
     }
 }
-
-/// The site kinds [`changes`] counts with.
-const KINDS: [u8; 2] = [DISPLACEMENTS, BOTH];
 
 /// Changed bytes the prediction must save per byte of the stored map. 4
 /// kept it off pydantic-core across a major version, where it gains 0.6%;
@@ -203,8 +222,8 @@ fn build(ops: &[Op], min_copy: usize, old_len: u64) -> RefMap {
 }
 
 /// Copied bytes that differ from the new file: without prediction, then
-/// with each of [`KINDS`].
-fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> [u64; 3] {
+/// with each of `kinds`.
+fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: [u8; 2]) -> [u64; 3] {
     let pieces: Vec<(usize, usize, usize)> = pieces(ops).collect();
     pieces
         .par_iter()
@@ -216,7 +235,7 @@ fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap) -> [u64; 3] {
             let count = |x: &[u8]| x.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
             counts[0] = count(a);
             let shift = n as i64 - o as i64;
-            for (slot, &kinds) in counts[1..].iter_mut().zip(&KINDS) {
+            for (slot, &kinds) in counts[1..].iter_mut().zip(&kinds) {
                 predict_range(map, kinds, old, o, l, shift, pred);
                 *slot = count(pred);
             }

@@ -31,8 +31,12 @@ pub(crate) const TRANSFORM_REFS: u8 = 2;
 /// Transform bit of the absolute pointers predicted in copied bytes
 /// (transform 4, `src/refs.rs`): a reference map follows the header.
 pub(crate) const TRANSFORM_POINTERS: u8 = 4;
+/// Transform bit of the AArch64 branches predicted in copied bytes
+/// (transform 8, `src/refs.rs`): a reference map follows the header.
+pub(crate) const TRANSFORM_A64: u8 = 8;
 /// Every transform bit this build knows.
-pub(crate) const TRANSFORMS_KNOWN: u8 = TRANSFORM_X86 | TRANSFORM_REFS | TRANSFORM_POINTERS;
+pub(crate) const TRANSFORMS_KNOWN: u8 =
+    TRANSFORM_X86 | TRANSFORM_REFS | TRANSFORM_POINTERS | TRANSFORM_A64;
 /// The most decoded control and delta bytes the writer puts in one segment.
 pub(crate) const WRITER_SEGMENT_BUDGET: usize = 8 << 20;
 /// The largest zstd window log the writer uses for the streamed literal data.

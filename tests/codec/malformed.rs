@@ -227,9 +227,9 @@ fn unknown_flags_transform_reserved() {
         let (s, p) = sample_with(|h| h.flags = v);
         assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
     }
-    // Bits 0, 1 and 2 are transforms 1, 2 and 4 (src/transform.rs,
+    // Bits 0 to 3 are transforms 1, 2, 4 and 8 (src/transform.rs,
     // src/refs.rs); any other bit is unknown.
-    for v in [8u8, 9, 0x10, 0x80, 255] {
+    for v in [0x10u8, 0x19, 0x20, 0x80, 255] {
         let (s, p) = sample_with(|h| h.transform = v);
         assert_eq!(kind(&s.old, &p), K::UnknownTransform(v));
     }

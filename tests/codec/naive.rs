@@ -87,6 +87,9 @@ pub struct NaiveHeader {
     pub refs: bool,
     /// Transform 4: pointers predicted through the reference map.
     pub pointers: bool,
+    /// Transform 8: AArch64 branches and page addresses predicted through
+    /// the reference map.
+    pub a64: bool,
     pub old_len: u64,
     pub new_len: u64,
     pub old_sha256: [u8; 32],
@@ -191,7 +194,7 @@ fn is_plain(descs: &[Desc; 5]) -> bool {
 pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     let mut c = Cursor::new(patch);
     let h = parse_header(&mut c)?;
-    if h.refs || h.pointers {
+    if h.refs || h.pointers || h.a64 {
         parse_ref_map(&mut c, h.old_len)?;
     }
     let mut out = Vec::new();
@@ -250,7 +253,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unknown flags {flags}"));
     }
     let transform = c.byte("transform")?;
-    if transform > 7 {
+    if transform > 15 {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
@@ -264,6 +267,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         x86: transform & 1 == 1,
         refs: transform & 2 == 2,
         pointers: transform & 4 == 4,
+        a64: transform & 8 == 8,
         old_len,
         new_len,
         old_sha256,
@@ -353,9 +357,9 @@ fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
     Ok(breaks)
 }
 
-/// The old bytes `old[p..end]` as transforms 2 and 4 (`kinds`: bits 2 and
-/// 4 of the transform byte) predict them for a copy with shift `s`, byte by
-/// byte from FORMAT.md's words.
+/// The old bytes `old[p..end]` as transforms 2, 4 and 8 (`kinds`: bits 2,
+/// 4 and 8 of the transform byte) predict them for a copy with shift `s`,
+/// byte by byte from FORMAT.md's words.
 pub fn predict_naive(
     old: &[u8],
     breaks: &Breaks,
@@ -399,8 +403,89 @@ pub fn predict_naive(
             _ => old[x],
         }
     };
+    // Transform 8: the AArch64 word holding x, as FORMAT.md words it.
+    let word = |q: usize| {
+        (q + 4 <= old.len()).then(|| u32::from_le_bytes(old[q..q + 4].try_into().unwrap()))
+    };
+    let a64_pair = |q: usize| -> Option<(u32, u32)> {
+        let adrp = word(q)?;
+        let next = word(q + 4)?;
+        if adrp & 0x9F00_0000 != 0x9000_0000 || (next >> 5) & 31 != adrp & 31 {
+            return None;
+        }
+        let scale: u32 = if next & 0xFFC0_0000 == 0x9100_0000 {
+            0
+        } else if next & 0x3B00_0000 == 0x3900_0000 {
+            if next & (1 << 26) != 0 && next & (1 << 23) != 0 {
+                4
+            } else {
+                next >> 30
+            }
+        } else {
+            return None;
+        };
+        let raw = ((adrp >> 5) & 0x7FFFF) << 2 | (adrp >> 29) & 3;
+        let pages = if raw & (1 << 20) != 0 {
+            i128::from(raw) - (1 << 21)
+        } else {
+            i128::from(raw)
+        };
+        let lo = i128::from((next >> 10) & 0xFFF) << scale;
+        let qp = (q as i128) & !0xFFF;
+        let t = qp + pages * 4096 + lo;
+        if t < 0 || t >= old.len() as i128 {
+            return None;
+        }
+        let nt = t + shift_at(t as u64)?;
+        let np = ((nt & !0xFFF) - ((q as i128 + s) & !0xFFF)) >> 12;
+        let nlo = nt & 0xFFF;
+        if !(-(1 << 20)..1 << 20).contains(&np) || nlo % (1 << scale) != 0 {
+            return None;
+        }
+        let np = (np & 0x1F_FFFF) as u32;
+        Some((
+            (adrp & 0x9F00_001F) | (np & 3) << 29 | (np >> 2) << 5,
+            (next & !(0xFFF << 10)) | ((nlo >> scale) as u32) << 10,
+        ))
+    };
+    let a64_branch = |q: usize| -> Option<u32> {
+        let w = word(q)?;
+        if w & 0x7C00_0000 != 0x1400_0000 {
+            return None;
+        }
+        let raw = i128::from(w & 0x03FF_FFFF);
+        let imm = if raw >= 1 << 25 { raw - (1 << 26) } else { raw };
+        let t = q as i128 + 4 * imm;
+        if t < 0 || t >= old.len() as i128 {
+            return None;
+        }
+        let moved = shift_at(t as u64)? - s;
+        if moved % 4 != 0 {
+            return None;
+        }
+        let v = imm + moved / 4;
+        (-(1 << 25)..1 << 25)
+            .contains(&v)
+            .then_some((w & 0xFC00_0000) | (v & 0x03FF_FFFF) as u32)
+    };
+    let a64 = |x: usize| -> Option<u8> {
+        let q = x - x % 4;
+        let w = match q.checked_sub(4).and_then(a64_pair) {
+            Some((_, second)) => second,
+            None => match a64_pair(q) {
+                Some((first, _)) => first,
+                None => a64_branch(q)?,
+            },
+        };
+        Some(w.to_le_bytes()[x - q])
+    };
     (p..end)
         .map(|x| {
+            if kinds & 8 != 0 {
+                if let Some(b) = a64(x) {
+                    return b;
+                }
+            }
             if kinds & 2 == 0 {
                 return pointer(x);
             }
@@ -432,7 +517,7 @@ pub fn predict_naive(
 pub fn header(patch: &[u8]) -> NaiveResult<NaiveHeader> {
     let mut c = Cursor::new(patch);
     let h = parse_header(&mut c)?;
-    if h.refs || h.pointers {
+    if h.refs || h.pointers || h.a64 {
         parse_ref_map(&mut c, h.old_len)?;
     }
     Ok(h)
@@ -446,7 +531,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         return Err("new_len over the limit".into());
     }
     // The map follows the header and is read with it, before the old file.
-    let breaks = if h.refs || h.pointers {
+    let breaks = if h.refs || h.pointers || h.a64 {
         Some(parse_ref_map(&mut c, h.old_len)?)
     } else {
         None
@@ -545,7 +630,9 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             let bytes = match &breaks {
                 Some(b) => {
                     let s = start as i128 - i128::from(p);
-                    let kinds = (u8::from(h.refs) << 1) | (u8::from(h.pointers) << 2);
+                    let kinds = (u8::from(h.refs) << 1)
+                        | (u8::from(h.pointers) << 2)
+                        | (u8::from(h.a64) << 3);
                     predict_naive(old, b, kinds, p as usize, end as usize, s)
                 }
                 None => old[p as usize..end as usize].to_vec(),

@@ -778,6 +778,129 @@ fn x86_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8
     out
 }
 
+/// AArch64-like code after an ELF header that says so (`e_machine` 183):
+/// functions of filler words, `BL`s to other functions, and `ADRP`s each
+/// followed by an `ADD` or an `LDR` on its register that reach into a table
+/// of pointers after the code, all computed from the layout. `inserted`
+/// bytes (a multiple of 4) of new code go in before function `at`.
+fn a64_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8> {
+    let r = random_bytes(seed, functions * 64);
+    let sizes: Vec<usize> = (0..functions)
+        .map(|f| 4 * (10 + r[f] as usize % 50))
+        .collect();
+    let mut starts = Vec::with_capacity(functions);
+    let mut pos = 64usize;
+    for (f, size) in sizes.iter().enumerate() {
+        if f == at {
+            pos += inserted;
+        }
+        starts.push(pos);
+        pos += size;
+    }
+    let table = pos.next_multiple_of(4096);
+    let mut out = vec![0u8; 64];
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    out[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let filler = random_bytes(seed ^ 0x55, functions * 256 + inserted);
+    let word = |out: &mut Vec<u8>, w: u32| out.extend(w.to_le_bytes());
+    for (f, &size) in sizes.iter().enumerate() {
+        if f == at {
+            for c in filler[functions * 256..].chunks(4) {
+                word(&mut out, 0xAA00_0000 | u32::from(c[0]));
+            }
+        }
+        let end = out.len() + size;
+        let mut k = 0usize;
+        while out.len() + 8 <= end {
+            let pick = r[(f * 7 + k) % r.len()];
+            k += 1;
+            let q = out.len() as i64;
+            match pick % 4 {
+                0 => {
+                    let target = starts[(f * 31 + k * 17) % functions] as i64;
+                    word(
+                        &mut out,
+                        0x9400_0000 | ((target - q) / 4) as u32 & 0x03FF_FFFF,
+                    );
+                }
+                1 => {
+                    let slot = (table + 8 * ((f * 13 + k) % 4096)) as i64;
+                    let pages = ((slot >> 12) - (q >> 12)) as u32 & 0x1F_FFFF;
+                    let rd = u32::from(pick) % 29;
+                    word(
+                        &mut out,
+                        0x9000_0000 | (pages & 3) << 29 | (pages >> 2) << 5 | rd,
+                    );
+                    let low = (slot & 0xFFF) as u32;
+                    let next = if pick % 8 == 1 {
+                        0x9100_0000 | low << 10 // ADD rd, rd, #low
+                    } else {
+                        0xF940_0000 | (low >> 3) << 10 // LDR x(rd+1), [rd, #low]
+                    };
+                    word(&mut out, next | rd << 5 | (rd + 1));
+                }
+                _ => {
+                    let from = f * 256 + (out.len() % 200);
+                    let b = &filler[from..from + 3];
+                    word(
+                        &mut out,
+                        0xAA00_0000 | u32::from_le_bytes([b[0], b[1], b[2], 0]),
+                    );
+                }
+            }
+        }
+        while out.len() < end {
+            word(&mut out, 0xD503_201F); // NOP
+        }
+    }
+    out.resize(table, 0);
+    for k in 0..4096 {
+        out.extend((starts[(k * 7 + k / 3) % functions] as u64).to_le_bytes());
+    }
+    out
+}
+
+/// AArch64 code moved by an insertion: the writer predicts the branches,
+/// the page addresses and the pointer table through the reference map
+/// (transforms 8 and 4), and every applier (the oracle from FORMAT.md's
+/// words included) rebuilds the new file, on any thread count.
+#[test]
+fn moved_a64_code_goes_through_transforms_8_and_4() {
+    let old = a64_layout(83, 9000, 4000, 0);
+    let mut new = a64_layout(83, 9000, 4000, 3000);
+    for i in (1000..new.len()).step_by(250_000) {
+        new[i] ^= 0x24;
+    }
+    assert!(old.len() > 1 << 20);
+    let mut sizes = Vec::new();
+    for opts in [
+        DiffOptions::new().threads(1),
+        DiffOptions::new().threads(3),
+        fast(),
+    ] {
+        let patch = check_roundtrip(&old, &new, &opts);
+        let h = naive::header(&patch).unwrap();
+        assert!(h.a64 && h.pointers && !h.refs, "transforms 8 and 4 chosen");
+        sizes.push(patch.len());
+    }
+    assert_eq!(sizes[0], sizes[1], "the thread count changes nothing");
+    // Without transform 8 (an x86 file header, so the writer tries
+    // displacements instead) every branch and page address that crosses
+    // the insertion is a delta.
+    let mut old_x86 = old.clone();
+    let mut new_x86 = new.clone();
+    old_x86[18..20].copy_from_slice(&62u16.to_le_bytes());
+    new_x86[18..20].copy_from_slice(&62u16.to_le_bytes());
+    let without = check_roundtrip(&old_x86, &new_x86, &DiffOptions::new().threads(1));
+    assert!(!naive::header(&without).unwrap().a64);
+    assert!(
+        sizes[0] * 2 < without.len(),
+        "{} bytes with transform 8, {} without",
+        sizes[0],
+        without.len()
+    );
+}
+
 /// Code moved by an insertion: the writer predicts the displacements and
 /// the pointer table through the reference map (transforms 2 and 4), the
 /// header says so, and every applier (the oracle from FORMAT.md's words
