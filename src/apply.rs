@@ -220,6 +220,8 @@ impl<R: Read> PatchReader<R> {
             // written (see `PipedHashingWriter`).
             std::thread::scope(|scope| match PipedHashingWriter::start(scope, out) {
                 Ok(mut piped) => {
+                    #[cfg(feature = "fuzzing")]
+                    crate::fuzzing::count_piped();
                     write_all(&mut piped)?;
                     let (_, hasher) = piped.finish().map_err(Error::io("hashing the new file"))?;
                     Ok::<_, Error>(hasher)

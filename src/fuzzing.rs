@@ -1491,6 +1491,18 @@ pub fn bundle_recover(input: &RecoverInput) {
 
 std::thread_local! {
     static ALWAYS_PIPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PIPED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many applies on this thread have hashed their result on a second
+/// thread: for tests that mean to reach that path with a large result.
+pub fn piped_applies() -> u64 {
+    PIPED.with(std::cell::Cell::get)
+}
+
+/// Counts an apply that hashes on a second thread.
+pub(crate) fn count_piped() {
+    PIPED.with(|c| c.set(c.get().saturating_add(1)));
 }
 
 /// Runs `f` with every apply on this thread hashing its result on a second

@@ -53,6 +53,11 @@ pub(crate) const MAP_MAX_RAW: u64 = 1 << 20;
 /// pointer or an AArch64 pair (an opcode, a ModRM byte and three bytes of
 /// displacement: five).
 pub(crate) const LOOK_BEHIND: u64 = 7;
+/// Old bytes a displacement site may start before a byte it covers: an
+/// opcode and a ModRM byte before the displacement's four bytes.
+const DISPLACEMENT_REACH: u64 = 5;
+const _: () = assert!(DISPLACEMENT_REACH <= LOOK_BEHIND);
+
 /// Old bytes after a predicted byte that its site may need: seven for a
 /// pointer or an AArch64 pair (three of a displacement: four with its end).
 pub(crate) const LOOK_AHEAD: u64 = 7;
@@ -421,8 +426,9 @@ impl RefMap {
             return;
         };
         let end = at.saturating_add(out.len() as u64);
-        // Sites that can cover `out` start at most five bytes before it.
-        let first = start.saturating_sub(5);
+        // Sites that can cover `out` start at most `DISPLACEMENT_REACH`
+        // bytes before it.
+        let first = start.saturating_sub(DISPLACEMENT_REACH);
         // The first old position not yet covered by a site.
         let mut free = 0u64;
         let mut i = usize::try_from(first).unwrap_or(usize::MAX);
@@ -594,7 +600,7 @@ impl RefMap {
             .checked_add(low)?;
         let e = self.shift_at(u64::try_from(t).ok().filter(|&t| t < old_len)?)?;
         let t = t.checked_add(e)?;
-        let pages = ((t & !0xFFF) - (q.checked_add(shift)? & !0xFFF)) >> 12;
+        let pages = (t & !0xFFF).checked_sub(q.checked_add(shift)? & !0xFFF)? >> 12;
         let low = (t & 0xFFF) as u32;
         if !(-(1 << 20)..1 << 20).contains(&pages) || low % (1 << scale) != 0 {
             return None;

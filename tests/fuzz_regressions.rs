@@ -476,6 +476,69 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
     ]
 }
 
+/// 120 functions of AArch64 words (`BL`s to other functions, `ADRP` + `LDR`
+/// pairs into a table of pointers after the code, other words), positioned
+/// after the 20 bytes of ELF header that `check_roundtrip` puts first, with
+/// `inserted` bytes of `NOP`s before function 60.
+fn a64_code(inserted: usize) -> Vec<u8> {
+    const HEADER: i64 = 20;
+    let r = builder::random_bytes(12, 4096);
+    let sizes: Vec<usize> = (0..120).map(|f| 4 * (8 + r[f] as usize % 20)).collect();
+    let mut starts = Vec::new();
+    let mut pos = HEADER as usize;
+    for (f, size) in sizes.iter().enumerate() {
+        if f == 60 {
+            pos += inserted;
+        }
+        starts.push(pos as i64);
+        pos += size;
+    }
+    let table = (pos as i64 + 4095) / 4096 * 4096;
+    let mut out: Vec<u8> = Vec::new();
+    let nop = 0xD503_201Fu32.to_le_bytes();
+    let mut k = 0usize;
+    for (f, &size) in sizes.iter().enumerate() {
+        if f == 60 {
+            for _ in 0..inserted / 4 {
+                out.extend_from_slice(&nop);
+            }
+        }
+        let end = out.len() + size;
+        while out.len() + 8 <= end {
+            let q = out.len() as i64 + HEADER;
+            let pick = r[(k * 7) % r.len()];
+            k += 1;
+            match pick % 3 {
+                0 => {
+                    let t = starts[usize::from(r[k % r.len()]) % starts.len()];
+                    let imm = ((t - q) / 4) as u32 & 0x03FF_FFFF;
+                    out.extend_from_slice(&(0x9400_0000 | imm).to_le_bytes());
+                }
+                1 => {
+                    let t = table + 8 * i64::from(r[k % r.len()] % 64);
+                    let pages = ((t >> 12) - (q >> 12)) as u32 & 0x1F_FFFF;
+                    let adrp = 0x9000_0002 | (pages & 3) << 29 | (pages >> 2) << 5;
+                    let ldr = 0xF940_0043 | ((t as u32 & 0xFFF) >> 3) << 10;
+                    out.extend_from_slice(&adrp.to_le_bytes());
+                    out.extend_from_slice(&ldr.to_le_bytes());
+                }
+                _ => {
+                    let w = 0xAA00_0000 | u32::from(pick) << 8 | u32::from(r[k % r.len()]);
+                    out.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+        }
+        while out.len() < end {
+            out.extend_from_slice(&nop);
+        }
+    }
+    out.resize((table - HEADER) as usize, 0);
+    for k in 0..64 {
+        out.extend_from_slice(&(starts[k * 7 % starts.len()] as u64).to_le_bytes());
+    }
+    out
+}
+
 /// The seeds: valid and nearly valid patches, so that the fuzzer starts past
 /// the header checks.
 #[test]
@@ -598,6 +661,15 @@ fn write_seed_corpus() {
     text.extend_from_slice(b"fn main() { println!(\"hello\"); }                            ");
     text.extend_from_slice(b"fn main() { println!(\"hello, world\"); }");
     put("roundtrip", "text", &text);
+    // Split mode with the AArch64 header bit (8): code with calls and page
+    // addresses, then the same code with 64 bytes inserted in the middle,
+    // so that the writer predicts through transform 8.
+    let (a, b) = (a64_code(0), a64_code(64));
+    let mut a64 = vec![8u8];
+    a64.extend_from_slice(&u16::try_from(a.len()).unwrap().to_le_bytes());
+    a64.extend_from_slice(&a);
+    a64.extend_from_slice(&b);
+    put("roundtrip", "a64", &a64);
 
     // apply_fixed_old: patches the writer makes at its default level in the
     // plain layout, the deltas coded with the delta model (codec 3), for

@@ -375,7 +375,9 @@ pub fn fix_old_fields(patch: &[u8], old: &[u8]) -> Vec<u8> {
 /// and new are the two halves around a split point given by the next two
 /// bytes. Bit 0 set: old is the next `len` bytes and new is old edited by the
 /// rest, read as 4-byte edits (position, kind, value). Bits 1-2 pick the zstd
-/// level (1, 3, 9 or 19). `diff` must succeed and every applier must rebuild new.
+/// level (1, 3, 9 or 19). Bit 3 puts the first 20 bytes of an AArch64 ELF
+/// header before both files, so that the writer tries transform 8's sites.
+/// `diff` must succeed and every applier must rebuild new.
 pub fn check_roundtrip(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -389,6 +391,14 @@ pub fn check_roundtrip(data: &[u8]) {
     } else {
         let old = rest[..n].to_vec();
         (old.clone(), edit(&old, &rest[n..]))
+    };
+    let (old, new) = if mode & 8 != 0 {
+        let mut head = b"\x7fELF\x02\x01\x01".to_vec();
+        head.resize(18, 0);
+        head.extend_from_slice(&183u16.to_le_bytes());
+        ([&head[..], &old].concat(), [&head[..], &new].concat())
+    } else {
+        (old, new)
     };
     let level = [1, 3, 9, 19][usize::from((mode >> 1) & 3)];
     let patch = deltaswap::DiffOptions::new()

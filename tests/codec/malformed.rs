@@ -569,7 +569,18 @@ fn large_results_are_checked_as_small_ones() {
         &[],
     )];
     let good = assemble(&old, &new, &segs, Codec::Zstd);
+    #[cfg(feature = "fuzzing")]
+    let piped = deltaswap::fuzzing::piped_applies();
     assert!(apply_all(&old, &good.bytes()).unwrap() == new);
+    // The result is hashed on a second thread, where there is one (the
+    // count needs the `fuzzing` feature, which `.ci/run` turns on).
+    #[cfg(feature = "fuzzing")]
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        assert!(
+            deltaswap::fuzzing::piped_applies() > piped,
+            "the piped path"
+        );
+    }
 
     let mut bad = good.clone();
     bad.header.new_sha256[7] ^= 1;
