@@ -49,18 +49,28 @@ use crate::format::{zigzag_decode, SliceReader};
 /// (8 MiB) in memory.
 pub(crate) const MAP_MAX_RAW: u64 = 1 << 20;
 
-/// Old bytes a site may start before the byte it predicts: seven for a
-/// pointer or an AArch64 pair (an opcode, a ModRM byte and three bytes of
-/// displacement: five).
-pub(crate) const LOOK_BEHIND: u64 = 7;
+/// Old bytes before a predicted byte that its prediction may read: 35 for
+/// an AArch64 instruction that uses the register of an `ADRP`
+/// [`A64_REACH`] instructions before it (seven for a pointer; an opcode, a
+/// ModRM byte and three bytes of displacement: five).
+pub(crate) const LOOK_BEHIND: u64 = 35;
 /// Old bytes a displacement site may start before a byte it covers: an
 /// opcode and a ModRM byte before the displacement's four bytes.
 const DISPLACEMENT_REACH: u64 = 5;
-const _: () = assert!(DISPLACEMENT_REACH <= LOOK_BEHIND);
 
-/// Old bytes after a predicted byte that its site may need: seven for a
-/// pointer or an AArch64 pair (three of a displacement: four with its end).
-pub(crate) const LOOK_AHEAD: u64 = 7;
+/// Instructions an AArch64 `ADRP` and one that uses its register may lie
+/// apart, at most. On the nine arm64 pairs of docs/BENCHMARKS.md, 8 made
+/// patches 0.1-7.1% smaller than 3, and 12 at most 0.1% smaller than 8
+/// (with 1, only the next instruction, they were 1-88% larger than with 8).
+const A64_REACH: u64 = 8;
+
+/// Old bytes after a predicted byte that its prediction may read: 35 for an
+/// `ADRP` whose register is used [`A64_REACH`] instructions later (seven
+/// for a pointer; three of a displacement: four with its end).
+pub(crate) const LOOK_AHEAD: u64 = 35;
+
+const _: () = assert!(DISPLACEMENT_REACH <= LOOK_BEHIND);
+const _: () = assert!(4 * A64_REACH + 3 <= LOOK_BEHIND && 4 * A64_REACH + 3 <= LOOK_AHEAD);
 
 /// Transform bit of the displacement sites (`TRANSFORM_REFS`).
 pub(crate) const DISPLACEMENTS: u8 = crate::format::TRANSFORM_REFS;
@@ -529,24 +539,37 @@ impl RefMap {
                 *slot = b;
             }
         };
-        let mut q = (at - at % 4).saturating_sub(4);
+        let mut q = at - at % 4;
         while q < end {
-            let Some(w) = word(q) else {
-                q = q.saturating_add(4);
-                continue;
-            };
-            let pair = is_adrp(w)
-                .then(|| word(q.saturating_add(4)))
-                .flatten()
-                .and_then(|n| self.predicted_page(w, n, q, old.old_len, shift));
-            if let Some((first, second)) = pair {
-                put(q, first);
-                put(q.saturating_add(4), second);
-                q = q.saturating_add(8);
-                continue;
-            }
-            if let Some(v) = self.predicted_branch(w, q, old.old_len, shift) {
-                put(q, v);
+            if let Some(w) = word(q) {
+                let predicted = if is_adrp(w) {
+                    // The first instruction after it that adds to or loads
+                    // through its register, unless one that may set that
+                    // register comes first.
+                    let r = w & 31;
+                    (1..=A64_REACH)
+                        .map_while(|k| word(q.checked_add(4 * k)?))
+                        .find(|&n| n & 31 == r || (low_scale(n).is_some() && (n >> 5) & 31 == r))
+                        .filter(|&n| low_scale(n).is_some() && (n >> 5) & 31 == r)
+                        .and_then(|n| self.predicted_adrp(w, n, q, old.old_len, shift))
+                } else if let Some(scale) = low_scale(w) {
+                    // The ADRP that set its base register, if nothing that
+                    // may set it comes between.
+                    let r = (w >> 5) & 31;
+                    (1..=A64_REACH)
+                        .map_while(|k| {
+                            let p = q.checked_sub(4 * k)?;
+                            Some((p, word(p)?))
+                        })
+                        .find(|&(_, p)| p & 31 == r)
+                        .filter(|&(_, p)| is_adrp(p))
+                        .and_then(|(p, adrp)| self.predicted_low(adrp, p, w, scale, old.old_len))
+                } else {
+                    self.predicted_branch(w, q, old.old_len, shift)
+                };
+                if let Some(v) = predicted {
+                    put(q, v);
+                }
             }
             q = q.saturating_add(4);
         }
@@ -574,41 +597,40 @@ impl RefMap {
         Some((w & 0xFC00_0000) | (v as u32 & 0x03FF_FFFF))
     }
 
-    /// The predicted words of an `ADRP` `w` at old position `q` and the
-    /// instruction `n` after it, if `n` adds to or loads through the
-    /// register `w` sets (an `ADD` immediate, or a load or store with an
-    /// unsigned offset), in a copy shifted by `shift`.
-    fn predicted_page(
-        &self,
-        w: u32,
-        n: u32,
-        q: u64,
-        old_len: u64,
-        shift: i64,
-    ) -> Option<(u32, u32)> {
-        let scale = low_scale(n)?;
-        if (n >> 5) & 31 != w & 31 {
-            return None;
-        }
+    /// The old target of the `ADRP` `w` at old position `q` with the
+    /// instruction `n` that adds to or loads through its register, whose
+    /// offset has the scale `2^scale`.
+    fn adrp_target(w: u32, q: u64, n: u32, scale: u32, old_len: u64) -> Option<i64> {
         // immhi:immlo, sign-extended: the distance to the target's page in pages.
         let pages = ((((w >> 5) & 0x7_FFFF) << 2) | ((w >> 29) & 3)) as i32;
         let pages = i64::from((pages << 11) >> 11);
         let low = i64::from(((n >> 10) & 0xFFF) << scale);
-        let q = i64::try_from(q).ok()?;
-        let t = (q & !0xFFF)
+        let t = (i64::try_from(q).ok()? & !0xFFF)
             .checked_add(pages.checked_mul(4096)?)?
             .checked_add(low)?;
-        let e = self.shift_at(u64::try_from(t).ok().filter(|&t| t < old_len)?)?;
-        let t = t.checked_add(e)?;
-        let pages = (t & !0xFFF).checked_sub(q.checked_add(shift)? & !0xFFF)? >> 12;
-        let low = (t & 0xFFF) as u32;
-        if !(-(1 << 20)..1 << 20).contains(&pages) || low % (1 << scale) != 0 {
+        u64::try_from(t).is_ok_and(|t| t < old_len).then_some(t)
+    }
+
+    /// The predicted `ADRP` `w` at old position `q`, whose register `n`
+    /// adds to or loads through, in a copy shifted by `shift`.
+    fn predicted_adrp(&self, w: u32, n: u32, q: u64, old_len: u64, shift: i64) -> Option<u32> {
+        let t = Self::adrp_target(w, q, n, low_scale(n)?, old_len)?;
+        let t = t.checked_add(self.shift_at(t as u64)?)?;
+        let here = i64::try_from(q).ok()?.checked_add(shift)?;
+        let pages = (t & !0xFFF).checked_sub(here & !0xFFF)? >> 12;
+        if !(-(1 << 20)..1 << 20).contains(&pages) {
             return None;
         }
         let pages = pages as u32 & 0x1F_FFFF;
-        let first = (w & 0x9F00_001F) | ((pages & 3) << 29) | ((pages >> 2) << 5);
-        let second = (n & !(0xFFF << 10)) | ((low >> scale) << 10);
-        Some((first, second))
+        Some((w & 0x9F00_001F) | ((pages & 3) << 29) | ((pages >> 2) << 5))
+    }
+
+    /// The predicted instruction `n` (offset scale `2^scale`) that adds to or
+    /// loads through the register of the `ADRP` `w` at old position `q`.
+    fn predicted_low(&self, w: u32, q: u64, n: u32, scale: u32, old_len: u64) -> Option<u32> {
+        let t = Self::adrp_target(w, q, n, scale, old_len)?;
+        let low = (t.checked_add(self.shift_at(t as u64)?)? & 0xFFF) as u32;
+        (low % (1 << scale) == 0).then_some((n & !(0xFFF << 10)) | ((low >> scale) << 10))
     }
 }
 
@@ -669,9 +691,11 @@ mod tests {
     /// Transform 8's prediction of byte `p`, from the rule in FORMAT.md.
     fn naive_a64(map: &RefMap, old: &[u8], p: usize, shift: i64) -> Option<u8> {
         let len = old.len() as i128;
-        let word = |q: usize| {
-            old.get(q..q + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        let word = |q: i128| {
+            (q >= 0 && q + 4 <= len).then(|| {
+                let q = q as usize;
+                u32::from_le_bytes(old[q..q + 4].try_into().unwrap())
+            })
         };
         let shift_at = |t: i128| {
             (0..len)
@@ -680,45 +704,63 @@ mod tests {
                 .flatten()
                 .map(i128::from)
         };
-        let pair = |q: usize| -> Option<[u32; 2]> {
-            let (w, n) = (word(q)?, word(q + 4)?);
-            if (w >> 24) & 0x9F != 0x90 {
+        let is_adrp = |w: u32| (w >> 24) & 0x9F == 0x90;
+        // The scale of a word that uses register `r`.
+        let uses = |w: u32, r: u32| -> Option<u32> {
+            if (w >> 5) & 31 != r {
                 return None;
             }
-            let scale = if n >> 22 == 0x244 {
-                0
-            } else if (n >> 24) & 0x3B == 0x39 {
-                if (n >> 26) & 1 == 1 && (n >> 23) & 1 == 1 {
+            if w >> 22 == 0x244 {
+                Some(0)
+            } else if (w >> 24) & 0x3B == 0x39 {
+                Some(if (w >> 26) & 1 == 1 && (w >> 23) & 1 == 1 {
                     4
                 } else {
-                    n >> 30
-                }
+                    w >> 30
+                })
             } else {
-                return None;
-            };
-            if (n >> 5) & 31 != w & 31 {
-                return None;
+                None
             }
-            let mut pages = i128::from(((w >> 5) & 0x7FFFF) * 4 + ((w >> 29) & 3));
+        };
+        let page = |x: i128| x.div_euclid(4096) * 4096;
+        // The moved target of ADRP `a` at `at` through `n` (scale `z`).
+        let moved = |a: u32, at: i128, n: u32, z: u32| -> Option<i128> {
+            let mut pages = i128::from(((a >> 5) & 0x7FFFF) * 4 + ((a >> 29) & 3));
             if pages >= 1 << 20 {
                 pages -= 1 << 21;
             }
-            let low = i128::from((n >> 10) & 0xFFF) << scale;
-            let page_of = |x: i128| x.div_euclid(4096) * 4096;
-            let t = page_of(q as i128) + pages * 4096 + low;
-            let t2 = t + shift_at(t)?;
-            let new_pages = (page_of(t2) - page_of(q as i128 + i128::from(shift))) / 4096;
-            let new_low = t2.rem_euclid(4096);
-            if !(-(1 << 20)..1 << 20).contains(&new_pages) || new_low % (1 << scale) != 0 {
+            let t = page(at) + 4096 * pages + (i128::from((n >> 10) & 0xFFF) << z);
+            Some(t + shift_at(t)?)
+        };
+        let q = (p - p % 4) as i128;
+        let w = word(q)?;
+        let s = i128::from(shift);
+        let predicted = if is_adrp(w) {
+            let r = w & 31;
+            let n = (1..=8)
+                .filter_map(|k| word(q + 4 * k))
+                .find(|&n| n & 31 == r || uses(n, r).is_some())?;
+            let t = moved(w, q, n, uses(n, r)?)?;
+            let pages = (page(t) - page(q + s)) / 4096;
+            if !(-(1 << 20)..1 << 20).contains(&pages) {
                 return None;
             }
-            let np = new_pages.rem_euclid(1 << 21) as u32;
-            let first = (w & 0x9F00_001F) | ((np % 4) << 29) | ((np / 4) << 5);
-            let second = (n & !(0xFFF << 10)) | (((new_low >> scale) as u32) << 10);
-            Some([first, second])
-        };
-        let branch = |q: usize| -> Option<u32> {
-            let w = word(q)?;
+            let pages = pages.rem_euclid(1 << 21) as u32;
+            (w & 0x9F00_001F) | ((pages % 4) << 29) | ((pages / 4) << 5)
+        } else if let Some(z) = uses(w, (w >> 5) & 31) {
+            let r = (w >> 5) & 31;
+            let (at, a) = (1..=8)
+                .filter_map(|k| word(q - 4 * k).map(|a| (q - 4 * k, a)))
+                .find(|&(_, a)| a & 31 == r)?;
+            if !is_adrp(a) {
+                return None;
+            }
+            let low = moved(a, at, w, z)?.rem_euclid(4096);
+            if low % (1 << z) != 0 {
+                return None;
+            }
+            (w & !(0xFFF << 10)) | (((low >> z) as u32) << 10)
+        } else {
             if (w >> 26) & 0x1F != 0x05 {
                 return None;
             }
@@ -726,24 +768,17 @@ mod tests {
             if imm >= 1 << 25 {
                 imm -= 1 << 26;
             }
-            let moved = shift_at(q as i128 + 4 * imm)? - i128::from(shift);
+            let moved = shift_at(q + 4 * imm)? - s;
             if moved % 4 != 0 {
                 return None;
             }
             let v = imm + moved / 4;
-            (-(1 << 25)..1 << 25)
-                .contains(&v)
-                .then(|| (w & 0xFC00_0000) | (v.rem_euclid(1 << 26) as u32))
+            if !(-(1 << 25)..1 << 25).contains(&v) {
+                return None;
+            }
+            (w & 0xFC00_0000) | (v.rem_euclid(1 << 26) as u32)
         };
-        let q = p - p % 4;
-        let predicted = match q.checked_sub(4).and_then(pair) {
-            Some([_, second]) => second,
-            None => match pair(q) {
-                Some([first, _]) => first,
-                None => branch(q)?,
-            },
-        };
-        Some(predicted.to_le_bytes()[p - q])
+        Some(predicted.to_le_bytes()[p - q as usize])
     }
 
     /// Byte by byte from the rule in FORMAT.md, for comparison.
@@ -840,6 +875,13 @@ mod tests {
                     let p = pages as u32 & 0x1F_FFFF;
                     let rd = (next() % 31) as u32;
                     put(&mut v, 0x9000_0000 | ((p & 3) << 29) | ((p >> 2) << 5) | rd);
+                    // Up to nine other words between (past the reach at
+                    // nine), mostly naming other registers.
+                    for _ in 0..[0, 0, 1, 2, 3, 7, 9][(next() % 7) as usize] {
+                        let w = next() as u32 & !0x9F00_0000;
+                        let low = if next() % 8 == 0 { rd } else { (rd + 1) % 31 };
+                        put(&mut v, (w & !31) | low);
+                    }
                     // Mostly the same register, sometimes another.
                     let rn = if next() % 8 == 0 { (rd + 1) % 31 } else { rd };
                     let (base, scale) = [
@@ -851,6 +893,12 @@ mod tests {
                     ][(next() % 5) as usize];
                     let low = ((target & 0xFFF) as u32 >> scale) << 10;
                     put(&mut v, base | low | (rn << 5) | (next() as u32 & 31));
+                    // Sometimes a second use of the register: a load from
+                    // elsewhere in the same page.
+                    if next() % 3 == 0 {
+                        let low = (next() as u32 & 0x1FF) << 10;
+                        put(&mut v, 0xF940_0000 | low | (rn << 5) | ((rn + 1) % 31));
+                    }
                 }
                 4 => {
                     v.resize(v.len().next_multiple_of(8), 0);

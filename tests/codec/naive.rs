@@ -404,58 +404,77 @@ pub fn predict_naive(
         }
     };
     // Transform 8: the AArch64 word holding x, as FORMAT.md words it.
-    let word = |q: usize| {
-        (q + 4 <= old.len()).then(|| u32::from_le_bytes(old[q..q + 4].try_into().unwrap()))
+    let word = |q: i128| {
+        (q >= 0 && q + 4 <= old.len() as i128).then(|| {
+            let q = q as usize;
+            u32::from_le_bytes(old[q..q + 4].try_into().unwrap())
+        })
     };
-    let a64_pair = |q: usize| -> Option<(u32, u32)> {
-        let adrp = word(q)?;
-        let next = word(q + 4)?;
-        if adrp & 0x9F00_0000 != 0x9000_0000 || (next >> 5) & 31 != adrp & 31 {
-            return None;
-        }
-        let scale: u32 = if next & 0xFFC0_0000 == 0x9100_0000 {
-            0
-        } else if next & 0x3B00_0000 == 0x3900_0000 {
-            if next & (1 << 26) != 0 && next & (1 << 23) != 0 {
+    let adrp = |w: u32| w & 0x9F00_0000 == 0x9000_0000;
+    let scale_if_uses = |w: u32, r: u32| -> Option<u32> {
+        if (w >> 5) & 31 != r {
+            None
+        } else if w & 0xFFC0_0000 == 0x9100_0000 {
+            Some(0)
+        } else if w & 0x3B00_0000 == 0x3900_0000 {
+            Some(if w & (1 << 26) != 0 && w & (1 << 23) != 0 {
                 4
             } else {
-                next >> 30
-            }
+                w >> 30
+            })
         } else {
-            return None;
-        };
-        let raw = ((adrp >> 5) & 0x7FFFF) << 2 | (adrp >> 29) & 3;
+            None
+        }
+    };
+    let page = |x: i128| x - x.rem_euclid(4096);
+    let moved_target = |a: u32, at: i128, n: u32, z: u32| -> Option<i128> {
+        let raw = ((a >> 5) & 0x7FFFF) << 2 | (a >> 29) & 3;
         let pages = if raw & (1 << 20) != 0 {
             i128::from(raw) - (1 << 21)
         } else {
             i128::from(raw)
         };
-        let lo = i128::from((next >> 10) & 0xFFF) << scale;
-        let qp = (q as i128) & !0xFFF;
-        let t = qp + pages * 4096 + lo;
+        let t = page(at) + 4096 * pages + (i128::from((n >> 10) & 0xFFF) << z);
         if t < 0 || t >= old.len() as i128 {
             return None;
         }
-        let nt = t + shift_at(t as u64)?;
-        let np = ((nt & !0xFFF) - ((q as i128 + s) & !0xFFF)) >> 12;
-        let nlo = nt & 0xFFF;
-        if !(-(1 << 20)..1 << 20).contains(&np) || nlo % (1 << scale) != 0 {
-            return None;
-        }
-        let np = (np & 0x1F_FFFF) as u32;
-        Some((
-            (adrp & 0x9F00_001F) | (np & 3) << 29 | (np >> 2) << 5,
-            (next & !(0xFFF << 10)) | ((nlo >> scale) as u32) << 10,
-        ))
+        Some(t + shift_at(t as u64)?)
     };
-    let a64_branch = |q: usize| -> Option<u32> {
+    let a64_word = |q: i128| -> Option<u32> {
         let w = word(q)?;
+        if adrp(w) {
+            let r = w & 31;
+            let n = (1..=8)
+                .map_while(|k| word(q + 4 * k))
+                .find(|&n| n & 31 == r || scale_if_uses(n, r).is_some())?;
+            let nt = moved_target(w, q, n, scale_if_uses(n, r)?)?;
+            let np = (page(nt) - page(q + s)) / 4096;
+            if !(-(1 << 20)..1 << 20).contains(&np) {
+                return None;
+            }
+            let np = np.rem_euclid(1 << 21) as u32;
+            return Some((w & 0x9F00_001F) | (np & 3) << 29 | (np >> 2) << 5);
+        }
+        let r = (w >> 5) & 31;
+        if let Some(z) = scale_if_uses(w, r) {
+            let (at, a) = (1..=8)
+                .map_while(|k| word(q - 4 * k).map(|a| (q - 4 * k, a)))
+                .find(|&(_, a)| a & 31 == r)?;
+            if !adrp(a) {
+                return None;
+            }
+            let nlo = moved_target(a, at, w, z)?.rem_euclid(4096);
+            if nlo % (1 << z) != 0 {
+                return None;
+            }
+            return Some((w & !(0xFFF << 10)) | ((nlo >> z) as u32) << 10);
+        }
         if w & 0x7C00_0000 != 0x1400_0000 {
             return None;
         }
         let raw = i128::from(w & 0x03FF_FFFF);
         let imm = if raw >= 1 << 25 { raw - (1 << 26) } else { raw };
-        let t = q as i128 + 4 * imm;
+        let t = q + 4 * imm;
         if t < 0 || t >= old.len() as i128 {
             return None;
         }
@@ -470,14 +489,7 @@ pub fn predict_naive(
     };
     let a64 = |x: usize| -> Option<u8> {
         let q = x - x % 4;
-        let w = match q.checked_sub(4).and_then(a64_pair) {
-            Some((_, second)) => second,
-            None => match a64_pair(q) {
-                Some((first, _)) => first,
-                None => a64_branch(q)?,
-            },
-        };
-        Some(w.to_le_bytes()[x - q])
+        Some(a64_word(q as i128)?.to_le_bytes()[x - q])
     };
     (p..end)
         .map(|x| {
