@@ -53,9 +53,31 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     if map.len() == 0 || still {
         return None;
     }
-    let code = code_sites(old);
+    // The code sites the header names; for a file whose header names
+    // neither architecture, both are counted and the one that leaves fewer
+    // changed bytes is tried.
+    let (code, [before, code_only, with_pointers]) = match code_sites(old) {
+        Some(code) => (
+            code,
+            changes(old, new, ops, &map, [0, code, code | POINTERS]),
+        ),
+        None => {
+            let kinds = [
+                0,
+                DISPLACEMENTS,
+                DISPLACEMENTS | POINTERS,
+                A64,
+                A64 | POINTERS,
+            ];
+            let [before, d, dp, a, ap] = changes(old, new, ops, &map, kinds);
+            if a.min(ap) < d.min(dp) {
+                (A64, [before, a, ap])
+            } else {
+                (DISPLACEMENTS, [before, d, dp])
+            }
+        }
+    };
     let both = code | POINTERS;
-    let [before, code_only, with_pointers] = changes(old, new, ops, &map, [code, both]);
     // Pointers can remove many changes that compressed well anyway (a table
     // whose entries all moved by one amount) and leave the rest less
     // regular: when both kinds remove changes, the copies' deltas under each
@@ -101,10 +123,11 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     })
 }
 
-/// The code site kind for `old`: AArch64 branches for an AArch64 ELF or
-/// Mach-O file, x86 displacements for anything else. (Only the writer
-/// looks: the patch names the kind it used.)
-fn code_sites(old: &[u8]) -> u8 {
+/// The code site kind for `old` by its header: AArch64 words for an
+/// AArch64 ELF or Mach-O file, x86 displacements for another ELF or Mach-O
+/// file, `None` for anything else (raw code, a universal Mach-O, data).
+/// (Only the writer looks: the patch names the kind it used.)
+fn code_sites(old: &[u8]) -> Option<u8> {
     const EM_AARCH64: u16 = 183;
     const MACHO_64: [u8; 4] = [0xCF, 0xFA, 0xED, 0xFE];
     const CPU_ARM64: u32 = 0x0100_000C;
@@ -117,10 +140,14 @@ fn code_sites(old: &[u8]) -> u8 {
         && old
             .get(4..8)
             .is_some_and(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) == CPU_ARM64);
+    let elf_other = old.get(..4) == Some(b"\x7fELF");
+    let macho_other = old.get(..4) == Some(&MACHO_64[..]);
     if elf || macho {
-        A64
+        Some(A64)
+    } else if elf_other || macho_other {
+        Some(DISPLACEMENTS)
     } else {
-        DISPLACEMENTS
+        None
     }
 }
 
@@ -221,27 +248,39 @@ fn build(ops: &[Op], min_copy: usize, old_len: u64) -> RefMap {
     RefMap::from_breaks(&breaks, old_len)
 }
 
-/// Copied bytes that differ from the new file: without prediction, then
-/// with each of `kinds`.
-fn changes(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: [u8; 2]) -> [u64; 3] {
+/// Copied bytes that differ from the new file when predicted with each of
+/// `kinds` (`0`: no prediction).
+fn changes<const N: usize>(
+    old: &[u8],
+    new: &[u8],
+    ops: &[Op],
+    map: &RefMap,
+    kinds: [u8; N],
+) -> [u64; N] {
     let pieces: Vec<(usize, usize, usize)> = pieces(ops).collect();
     pieces
         .par_iter()
         .map_init(Vec::new, |pred, &(o, n, l)| {
-            let mut counts = [0u64; 3];
-            let (Some(a), Some(b)) = (old.get(o..o + l), new.get(n..n + l)) else {
+            let mut counts = [0u64; N];
+            let Some(b) = new.get(n..n + l) else {
                 return counts;
             };
-            let count = |x: &[u8]| x.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
-            counts[0] = count(a);
             let shift = n as i64 - o as i64;
-            for (slot, &kinds) in counts[1..].iter_mut().zip(&kinds) {
+            for (slot, &kinds) in counts.iter_mut().zip(&kinds) {
                 predict_range(map, kinds, old, o, l, shift, pred);
-                *slot = count(pred);
+                *slot = pred.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
             }
             counts
         })
-        .reduce(|| [0; 3], |x, y| [x[0] + y[0], x[1] + y[1], x[2] + y[2]])
+        .reduce(
+            || [0; N],
+            |mut x, y| {
+                for (a, b) in x.iter_mut().zip(y) {
+                    *a += b;
+                }
+                x
+            },
+        )
 }
 
 /// The copies of `ops` as (old start, new start, length), cut into pieces of

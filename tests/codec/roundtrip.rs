@@ -893,6 +893,15 @@ fn moved_a64_code_goes_through_transforms_8_and_4() {
     new_x86[18..20].copy_from_slice(&62u16.to_le_bytes());
     let without = check_roundtrip(&old_x86, &new_x86, &DiffOptions::new().threads(1));
     assert!(!naive::header(&without).unwrap().a64);
+    // With a header that names no architecture, the writer counts both
+    // kinds of code sites and finds the AArch64 ones.
+    let mut old_raw = old.clone();
+    let mut new_raw = new.clone();
+    old_raw[..4].copy_from_slice(b"RAW!");
+    new_raw[..4].copy_from_slice(b"RAW!");
+    let raw = check_roundtrip(&old_raw, &new_raw, &DiffOptions::new().threads(1));
+    let h = naive::header(&raw).unwrap();
+    assert!(h.a64 && !h.refs, "transform 8 found by its count");
     assert!(
         sizes[0] * 2 < without.len(),
         "{} bytes with transform 8, {} without",
