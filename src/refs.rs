@@ -192,12 +192,14 @@ fn is_adrp(w: u32) -> bool {
     w & 0x9F00_0000 == 0x9000_0000
 }
 
-/// For an AArch64 `ADD` (64-bit, immediate, unshifted) or a load or store
-/// with an unsigned 12-bit offset, the log2 of the offset's scale; `None`
-/// for any other instruction.
+/// If `n` adds to or loads or stores through register `r` (an AArch64 `ADD`
+/// immediate, 64-bit and unshifted, or a load or store with an unsigned
+/// 12-bit offset, whose base is `r`), the log2 of its offset's scale.
 #[inline]
-fn low_scale(n: u32) -> Option<u32> {
-    if n & 0xFFC0_0000 == 0x9100_0000 {
+fn uses(n: u32, r: u32) -> Option<u32> {
+    if (n >> 5) & 31 != r {
+        None
+    } else if n & 0xFFC0_0000 == 0x9100_0000 {
         Some(0)
     } else if n & 0x3B00_0000 == 0x3900_0000 {
         // size, or 4 for a 128-bit SIMD register (V set, opc 1x).
@@ -516,8 +518,8 @@ impl RefMap {
         Some(i32::try_from(v).ok()?.to_le_bytes())
     }
 
-    /// The AArch64 pass of [`RefMap::predict`]: words from the one before
-    /// `out`'s first (the first of a pair may sit there) to its end.
+    /// The AArch64 pass of [`RefMap::predict`]: every word that overlaps
+    /// `out`, each on its own (reading up to [`A64_REACH`] words either side).
     fn predict_a64(&self, old: OldWindow<'_>, out: &mut [u8], at: u64, shift: i64) {
         let end = at.saturating_add(out.len() as u64);
         let word = |q: u64| {
@@ -549,10 +551,10 @@ impl RefMap {
                     let r = w & 31;
                     (1..=A64_REACH)
                         .map_while(|k| word(q.checked_add(4 * k)?))
-                        .find(|&n| n & 31 == r || (low_scale(n).is_some() && (n >> 5) & 31 == r))
-                        .filter(|&n| low_scale(n).is_some() && (n >> 5) & 31 == r)
+                        .find(|&n| n & 31 == r || uses(n, r).is_some())
+                        .filter(|&n| uses(n, r).is_some())
                         .and_then(|n| self.predicted_adrp(w, n, q, old.old_len, shift))
-                } else if let Some(scale) = low_scale(w) {
+                } else if let Some(scale) = uses(w, (w >> 5) & 31) {
                     // The ADRP that set its base register, if nothing that
                     // may set it comes between.
                     let r = (w >> 5) & 31;
@@ -614,7 +616,7 @@ impl RefMap {
     /// The predicted `ADRP` `w` at old position `q`, whose register `n`
     /// adds to or loads through, in a copy shifted by `shift`.
     fn predicted_adrp(&self, w: u32, n: u32, q: u64, old_len: u64, shift: i64) -> Option<u32> {
-        let t = Self::adrp_target(w, q, n, low_scale(n)?, old_len)?;
+        let t = Self::adrp_target(w, q, n, uses(n, w & 31)?, old_len)?;
         let t = t.checked_add(self.shift_at(t as u64)?)?;
         let here = i64::try_from(q).ok()?.checked_add(shift)?;
         let pages = (t & !0xFFF).checked_sub(here & !0xFFF)? >> 12;
