@@ -16,8 +16,8 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES, TRANSFORM_X86,
-    ZERO_RUNS,
+    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
+    TRANSFORM_A64_LITERALS, TRANSFORM_X86, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, PipedHashingWriter, Sha256Digest, PIPE_MIN};
 use crate::limits::Limits;
@@ -199,7 +199,13 @@ impl<R: Read> PatchReader<R> {
             buf: vec![0u8; COPY_BUF],
             model_left: self.limits.max_model_len,
             new_pos: 0,
-            x86: header.transform & TRANSFORM_X86 != 0,
+            literals: if header.transform & TRANSFORM_X86 != 0 {
+                Some(crate::transform::Literals::X86)
+            } else if header.transform & TRANSFORM_A64_LITERALS != 0 {
+                Some(crate::transform::Literals::A64)
+            } else {
+                None
+            },
             refs: self.refs.take().map(|(map, _)| map),
             kinds: header.transform & MAPPED,
             win: Vec::new(),
@@ -332,8 +338,8 @@ struct ApplyState<'a, S: ?Sized> {
     model_left: u64,
     /// New-file position of the next byte written.
     new_pos: u64,
-    /// Whether literal bytes went through transform 1 (`src/transform.rs`).
-    x86: bool,
+    /// The transform literal bytes went through, 1 or 16 (`src/transform.rs`).
+    literals: Option<crate::transform::Literals>,
     /// The map of transforms 2 and 4: copied old bytes are predicted
     /// through it (`src/refs.rs`), with the site kinds `kinds`.
     refs: Option<RefMap>,
@@ -932,8 +938,8 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
                 .buf
                 .get_mut(..carry + n)
                 .ok_or(Error::Bug("copy buffer size"))?;
-            let done = if st.x86 {
-                crate::transform::decode_run(filled, st.new_pos, left == 0)
+            let done = if let Some(kind) = st.literals {
+                crate::transform::decode_run(kind, filled, st.new_pos, left == 0)
             } else {
                 filled.len()
             }

@@ -266,8 +266,8 @@ fn catalogue() -> Vec<Vector> {
     add(
         c,
         "unknown-transform",
-        sample_with_header(|h| h.transform = 0x10),
-        fmt("UnknownTransform(16)"),
+        sample_with_header(|h| h.transform = 0x20),
+        fmt("UnknownTransform(32)"),
     );
     add(
         c,

@@ -700,6 +700,7 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             (2, "x86 displacements in copies"),
             (4, "pointers in copies"),
             (8, "AArch64 branches and page addresses in copies"),
+            (16, "AArch64 branch targets and pages in literals"),
         ]
         .iter()
         .filter(|(bit, _)| h.transform() & bit != 0)

@@ -6,6 +6,7 @@ use crate::format::{
     put_varint, zigzag_encode, Codec, ModelParams, SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES,
     DELTA_LENS, LITERALS, STREAMS, ZERO_RUNS,
 };
+use crate::transform::Literals;
 
 /// Zero gaps up to this length inside a run of deltas are stored as delta bytes
 /// (a zero byte compresses to almost nothing; a new run costs two varints).
@@ -57,8 +58,8 @@ pub(crate) struct SegmentBuilder<'a> {
     budget: usize,
     /// Bytes a segment may copy before it is closed (`usize::MAX`: no limit).
     copy_budget: usize,
-    /// Whether literal runs go through transform 1 (`src/transform.rs`).
-    x86: bool,
+    /// The transform literal runs go through, 1 or 16 (`src/transform.rs`).
+    literals: Option<Literals>,
     /// With transform 2 or 4, every copied old byte as predicted, in the
     /// order of the copies (`references::predict_copies`): the deltas are
     /// taken against these. And how many of them are used.
@@ -81,7 +82,7 @@ impl<'a> SegmentBuilder<'a> {
             new,
             budget,
             copy_budget: usize::MAX,
-            x86: false,
+            literals: None,
             predicted: None,
             predicted_at: 0,
             copied: 0,
@@ -100,9 +101,9 @@ impl<'a> SegmentBuilder<'a> {
         self
     }
 
-    /// Stores literal runs through transform 1 (`src/transform.rs`).
-    pub(crate) fn with_x86(mut self, x86: bool) -> Self {
-        self.x86 = x86;
+    /// Stores literal runs through transform 1 or 16 (`src/transform.rs`).
+    pub(crate) fn with_literals(mut self, literals: Option<Literals>) -> Self {
+        self.literals = literals;
         self
     }
 
@@ -249,8 +250,8 @@ impl<'a> SegmentBuilder<'a> {
         let lits = &mut self.cur.streams[LITERALS];
         let from = lits.len();
         lits.extend_from_slice(&self.new[at..at + op.extra_len]);
-        if self.x86 {
-            crate::transform::encode_run(&mut lits[from..], at as u64);
+        if let Some(kind) = self.literals {
+            crate::transform::encode_run(kind, &mut lits[from..], at as u64);
         }
         let seek = next_old as i64 - (old_start + add) as i64;
         self.push_ctrl(add, op.extra_len, seek);

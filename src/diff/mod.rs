@@ -17,9 +17,10 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::format::{
     write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, STREAMS, TRANSFORM_X86, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
+    DELTA_LENS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
+use crate::transform::Literals;
 use encode::{
     pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment, SegmentBuilder,
     ZSTD_JOB,
@@ -268,16 +269,17 @@ fn build_patch_with_budget(
     );
     let ops = ops?;
     let copied: usize = ops.iter().map(|op| op.add_len).sum();
-    let (x86, refs) = rayon::join(
-        || literals_gain_from_x86(&ops, new),
-        || references::choose(old, new, &ops),
+    let code = references::code_sites(old);
+    let (literals, refs) = rayon::join(
+        || choose_literals(&ops, new, code),
+        || references::choose(old, new, &ops, code),
     );
     let predicted = refs
         .as_ref()
         .map(|r| references::predict_copies(old, &ops, &r.map, r.kinds));
     let build = |piece: Option<usize>| {
         let mut builder = SegmentBuilder::with_budget(old, new, budget)
-            .with_x86(x86)
+            .with_literals(literals)
             .with_predicted(predicted.as_deref());
         if let Some(bytes) = piece {
             builder = builder.with_copy_budget(bytes);
@@ -395,7 +397,7 @@ fn build_patch_with_budget(
         new.len() as u64,
         &old_hash,
         &new_hash,
-        (if x86 { TRANSFORM_X86 } else { 0 }) | refs.as_ref().map_or(0, |r| r.kinds),
+        literals.map_or(0, Literals::bit) | refs.as_ref().map_or(0, |r| r.kinds),
         &mut out,
     );
     if let Some(r) = &refs {
@@ -429,49 +431,74 @@ fn build_patch_with_budget(
     Ok(out)
 }
 
-/// Literal bytes [`literals_gain_from_x86`] looks at, at most.
-const X86_PROBE: usize = 8 << 20;
+/// Literal bytes [`choose_literals`] looks at, at most.
+const LITERALS_PROBE: usize = 8 << 20;
 
-/// Whether transform 1 (`src/transform.rs`) makes the literal bytes of `ops`
-/// smaller: the first [`X86_PROBE`] of them are compressed at a fast level
-/// as they are and transformed, and the smaller wins. It wins on x86 code
-/// (pydantic-core across a major version: −5.6% patch) and loses a little
-/// elsewhere (OpenBLAS, forced: +0.3%), which is why it is measured, not
-/// assumed.
-/// The decision depends on the data only.
-fn literals_gain_from_x86(ops: &[Op], new: &[u8]) -> bool {
+/// The literal transform (`src/transform.rs`) that makes the literal bytes
+/// of `ops` smallest, if any makes them smaller: the first
+/// [`LITERALS_PROBE`] of them are compressed at a fast level as they are
+/// and through each transform the code kind allows (`code`, from
+/// `references::code_sites`: transform 1 for x86 or other ELF and Mach-O
+/// files, 16 for AArch64 ones, both for the rest). Transform 1 wins on x86
+/// code (pydantic-core across a major version: −5.6% patch) and loses a
+/// little elsewhere (OpenBLAS, forced: +0.3%), which is why it is measured,
+/// not assumed. The decision depends on the data only.
+fn choose_literals(ops: &[Op], new: &[u8], code: Option<u8>) -> Option<Literals> {
     let mut plain = Vec::new();
     let mut runs = Vec::new();
     for op in ops {
-        if plain.len() >= X86_PROBE {
+        if plain.len() >= LITERALS_PROBE {
             break;
         }
         let at = op.new_start + op.add_len;
-        let take = op.extra_len.min(X86_PROBE - plain.len());
+        let take = op.extra_len.min(LITERALS_PROBE - plain.len());
         if let Some(lit) = new.get(at..at + take) {
             runs.push((plain.len(), at, take));
             plain.extend_from_slice(lit);
         }
     }
     if plain.is_empty() {
-        return false;
+        return None;
     }
-    let mut moved = plain.clone();
-    for &(from, at, len) in &runs {
-        if let Some(run) = moved.get_mut(from..from + len) {
-            crate::transform::encode_run(run, at as u64);
-        }
-    }
-    if moved == plain {
-        return false;
-    }
-    let size = |b: &[u8]| zstd::bulk::compress(b, X86_PROBE_LEVEL).map_or(usize::MAX, |c| c.len());
-    let (as_is, transformed) = rayon::join(|| size(&plain), || size(&moved));
-    transformed < as_is
+    let kinds: &[Literals] = match code {
+        Some(crate::refs::A64) => &[Literals::A64],
+        Some(_) => &[Literals::X86],
+        None => &[Literals::X86, Literals::A64],
+    };
+    let size =
+        |b: &[u8]| zstd::bulk::compress(b, LITERALS_PROBE_LEVEL).map_or(usize::MAX, |c| c.len());
+    let (as_is, sizes) = rayon::join(
+        || size(&plain),
+        || {
+            kinds
+                .par_iter()
+                .map(|&kind| {
+                    let mut moved = plain.clone();
+                    for &(from, at, len) in &runs {
+                        if let Some(run) = moved.get_mut(from..from + len) {
+                            crate::transform::encode_run(kind, run, at as u64);
+                        }
+                    }
+                    // A transform that changes nothing is not worth its bit.
+                    let size = if moved == plain {
+                        usize::MAX
+                    } else {
+                        size(&moved)
+                    };
+                    (size, kind)
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    sizes
+        .into_iter()
+        .filter(|&(size, _)| size < as_is)
+        .min_by_key(|&(size, _)| size)
+        .map(|(_, kind)| kind)
 }
 
-/// The zstd level of [`literals_gain_from_x86`]'s two compressions.
-const X86_PROBE_LEVEL: i32 = 3;
+/// The zstd level of [`choose_literals`]' compressions.
+const LITERALS_PROBE_LEVEL: i32 = 3;
 
 /// One compression job of `build_patch_with_budget`.
 enum PackJob {

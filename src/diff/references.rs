@@ -37,7 +37,7 @@ pub(super) struct Chosen {
 /// that compress smaller), if it saves at least [`BYTES_PER_CHANGE`] times
 /// the map's stored size over no prediction. The decision depends on the
 /// data only.
-pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
+pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Option<Chosen> {
     let mut min_copy = MAP_MIN_COPY;
     let (map, raw) = loop {
         let map = build(ops, min_copy, old.len() as u64);
@@ -56,7 +56,7 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
     // The code sites the header names; for a file whose header names
     // neither architecture, both are counted and the one that leaves fewer
     // changed bytes is tried.
-    let (code, [before, code_only, with_pointers]) = match code_sites(old) {
+    let (code, [before, code_only, with_pointers]) = match code {
         Some(code) => (
             code,
             changes(old, new, ops, &map, [0, code, code | POINTERS]),
@@ -127,7 +127,7 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op]) -> Option<Chosen> {
 /// AArch64 ELF or Mach-O file, x86 displacements for another ELF or Mach-O
 /// file, `None` for anything else (raw code, a universal Mach-O, data).
 /// (Only the writer looks: the patch names the kind it used.)
-fn code_sites(old: &[u8]) -> Option<u8> {
+pub(super) fn code_sites(old: &[u8]) -> Option<u8> {
     const EM_AARCH64: u16 = 183;
     const MACHO_64: [u8; 4] = [0xCF, 0xFA, 0xED, 0xFE];
     const CPU_ARM64: u32 = 0x0100_000C;

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use super::varint::{put_varint, PatchInput};
-use super::{MAGIC, TRANSFORMS_KNOWN, VERSION};
+use super::{MAGIC, TRANSFORMS_KNOWN, TRANSFORM_A64_LITERALS, TRANSFORM_X86, VERSION};
 use crate::error::{Error, FormatErrorKind};
 use crate::hash::Sha256Digest;
 
@@ -102,7 +102,9 @@ impl PatchHeader {
             return Err(input.err("flags", FormatErrorKind::UnknownFlags(flags)));
         }
         let transform = input.read_u8("transform")?;
-        if transform & !TRANSFORMS_KNOWN != 0 {
+        // The two literal transforms exclude each other.
+        let both_literals = TRANSFORM_X86 | TRANSFORM_A64_LITERALS;
+        if transform & !TRANSFORMS_KNOWN != 0 || transform & both_literals == both_literals {
             return Err(input.err("transform", FormatErrorKind::UnknownTransform(transform)));
         }
         if input.read_u8("reserved byte")? != 0 {

@@ -34,9 +34,12 @@ pub(crate) const TRANSFORM_POINTERS: u8 = 4;
 /// Transform bit of the AArch64 branches predicted in copied bytes
 /// (transform 8, `src/refs.rs`): a reference map follows the header.
 pub(crate) const TRANSFORM_A64: u8 = 8;
+/// Transform bit of the AArch64 branch targets and pages in literal bytes
+/// (transform 16, `src/transform.rs`); never with [`TRANSFORM_X86`].
+pub(crate) const TRANSFORM_A64_LITERALS: u8 = 16;
 /// Every transform bit this build knows.
 pub(crate) const TRANSFORMS_KNOWN: u8 =
-    TRANSFORM_X86 | TRANSFORM_REFS | TRANSFORM_POINTERS | TRANSFORM_A64;
+    TRANSFORM_X86 | TRANSFORM_REFS | TRANSFORM_POINTERS | TRANSFORM_A64 | TRANSFORM_A64_LITERALS;
 /// The most decoded control and delta bytes the writer puts in one segment.
 pub(crate) const WRITER_SEGMENT_BUDGET: usize = 8 << 20;
 /// The largest zstd window log the writer uses for the streamed literal data.

@@ -227,9 +227,10 @@ fn unknown_flags_transform_reserved() {
         let (s, p) = sample_with(|h| h.flags = v);
         assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
     }
-    // Bits 0 to 3 are transforms 1, 2, 4 and 8 (src/transform.rs,
-    // src/refs.rs); any other bit is unknown.
-    for v in [0x10u8, 0x19, 0x20, 0x80, 255] {
+    // Bits 0 to 4 are transforms 1, 2, 4, 8 and 16 (src/transform.rs,
+    // src/refs.rs); any other bit is unknown, and the two literal
+    // transforms (1 and 16) exclude each other.
+    for v in [0x11u8, 0x1F, 0x20, 0x39, 0x80, 255] {
         let (s, p) = sample_with(|h| h.transform = v);
         assert_eq!(kind(&s.old, &p), K::UnknownTransform(v));
     }

@@ -83,6 +83,8 @@ fn unzigzag(v: u64) -> i128 {
 pub struct NaiveHeader {
     /// Transform 1: literal runs carry x86 branch targets.
     pub x86: bool,
+    /// Transform 16: literal runs carry AArch64 branch targets and pages.
+    pub a64_literals: bool,
     /// Transform 2: displacements predicted through the reference map.
     pub refs: bool,
     /// Transform 4: pointers predicted through the reference map.
@@ -216,6 +218,32 @@ pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     Ok(out)
 }
 
+/// Transform 16, undone on one literal run at new-file position `at`, as
+/// docs/FORMAT.md words it: every word of the run at a new-file position
+/// `p` that is a multiple of 4, if a `BL`, gets `p / 4` subtracted from its
+/// low 26 bits, and if an `ADRP`, `p / 4096` from its 21-bit page field
+/// (immhi:immlo), each modulo its width.
+fn undo_a64(run: &mut [u8], at: u64) {
+    let mut i = ((4 - at % 4) % 4) as usize;
+    while i + 4 <= run.len() {
+        let p = at.wrapping_add(i as u64);
+        let w = u32::from_le_bytes(run[i..i + 4].try_into().unwrap());
+        let v = if w >> 26 == 0x25 {
+            let field = (u64::from(w & 0x03FF_FFFF)).wrapping_sub(p / 4) % (1 << 26);
+            (w & 0xFC00_0000) | field as u32
+        } else if (w >> 24) & 0x9F == 0x90 {
+            let field = u64::from(((w >> 5) & 0x7FFFF) * 4 + ((w >> 29) & 3));
+            let field = field.wrapping_sub(p / 4096) % (1 << 21);
+            let field = field as u32;
+            (w & 0x9F00_001F) | (field % 4) << 29 | (field / 4) << 5
+        } else {
+            w
+        };
+        run[i..i + 4].copy_from_slice(&v.to_le_bytes());
+        i += 4;
+    }
+}
+
 /// Transform 1, undone on one literal run at new-file position `at`, as
 /// docs/FORMAT.md words it: at an `E8`/`E9` with four bytes after it in the
 /// run, skip five bytes, and if the four read as a signed value within
@@ -253,7 +281,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unknown flags {flags}"));
     }
     let transform = c.byte("transform")?;
-    if transform > 15 {
+    if transform > 31 || transform & 17 == 17 {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
@@ -268,6 +296,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         refs: transform & 2 == 2,
         pointers: transform & 4 == 4,
         a64: transform & 8 == 8,
+        a64_literals: transform & 16 == 16,
         old_len,
         new_len,
         old_sha256,
@@ -656,6 +685,9 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             out.extend_from_slice(lits.bytes(lit, "literals")?);
             if h.x86 {
                 undo_x86(&mut out[run_at as usize..], run_at);
+            }
+            if h.a64_literals {
+                undo_a64(&mut out[run_at as usize..], run_at);
             }
             produced += total;
             let next = i128::from(end) + seek;

@@ -715,6 +715,59 @@ fn new_x86_code_goes_through_transform_1() {
     );
 }
 
+/// AArch64-like new code (`BL`s to a few shared targets and `ADRP`s of a
+/// few shared pages, between other words) added to a file whose header says
+/// AArch64, at an offset that is not a multiple of 4 in the literal run:
+/// the literals go through transform 16, and every applier undoes it, also
+/// across the appliers' 256 KiB reads.
+#[test]
+fn new_a64_code_goes_through_transform_16() {
+    let mut old = random_bytes(73, 300_000);
+    old[..20].copy_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\0\0\xb7\0");
+    let filler = random_bytes(74, 2_000_000);
+    // The new code starts at 100,002: its words at new-file positions that
+    // are multiples of 4.
+    let mut new = old[..100_002].to_vec();
+    new.extend_from_slice(&[0xAA, 0xBB]);
+    let targets = [0x1000u64, 0x8_0000, 0x12_3456, 0x40_0000];
+    let mut k = 0;
+    while new.len() < 100_004 + 900_000 {
+        let at = new.len() as u64;
+        let t = targets[filler[k] as usize % targets.len()];
+        let w = match filler[k + 1] % 4 {
+            0 => 0x9400_0000 | ((t / 4).wrapping_sub(at / 4) as u32 & 0x03FF_FFFF),
+            1 => {
+                let pages = (t >> 12).wrapping_sub(at >> 12) as u32 & 0x1F_FFFF;
+                0x9000_0001 | ((pages & 3) << 29) | ((pages >> 2) << 5)
+            }
+            // Other words, never BL or ADRP.
+            _ => 0x1100_0000 | u32::from_le_bytes([filler[k + 2], filler[k + 3], 0, 0]),
+        };
+        new.extend(w.to_le_bytes());
+        k += 4;
+    }
+    new.extend_from_slice(&old[100_002..]);
+    let patch = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let h = naive::header(&patch).unwrap();
+    assert!(h.a64_literals && !h.x86, "transform 16 chosen");
+    // The same literals in a file with an x86 header try transform 1 only,
+    // which finds nothing to convert.
+    let (mut old_x86, mut new_x86) = (old.clone(), new.clone());
+    old_x86[18] = 62;
+    new_x86[18] = 62;
+    let without = check_roundtrip(&old_x86, &new_x86, &DiffOptions::new().threads(1));
+    let h = naive::header(&without).unwrap();
+    assert!(!h.a64_literals && !h.x86);
+    // (The other words carry two random bytes each, which no transform
+    // touches: 395,871 against 499,852 bytes when written.)
+    assert!(
+        patch.len() * 100 < without.len() * 85,
+        "{} bytes with transform 16, {} without",
+        patch.len(),
+        without.len()
+    );
+}
+
 /// x86-64-like code: functions of filler bytes, calls (`E8`) to other
 /// functions and RIP-relative loads (`48 8B 05`) from a table at the end,
 /// each displacement computed from the layout. `inserted` bytes of new code
