@@ -913,6 +913,31 @@ fn a64_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8
     out
 }
 
+/// Changes a few bytes of `new` (as security fixes do), then diffs `old`
+/// and `new` with one thread, three threads and a fast level, checks every
+/// applier and `check` on each patch, and returns the patch sizes; the
+/// first two must be equal.
+fn moved_code_round_trips(old: &[u8], new: &mut [u8], check: impl Fn(&[u8])) -> Vec<usize> {
+    for i in (1000..new.len()).step_by(250_000) {
+        new[i] ^= 0x24;
+    }
+    assert!(old.len() > 1 << 20);
+    let sizes: Vec<usize> = [
+        DiffOptions::new().threads(1),
+        DiffOptions::new().threads(3),
+        fast(),
+    ]
+    .iter()
+    .map(|opts| {
+        let patch = check_roundtrip(old, new, opts);
+        check(&patch);
+        patch.len()
+    })
+    .collect();
+    assert_eq!(sizes[0], sizes[1], "the thread count changes nothing");
+    sizes
+}
+
 /// AArch64 code moved by an insertion: the writer predicts the branches,
 /// the page addresses and the pointer table through the reference map
 /// (transforms 8 and 4), and every applier (the oracle from FORMAT.md's
@@ -921,22 +946,10 @@ fn a64_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8
 fn moved_a64_code_goes_through_transforms_8_and_4() {
     let old = a64_layout(83, 9000, 4000, 0);
     let mut new = a64_layout(83, 9000, 4000, 3000);
-    for i in (1000..new.len()).step_by(250_000) {
-        new[i] ^= 0x24;
-    }
-    assert!(old.len() > 1 << 20);
-    let mut sizes = Vec::new();
-    for opts in [
-        DiffOptions::new().threads(1),
-        DiffOptions::new().threads(3),
-        fast(),
-    ] {
-        let patch = check_roundtrip(&old, &new, &opts);
-        let h = naive::header(&patch).unwrap();
+    let sizes = moved_code_round_trips(&old, &mut new, |patch| {
+        let h = naive::header(patch).unwrap();
         assert!(h.a64 && h.pointers && !h.refs, "transforms 8 and 4 chosen");
-        sizes.push(patch.len());
-    }
-    assert_eq!(sizes[0], sizes[1], "the thread count changes nothing");
+    });
     // Without transform 8 (an x86 file header, so the writer tries
     // displacements instead) every branch and page address that crosses
     // the insertion is a delta.
@@ -972,27 +985,14 @@ fn moved_a64_code_goes_through_transforms_8_and_4() {
 fn moved_x86_code_goes_through_transforms_2_and_4() {
     let old = x86_layout(81, 9000, 4000, 0);
     let mut new = x86_layout(81, 9000, 4000, 3000);
-    // A patch of the kind security fixes make: a few bytes changed.
-    for i in (1000..new.len()).step_by(250_000) {
-        new[i] ^= 0x24;
-    }
-    assert!(old.len() > 1 << 20);
-    let mut sizes = Vec::new();
-    for opts in [
-        DiffOptions::new().threads(1),
-        DiffOptions::new().threads(3),
-        fast(),
-    ] {
-        let patch = check_roundtrip(&old, &new, &opts);
-        let h = naive::header(&patch).unwrap();
+    let sizes = moved_code_round_trips(&old, &mut new, |patch| {
+        let h = naive::header(patch).unwrap();
         assert!(h.refs && h.pointers, "transforms 2 and 4 chosen");
-        let info = deltaswap::inspect(&patch[..]).unwrap();
+        let info = deltaswap::inspect(patch).unwrap();
         assert_eq!(info.header().transform() & 6, 6);
         let (breaks, stored) = info.reference_map().expect("a map");
         assert!(breaks >= 2 && stored > 0);
-        sizes.push(patch.len());
-    }
-    assert_eq!(sizes[0], sizes[1], "the thread count changes nothing");
+    });
     // Without the map every crossing displacement is a delta: 18,012 bytes
     // at the default level and 46,078 at level 3 (measured with the map
     // turned off). With it, 5,003 and 5,104: about the inserted bytes.
