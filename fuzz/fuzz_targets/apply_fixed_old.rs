@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 static OLD: OnceLock<Vec<u8>> = OnceLock::new();
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: deltaswap_fuzz::checks::warm_up_threads(), |data: &[u8]| {
     let old = OLD.get_or_init(deltaswap_fuzz::checks::fixed_old);
     deltaswap_fuzz::checks::check_apply(old, data);
 });

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: deltaswap_fuzz::checks::warm_up_threads(), |data: &[u8]| {
     if data.len() <= 64 << 10 {
         deltaswap_fuzz::checks::check_roundtrip(data);
     }
