@@ -31,12 +31,13 @@ pub(super) struct Chosen {
 /// make fewer changed bytes than the map costs; `None` otherwise.
 ///
 /// The map has a break wherever the shift of the copies of at least
-/// [`MAP_MIN_COPY`] bytes changes (see [`build`]). Displacements alone or
-/// with pointers, whichever leaves fewer copied bytes differing from the new
-/// file (when both leave fewer than no prediction, whichever leaves deltas
-/// that compress smaller), if it saves at least [`BYTES_PER_CHANGE`] times
-/// the map's stored size over no prediction. The decision depends on the
-/// data only.
+/// [`MAP_MIN_COPY`] bytes changes (see [`build`]). The code sites `code`
+/// ([`code_sites`]: x86 displacements or AArch64 words; `None`: whichever of
+/// the two leaves fewer copied bytes differing from the new file) alone or
+/// with pointers, whichever leaves fewer changed bytes (when both leave
+/// fewer than no prediction, whichever leaves deltas that compress
+/// smaller), if it saves at least [`BYTES_PER_CHANGE`] times the map's
+/// stored size over no prediction. The decision depends on the data only.
 pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Option<Chosen> {
     let mut min_copy = MAP_MIN_COPY;
     let (map, raw) = loop {
