@@ -28,7 +28,8 @@ pub struct PatchHeader {
     pub(crate) old_sha256: Sha256Digest,
     pub(crate) new_sha256: Sha256Digest,
     /// The pre-processing transforms, one bit each (`TRANSFORM_X86`,
-    /// `TRANSFORM_REFS`).
+    /// `TRANSFORM_REFS`, `TRANSFORM_POINTERS`, `TRANSFORM_A64`,
+    /// `TRANSFORM_A64_LITERALS`).
     pub(crate) transform: u8,
     /// Bytes the header occupies in the patch.
     pub(crate) encoded_len: u64,
@@ -57,7 +58,10 @@ impl PatchHeader {
     }
     /// The pre-processing transforms the patch uses, one bit each
     /// (docs/FORMAT.md): 1 for x86 branch targets made absolute in literal
-    /// bytes, 2 for x86 references predicted in copied bytes; 0 for none.
+    /// bytes, 2 for x86 references predicted in copied bytes, 4 for
+    /// pointers predicted in copied bytes, 8 for AArch64 branches and page
+    /// addresses predicted in copied bytes, 16 for AArch64 branch targets
+    /// and pages made absolute in literal bytes; 0 for none.
     pub fn transform(&self) -> u8 {
         self.transform
     }
