@@ -768,6 +768,26 @@ fn new_a64_code_goes_through_transform_16() {
     );
 }
 
+/// Where functions of `sizes` bytes start when laid out from `first`, with
+/// `inserted` bytes before function `at`; and where the last one ends.
+fn function_starts(
+    sizes: &[usize],
+    first: usize,
+    at: usize,
+    inserted: usize,
+) -> (Vec<usize>, usize) {
+    let mut starts = Vec::with_capacity(sizes.len());
+    let mut pos = first;
+    for (f, size) in sizes.iter().enumerate() {
+        if f == at {
+            pos += inserted;
+        }
+        starts.push(pos);
+        pos += size;
+    }
+    (starts, pos)
+}
+
 /// x86-64-like code: functions of filler bytes, calls (`E8`) to other
 /// functions and RIP-relative loads (`48 8B 05`) from a table at the end,
 /// each displacement computed from the layout. `inserted` bytes of new code
@@ -776,16 +796,7 @@ fn new_a64_code_goes_through_transform_16() {
 fn x86_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8> {
     let r = random_bytes(seed, functions * 64);
     let sizes: Vec<usize> = (0..functions).map(|f| 40 + r[f] as usize % 200).collect();
-    let mut starts = Vec::with_capacity(functions + 1);
-    let mut pos = 0usize;
-    for (f, size) in sizes.iter().enumerate() {
-        if f == at {
-            pos += inserted;
-        }
-        starts.push(pos);
-        pos += size;
-    }
-    let table = pos;
+    let (starts, table) = function_starts(&sizes, 0, at, inserted);
     let mut out = Vec::with_capacity(table + 4096);
     let filler = random_bytes(seed ^ 0x55, functions * 256 + inserted);
     for (f, &size) in sizes.iter().enumerate() {
@@ -841,16 +852,8 @@ fn a64_layout(seed: u64, functions: usize, at: usize, inserted: usize) -> Vec<u8
     let sizes: Vec<usize> = (0..functions)
         .map(|f| 4 * (10 + r[f] as usize % 50))
         .collect();
-    let mut starts = Vec::with_capacity(functions);
-    let mut pos = 64usize;
-    for (f, size) in sizes.iter().enumerate() {
-        if f == at {
-            pos += inserted;
-        }
-        starts.push(pos);
-        pos += size;
-    }
-    let table = pos.next_multiple_of(4096);
+    let (starts, end) = function_starts(&sizes, 64, at, inserted);
+    let table = end.next_multiple_of(4096);
     let mut out = vec![0u8; 64];
     out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
     out[18..20].copy_from_slice(&183u16.to_le_bytes());
