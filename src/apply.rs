@@ -465,7 +465,7 @@ enum PlainDecoder<'a> {
     Raw(&'a [u8]),
     Zstd(Box<zstd::stream::read::Decoder<'static, &'a [u8]>>),
     Model {
-        model: Box<crate::model::Model>,
+        model: crate::model::StreamModel,
         coded: crate::model::Decoder<'a>,
     },
 }
@@ -503,7 +503,7 @@ impl<'a> PlainDeltas<'a> {
                     });
                 }
                 PlainDecoder::Model {
-                    model: Box::new(crate::model::Model::new(desc.raw_len, window_log)),
+                    model: crate::model::StreamModel::new(desc.raw_len, window_log),
                     coded: crate::model::Decoder::new(stored),
                 }
             }
@@ -552,10 +552,7 @@ impl<'a> PlainDeltas<'a> {
         }
         if let PlainDecoder::Model { model, coded } = &mut self.dec {
             // The model predicts each delta from the old byte it is added to.
-            for b in buf.iter_mut() {
-                let d = model.code(coded, *b, 0);
-                *b = b.wrapping_add(d);
-            }
+            model.apply(coded, buf);
             if coded.overran() {
                 return Err(self.err(FormatErrorKind::BadCompression));
             }

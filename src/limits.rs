@@ -7,7 +7,7 @@
 /// The defaults suit system components (libraries, executables, resource packs):
 /// outputs up to 16 GiB and an apply memory budget of 52 MiB: the 16 MiB
 /// segment buffer, a 16 MiB literal zstd window, a 16 MiB delta-model history
-/// and 3.4 MiB of model tables (docs/MODEL.md). Beyond the budget, and fixed
+/// and 3.9 MiB of model tables (docs/MODEL.md). Beyond the budget, and fixed
 /// by the format rather than by these limits: a patch's reference map (at
 /// most 11.3 MiB decoded and indexed; docs/FORMAT.md) and, for results of
 /// 4 MiB and more, 1 MiB of chunks handed to the thread that hashes the

@@ -148,16 +148,102 @@ impl Counter {
     }
 }
 
+/// Entries of a table at full size: every table's full-scale size is at
+/// most this, and a [`Full`] model allocates this many for each.
+const TABLE_LEN: usize = 1 << 16;
+const TABLE_MASK: usize = TABLE_LEN - 1;
+
+/// Storage for a table of `T`, indexed by slots already masked to the
+/// table's size (docs/MODEL.md). Two layouts give the same results: which
+/// one a model uses is a matter of speed and memory only.
+pub(crate) trait Slots<T: Copy>: Sized + Send {
+    /// `len` entries (at most [`TABLE_LEN`]) of `value`.
+    fn filled(len: usize, value: T) -> Self;
+    fn at(&self, slot: usize) -> Option<&T>;
+    fn at_mut(&mut self, slot: usize) -> Option<&mut T>;
+}
+
+/// [`TABLE_LEN`] entries whatever the length asked for: a slot masked to it
+/// is always inside, so lookups need no bounds check. For long streams,
+/// whose tables are at full size anyway.
+pub(crate) struct FullSlots<T>(Box<[T; TABLE_LEN]>);
+
+/// Exactly the length asked for (a stream's scaled table size): small
+/// tables for short streams.
+pub(crate) struct ScaledSlots<T>(Box<[T]>);
+
+impl<T: Copy + Send> Slots<T> for FullSlots<T> {
+    fn filled(_len: usize, value: T) -> Self {
+        let cells = vec![value; TABLE_LEN].into_boxed_slice();
+        // The vector has exactly TABLE_LEN entries, so the conversion holds.
+        match cells.try_into() {
+            Ok(full) => FullSlots(full),
+            Err(_) => unreachable!("a boxed slice of TABLE_LEN entries"),
+        }
+    }
+
+    #[inline]
+    fn at(&self, slot: usize) -> Option<&T> {
+        self.0.get(slot & TABLE_MASK)
+    }
+
+    #[inline]
+    fn at_mut(&mut self, slot: usize) -> Option<&mut T> {
+        self.0.get_mut(slot & TABLE_MASK)
+    }
+}
+
+impl<T: Copy + Send> Slots<T> for ScaledSlots<T> {
+    fn filled(len: usize, value: T) -> Self {
+        ScaledSlots(vec![value; len.min(TABLE_LEN)].into_boxed_slice())
+    }
+
+    #[inline]
+    fn at(&self, slot: usize) -> Option<&T> {
+        self.0.get(slot)
+    }
+
+    #[inline]
+    fn at_mut(&mut self, slot: usize) -> Option<&mut T> {
+        self.0.get_mut(slot)
+    }
+}
+
+/// Which [`Slots`] a model's tables use.
+pub(crate) trait Sizing: Send + 'static {
+    type Of<T: Copy + Send>: Slots<T>;
+}
+
+/// Tables of [`TABLE_LEN`] entries: the fast layout for long streams.
+pub(crate) enum Full {}
+
+/// Tables of the stream's scaled size: the small layout for short streams.
+pub(crate) enum Scaled {}
+
+impl Sizing for Full {
+    type Of<T: Copy + Send> = FullSlots<T>;
+}
+
+impl Sizing for Scaled {
+    type Of<T: Copy + Send> = ScaledSlots<T>;
+}
+
+/// Streams of more than this many deltas get [`Full`] tables: their tables
+/// are all at full scale (docs/MODEL.md: `scale` ≥ 16), so the fixed size
+/// costs no memory they would not use, and a short stream does not pay
+/// for allocating 4 MiB.
+const FULL_FROM: u64 = 1 << 13;
+
 /// A table of counters indexed by a context, masked to its size.
-struct Table {
-    cells: Box<[Counter]>,
+struct Table<Z: Sizing> {
+    cells: Z::Of<Counter>,
     mask: u32,
 }
 
-impl Table {
-    fn new(bits: u32) -> Table {
+impl<Z: Sizing> Table<Z> {
+    fn new(bits: u32) -> Table<Z> {
         Table {
-            cells: vec![Counter::INIT; 1 << bits].into_boxed_slice(),
+            cells: Slots::filled(1 << bits, Counter::INIT),
             mask: (1 << bits) - 1,
         }
     }
@@ -169,12 +255,12 @@ impl Table {
 
     #[inline]
     fn p12(&self, slot: usize) -> u32 {
-        self.cells.get(slot).map_or(2048, |c| c.p12())
+        self.cells.at(slot).map_or(2048, |c| c.p12())
     }
 
     #[inline]
     fn update(&mut self, slot: usize, bit: u32) {
-        if let Some(c) = self.cells.get_mut(slot) {
+        if let Some(c) = self.cells.at_mut(slot) {
             c.update(bit);
         }
     }
@@ -184,18 +270,25 @@ impl Table {
 const INPUTS: usize = 9;
 
 /// Logistic mixing of [`INPUTS`] predictions, one weight vector per set.
-struct Mixer {
-    weights: Vec<[i32; INPUTS]>,
+/// `SETS` is a power of two at least the number of sets used, so that a set
+/// masked to it needs no bounds check.
+struct Mixer<const SETS: usize> {
+    weights: Box<[[i32; INPUTS]; SETS]>,
     inputs: [i32; INPUTS],
     set: usize,
     p12: i32,
     rate: i32,
 }
 
-impl Mixer {
-    fn new(sets: usize, rate: i32) -> Mixer {
+impl<const SETS: usize> Mixer<SETS> {
+    fn new(rate: i32) -> Mixer<SETS> {
+        let weights = vec![[(1 << 16) / 3; INPUTS]; SETS].into_boxed_slice();
+        let weights = match weights.try_into() {
+            Ok(w) => w,
+            Err(_) => unreachable!("a boxed slice of SETS entries"),
+        };
         Mixer {
-            weights: vec![[(1 << 16) / 3; INPUTS]; sets],
+            weights,
             inputs: {
                 let mut x = [0; INPUTS];
                 x[INPUTS - 1] = BIAS;
@@ -213,7 +306,7 @@ impl Mixer {
     #[inline]
     fn mix_sparse(&mut self, set: usize, inputs: &[i32; 4]) -> u32 {
         self.set = set;
-        let dot: i64 = match self.weights.get(set) {
+        let dot: i64 = match self.weights.get(set & (SETS - 1)) {
             Some(&[_, w1, w2, _, _, _, w6, w7, wb]) => {
                 let [x1, x2, x6, x7] = *inputs;
                 i64::from(w1) * i64::from(x1)
@@ -237,7 +330,8 @@ impl Mixer {
             return;
         }
         let step = i64::from(err * self.rate);
-        if let Some([_, w1, w2, _, _, _, w6, w7, wb]) = self.weights.get_mut(self.set) {
+        if let Some([_, w1, w2, _, _, _, w6, w7, wb]) = self.weights.get_mut(self.set & (SETS - 1))
+        {
             let [x1, x2, x6, x7] = *inputs;
             *w1 = nudge(*w1, x1, step);
             *w2 = nudge(*w2, x2, step);
@@ -252,7 +346,7 @@ impl Mixer {
     #[inline]
     fn mix(&mut self, set: usize) -> u32 {
         self.set = set;
-        let dot: i64 = match self.weights.get(set) {
+        let dot: i64 = match self.weights.get(set & (SETS - 1)) {
             Some(w) => w
                 .iter()
                 .zip(&self.inputs)
@@ -272,7 +366,7 @@ impl Mixer {
             return;
         }
         let step = i64::from(err * self.rate);
-        if let Some(w) = self.weights.get_mut(self.set) {
+        if let Some(w) = self.weights.get_mut(self.set & (SETS - 1)) {
             for (w, x) in w.iter_mut().zip(&self.inputs) {
                 *w = nudge(*w, *x, step);
             }
@@ -441,6 +535,11 @@ const FLAG_SETS: usize = 66;
 /// Unchanged bytes before the flag model goes quiet, as a mask of `changed`.
 const QUIET_MASK: u32 = 0xff;
 const VALUE_SETS: usize = 256 + 64;
+/// The mixers' allocated sets: powers of two at least the sets used.
+const FLAG_SETS_LEN: usize = 128;
+const VALUE_SETS_LEN: usize = 512;
+const _: () = assert!(FLAG_SETS <= FLAG_SETS_LEN && VALUE_SETS <= VALUE_SETS_LEN);
+const _: () = assert!(FLAG_SETS_LEN.is_power_of_two() && VALUE_SETS_LEN.is_power_of_two());
 
 /// The flag half's two inputs that come from the long history: the match
 /// state and the delta last seen after the same four old bytes.
@@ -451,21 +550,23 @@ struct FlagInputs {
 }
 
 /// The model, shared by encoder and decoder.
-pub(crate) struct Model {
-    flag: [Table; 8],
-    value: [Table; 8],
+pub(crate) struct Model<Z: Sizing> {
+    flag: [Table<Z>; 8],
+    /// Used only at changed bytes: kept at their scaled sizes, which full
+    /// scale leaves under [`TABLE_LEN`] for two of them.
+    value: [Table<Scaled>; 8],
     /// The last delta seen after each (hashed) four old bytes.
-    seen: Vec<u8>,
+    seen: Z::Of<u8>,
     seen_mask: u32,
-    flag_mix: Mixer,
-    value_mix: Mixer,
+    flag_mix: Mixer<FLAG_SETS_LEN>,
+    value_mix: Mixer<VALUE_SETS_LEN>,
     /// The last deltas, a ring of `ring_mask + 1` bytes, for the match model.
     ring: Vec<u8>,
     ring_mask: u64,
     /// Deltas coded so far.
     pos: u64,
     /// Where the last `MATCH_MIN` deltas were last seen (position + 1; 0: never).
-    match_at: Vec<u32>,
+    match_at: Z::Of<u32>,
     match_mask: u32,
     /// The position the match model predicts from, and its length (0: none).
     match_ptr: u64,
@@ -480,11 +581,11 @@ pub(crate) struct Model {
     deltas: u64,
 }
 
-impl Model {
+impl<Z: Sizing> Model<Z> {
     /// A fresh model for a stream of `len` deltas with a history window of
     /// 2^`window_log` bytes (both checked by the caller). Tables are scaled to
     /// the stream: a short stream gets small ones.
-    pub(crate) fn new(len: u64, window_log: u32) -> Model {
+    pub(crate) fn new(len: u64, window_log: u32) -> Model<Z> {
         let need = u64::BITS - len.saturating_sub(1).leading_zeros();
         let scale = (need + 2).clamp(10, 22);
         let ring_log = need.clamp(10, window_log.max(10));
@@ -495,14 +596,14 @@ impl Model {
         Model {
             flag,
             value,
-            flag_mix: Mixer::new(FLAG_SETS, 5),
-            value_mix: Mixer::new(VALUE_SETS, 8),
+            flag_mix: Mixer::new(5),
+            value_mix: Mixer::new(8),
             ring: vec![0; 1 << ring_log],
             ring_mask: (1 << ring_log) - 1,
             pos: 0,
-            seen: vec![0; 1 << seen_bits],
+            seen: Slots::filled(1 << seen_bits, 0),
             seen_mask: (1 << seen_bits) - 1,
-            match_at: vec![0; 1 << match_bits],
+            match_at: Slots::filled(1 << match_bits, 0),
             match_mask: (1 << match_bits) - 1,
             match_ptr: 0,
             match_len: 0,
@@ -530,6 +631,14 @@ impl Model {
             l
         } else {
             (16 + (l - 16) / 16).min(31)
+        }
+    }
+
+    /// [`StreamModel::apply`] for this layout.
+    fn apply(&mut self, coded: &mut Decoder<'_>, buf: &mut [u8]) {
+        for b in buf.iter_mut() {
+            let d = self.code(coded, *b, 0);
+            *b = b.wrapping_add(d);
         }
     }
 
@@ -585,7 +694,7 @@ impl Model {
         let seen = if LIGHT {
             u32::from(given.seen)
         } else {
-            u32::from(self.seen.get(seen_slot).copied().unwrap_or(0))
+            u32::from(self.seen.at(seen_slot).copied().unwrap_or(0))
         };
         let bit = u32::from(delta != 0);
         let changed = if !FLAG {
@@ -692,7 +801,7 @@ impl Model {
         if LIGHT {
             self.push_short(old, d);
         } else {
-            if let Some(s) = self.seen.get_mut(seen_slot) {
+            if let Some(s) = self.seen.at_mut(seen_slot) {
                 *s = d;
             }
             self.push(old, d);
@@ -752,7 +861,7 @@ impl Model {
         let key = (self.deltas & 0xffff_ffff_ffff).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let h = ((key >> 40) as u32 & self.match_mask) as usize;
         if self.match_len == 0 {
-            let cand = u64::from(self.match_at.get(h).copied().unwrap_or(0));
+            let cand = u64::from(self.match_at.at(h).copied().unwrap_or(0));
             // `cand` is the position after an earlier occurrence; it must
             // still be in the window (positions are stored modulo 2^32).
             let back = (self.pos as u32).wrapping_sub(cand as u32);
@@ -772,7 +881,7 @@ impl Model {
                 }
             }
         }
-        if let Some(slot) = self.match_at.get_mut(h) {
+        if let Some(slot) = self.match_at.at_mut(h) {
             *slot = self.pos as u32;
         }
     }
@@ -803,6 +912,33 @@ const fn p16(p12: i32) -> u32 {
     }
 }
 
+/// A model for decoding a stream, with the table layout that suits its
+/// length ([`FULL_FROM`]); both layouts decode the same deltas.
+pub(crate) enum StreamModel {
+    Full(Box<Model<Full>>),
+    Scaled(Box<Model<Scaled>>),
+}
+
+impl StreamModel {
+    /// A fresh model for a stream of `len` deltas (see [`Model::new`]).
+    pub(crate) fn new(len: u64, window_log: u32) -> StreamModel {
+        if len > FULL_FROM {
+            StreamModel::Full(Box::new(Model::new(len, window_log)))
+        } else {
+            StreamModel::Scaled(Box::new(Model::new(len, window_log)))
+        }
+    }
+
+    /// Decodes one delta per byte of `buf`, each predicted from that byte
+    /// (the old byte under it), and adds it: `buf` ends as the new bytes.
+    pub(crate) fn apply(&mut self, coded: &mut Decoder<'_>, buf: &mut [u8]) {
+        match self {
+            StreamModel::Full(m) => m.apply(coded, buf),
+            StreamModel::Scaled(m) => m.apply(coded, buf),
+        }
+    }
+}
+
 /// Codes the deltas of `copies` (old start, new start, length) of `old` and
 /// `new` with a fresh model; returns the stored bytes. With `split`, the flag
 /// and value halves of the model run on two threads (see [`encode_split`]);
@@ -823,10 +959,13 @@ pub(crate) fn encode(
             .flat_map(|(a, b)| a.iter().zip(b))
             .map(|(&x, &y)| (x, y.wrapping_sub(x)))
     };
-    if split {
-        return encode_split(pairs, len as u64, window_log);
+    let len = len as u64;
+    match (split, len > FULL_FROM) {
+        (true, true) => encode_split::<Full, _, _>(pairs, len, window_log),
+        (true, false) => encode_split::<Scaled, _, _>(pairs, len, window_log),
+        (false, true) => encode_sequential::<Full>(old, new, copies, len, window_log),
+        (false, false) => encode_sequential::<Scaled>(old, new, copies, len, window_log),
     }
-    encode_sequential(old, new, copies, len as u64, window_log)
 }
 
 /// [`encode`] on one thread. Kept out of line, and looping over the copies
@@ -835,14 +974,14 @@ pub(crate) fn encode(
 /// libc's stream (callgrind).
 #[cfg(feature = "diff")]
 #[inline(never)]
-fn encode_sequential(
+fn encode_sequential<Z: Sizing>(
     old: &[u8],
     new: &[u8],
     copies: &[(usize, usize, usize)],
     len: u64,
     window_log: u32,
 ) -> Vec<u8> {
-    let mut model = Model::new(len, window_log);
+    let mut model = Model::<Z>::new(len, window_log);
     let mut enc = Encoder::new();
     for &(o, n, l) in copies {
         let (Some(a), Some(b)) = (
@@ -898,18 +1037,23 @@ impl BitCoder for Recorder {
 /// for a value half that cannot run. (`pairs` must not call into rayon: the
 /// flag half could then run inside it, under the value half.)
 #[cfg(feature = "diff")]
-fn encode_split<I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
+fn encode_split<Z: Sizing, I, F>(pairs: F, len: u64, window_log: u32) -> Vec<u8>
 where
     I: Iterator<Item = (u8, u8)> + Send,
     F: Fn() -> I + Sync,
 {
-    encode_split_ahead(pairs, len, window_log, AHEAD).0
+    encode_split_ahead::<Z, I, F>(pairs, len, window_log, AHEAD).0
 }
 
 /// [`encode_split`] with at most `ahead` blocks waiting; also says whether
 /// the value half coded any of the flag half's blocks.
 #[cfg(feature = "diff")]
-fn encode_split_ahead<I, F>(pairs: F, len: u64, window_log: u32, ahead: usize) -> (Vec<u8>, bool)
+fn encode_split_ahead<Z: Sizing, I, F>(
+    pairs: F,
+    len: u64,
+    window_log: u32,
+    ahead: usize,
+) -> (Vec<u8>, bool)
 where
     I: Iterator<Item = (u8, u8)> + Send,
     F: Fn() -> I + Sync,
@@ -922,7 +1066,7 @@ where
     // The flag half's state (made by whoever codes first, so that its
     // tables are filled on that thread), and the receiver until the flag
     // half starts and takes it.
-    let flag_half = Mutex::new((None::<FlagHalf<I>>, Some(rx)));
+    let flag_half = Mutex::new((None::<FlagHalf<I, Z>>, Some(rx)));
     let new_half = || FlagHalf::new(pairs(), len, window_log);
     // Set by the flag half when it starts: from then on the value half only
     // ever waits for it.
@@ -933,7 +1077,7 @@ where
         // `move`: the sender is dropped when this half ends, which ends the
         // flag half's loop over the blocks.
         move || {
-            let mut model = Model::new(len, window_log);
+            let mut model = Model::<Z>::new(len, window_log);
             let mut rec = Recorder(Vec::new());
             let mut flags = Vec::with_capacity(SPLIT_BLOCK);
             let mut helped = false;
@@ -1029,15 +1173,15 @@ struct Block {
 /// The flag half of [`encode_split`]: a model that keeps only the short
 /// history, the coder, and the pairs it codes.
 #[cfg(feature = "diff")]
-struct FlagHalf<I> {
-    model: Model,
+struct FlagHalf<I, Z: Sizing> {
+    model: Model<Z>,
     enc: Encoder,
     pairs: I,
 }
 
 #[cfg(feature = "diff")]
-impl<I: Iterator<Item = (u8, u8)>> FlagHalf<I> {
-    fn new(pairs: I, len: u64, window_log: u32) -> FlagHalf<I> {
+impl<I: Iterator<Item = (u8, u8)>, Z: Sizing> FlagHalf<I, Z> {
+    fn new(pairs: I, len: u64, window_log: u32) -> FlagHalf<I, Z> {
         FlagHalf {
             model: Model::new(len, window_log),
             enc: Encoder::new(),
@@ -1094,12 +1238,19 @@ impl<I: Iterator<Item = (u8, u8)>> FlagHalf<I> {
 /// ```
 #[cfg(feature = "diff")]
 pub fn encode_deltas(olds: &[u8], deltas: &[u8], window_log: u32) -> Vec<u8> {
-    let mut model = Model::new(olds.len() as u64, window_log);
-    let mut enc = Encoder::new();
-    for (&o, &d) in olds.iter().zip(deltas) {
-        model.code(&mut enc, o, d);
+    fn with<Z: Sizing>(olds: &[u8], deltas: &[u8], window_log: u32) -> Vec<u8> {
+        let mut model = Model::<Z>::new(olds.len() as u64, window_log);
+        let mut enc = Encoder::new();
+        for (&o, &d) in olds.iter().zip(deltas) {
+            model.code(&mut enc, o, d);
+        }
+        enc.finish()
     }
-    enc.finish()
+    if olds.len() as u64 > FULL_FROM {
+        with::<Full>(olds, deltas, window_log)
+    } else {
+        with::<Scaled>(olds, deltas, window_log)
+    }
 }
 
 /// What [`decode_deltas`] made of stored bytes.
@@ -1118,9 +1269,15 @@ pub struct DecodedDeltas {
 /// window of 2^`window_log` bytes (`window_log` is clamped to 10..=30). For
 /// tests and fuzz targets; see [`encode_deltas`].
 pub fn decode_deltas(stored: &[u8], olds: &[u8], window_log: u32) -> DecodedDeltas {
-    let mut model = Model::new(olds.len() as u64, window_log.clamp(10, 30));
+    let mut model = StreamModel::new(olds.len() as u64, window_log.clamp(10, 30));
     let mut dec = Decoder::new(stored);
-    let deltas = olds.iter().map(|&o| model.code(&mut dec, o, 0)).collect();
+    let mut news = olds.to_vec();
+    model.apply(&mut dec, &mut news);
+    let deltas = news
+        .iter()
+        .zip(olds)
+        .map(|(n, o)| n.wrapping_sub(*o))
+        .collect();
     DecodedDeltas {
         deltas,
         overran: dec.overran(),
@@ -1133,7 +1290,7 @@ mod tests {
     use super::*;
 
     fn decode(stored: &[u8], olds: &[u8], window_log: u32) -> (Vec<u8>, bool) {
-        let mut model = Model::new(olds.len() as u64, window_log);
+        let mut model = Model::<Scaled>::new(olds.len() as u64, window_log);
         let mut dec = Decoder::new(stored);
         let out = olds.iter().map(|&o| model.code(&mut dec, o, 0)).collect();
         (out, dec.at_end())
@@ -1209,8 +1366,8 @@ mod tests {
                     .build()
                     .unwrap();
                 for ahead in [0, 1, 2, sends - 1, sends] {
-                    let (got, helped) =
-                        pool.install(|| encode_split_ahead(pairs, len as u64, 12, ahead));
+                    let (got, helped) = pool
+                        .install(|| encode_split_ahead::<Full, _, _>(pairs, len as u64, 12, ahead));
                     assert!(got == want, "{len} bytes, {threads} threads, {ahead} ahead");
                     if threads == 1 {
                         assert_eq!(helped, ahead < sends, "{len} bytes, {ahead} ahead");
@@ -1221,13 +1378,63 @@ mod tests {
                     use rayon::prelude::*;
                     (0..4)
                         .into_par_iter()
-                        .map(|k| encode_split_ahead(pairs, len as u64, 12, k).0)
+                        .map(|k| encode_split_ahead::<Full, _, _>(pairs, len as u64, 12, k).0)
                         .collect()
                 });
                 assert!(
                     all.iter().all(|got| *got == want),
                     "{threads} threads, 4 at once"
                 );
+            }
+        }
+    }
+
+    /// Full tables (a fixed size, slots masked to it) and scaled ones code
+    /// the same bytes, at lengths whose tables are smaller than full, full,
+    /// and either side of [`FULL_FROM`], and decode them back.
+    #[test]
+    fn table_layouts_code_the_same_bytes() {
+        fn run<Z: Sizing>(olds: &[u8], deltas: &[u8]) -> Vec<u8> {
+            let mut model = Model::<Z>::new(olds.len() as u64, 12);
+            let mut enc = Encoder::new();
+            for (&o, &d) in olds.iter().zip(deltas) {
+                model.code(&mut enc, o, d);
+            }
+            enc.finish()
+        }
+        let mut rnd = crate::test_rng(0x5851_F42D_4C95_7F2D);
+        let sizes = [
+            1,
+            100,
+            1_500,
+            FULL_FROM as usize,
+            FULL_FROM as usize + 1,
+            70_000,
+        ];
+        for len in sizes {
+            // Code-like olds with a few repeated contexts, sparse changes.
+            let olds: Vec<u8> = (0..len)
+                .map(|i| [0xe8, 0x48, 0x89, (rnd() % 7) as u8][i % 4])
+                .collect();
+            let deltas: Vec<u8> = (0..len)
+                .map(|_| if rnd() % 40 == 0 { rnd() as u8 } else { 0 })
+                .collect();
+            let full = run::<Full>(&olds, &deltas);
+            let scaled = run::<Scaled>(&olds, &deltas);
+            assert!(full == scaled, "{len} deltas");
+            for mut model in [
+                StreamModel::Full(Box::new(Model::new(len as u64, 12))),
+                StreamModel::Scaled(Box::new(Model::new(len as u64, 12))),
+            ] {
+                let mut dec = Decoder::new(&full);
+                let mut buf = olds.clone();
+                model.apply(&mut dec, &mut buf);
+                let back: Vec<u8> = buf
+                    .iter()
+                    .zip(&olds)
+                    .map(|(n, o)| n.wrapping_sub(*o))
+                    .collect();
+                assert!(back == deltas && dec.at_end(), "{len} deltas decoded");
             }
         }
     }
