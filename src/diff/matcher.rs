@@ -406,11 +406,25 @@ fn bucket_starts(text: &[u8]) -> Vec<u32> {
     if u32::try_from(text.len()).is_err() {
         return Vec::new();
     }
-    let mut counts = vec![0u32; 65536];
-    for i in 0..text.len() {
-        let k = key(text, i);
-        if let Some(c) = counts.get_mut(k) {
-            *c = c.saturating_add(1);
+    // A two-byte key indexes the 2^16 counts whatever its bytes, so the
+    // counting needs no bounds check; no count can pass the text's length,
+    // which fits in a u32.
+    let mut counts: Box<[u32; 65536]> = match vec![0u32; 65536].into_boxed_slice().try_into() {
+        Ok(c) => c,
+        Err(_) => unreachable!("a boxed slice of 2^16 counts"),
+    };
+    for w in text.windows(2) {
+        if let [a, b] = *w {
+            let k = usize::from(u16::from_be_bytes([a, b]));
+            if let Some(c) = counts.get_mut(k) {
+                *c = c.wrapping_add(1);
+            }
+        }
+    }
+    // The last suffix is one byte long: its key pads it with a zero.
+    if let Some(&last) = text.last() {
+        if let Some(c) = counts.get_mut(usize::from(last) << 8) {
+            *c = c.wrapping_add(1);
         }
     }
     let mut buckets = vec![0u32; 65537];
@@ -425,12 +439,6 @@ fn bucket_starts(text: &[u8]) -> Vec<u32> {
         *b = acc;
     }
     buckets
-}
-
-fn key(text: &[u8], i: usize) -> usize {
-    let a = text.get(i).copied().unwrap_or(0);
-    let b = text.get(i + 1).copied().unwrap_or(0);
-    (usize::from(a) << 8) | usize::from(b)
 }
 
 /// Length of the common prefix of two slices.
@@ -817,6 +825,30 @@ mod tests {
             .map(|p| common_prefix(&old[p..], needle))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Each two-byte bucket spans exactly the suffixes that start with its
+    /// key (a one-byte suffix padded with a zero), for texts of every short
+    /// length and of a few letters, where the buckets are crowded.
+    #[test]
+    fn buckets_span_the_suffixes_of_their_key() {
+        let mut rnd = crate::test_rng(0xD1B5_4A32_D192_ED03);
+        for len in (0..40).chain([1_000, 70_000]) {
+            let text: Vec<u8> = (0..len).map(|_| b"\0ab"[(rnd() % 3) as usize]).collect();
+            let sa = SuffixArray::build(&text).unwrap();
+            let buckets = bucket_starts(&text);
+            assert_eq!(buckets.len(), 65537);
+            assert_eq!(buckets[65536] as usize, len);
+            for r in 0..len {
+                let p = sa.get(r);
+                let k = (usize::from(text[p]) << 8)
+                    | usize::from(text.get(p + 1).copied().unwrap_or(0));
+                assert!(
+                    buckets[k] as usize <= r && r < buckets[k + 1] as usize,
+                    "length {len}, rank {r}, key {k:#06x}"
+                );
+            }
+        }
     }
 
     #[test]
