@@ -541,12 +541,15 @@ const VALUE_SETS_LEN: usize = 512;
 const _: () = assert!(FLAG_SETS <= FLAG_SETS_LEN && VALUE_SETS <= VALUE_SETS_LEN);
 const _: () = assert!(FLAG_SETS_LEN.is_power_of_two() && VALUE_SETS_LEN.is_power_of_two());
 
-/// The flag half's two inputs that come from the long history: the match
-/// state and the delta last seen after the same four old bytes.
+/// What the flag half is given, in the split encoder, from the long history
+/// that the value half keeps: the match state, and flag input 7, whose
+/// table the value half keeps (its context is the delta last seen after the
+/// same four old bytes, which only the value half knows).
 #[derive(Clone, Copy, Default)]
 struct FlagInputs {
     mstate: u8,
-    seen: u8,
+    /// Input 7: the stretched prediction of flag table 7.
+    x7: i16,
 }
 
 /// The model, shared by encoder and decoder.
@@ -692,9 +695,17 @@ impl<Z: Sizing> Model<Z> {
         let olds4 = (self.olds << 8) | o0;
         let seen_slot = (hash16(olds4 ^ 0x5bd1_e995) & self.seen_mask) as usize;
         let seen = if LIGHT {
-            u32::from(given.seen)
+            0
         } else {
             u32::from(self.seen.at(seen_slot).copied().unwrap_or(0))
+        };
+        // Input 7 is kept by whoever has the last-delta table: in the split
+        // encoder the value half, which updates table 7 with the flag it knows.
+        let slot7 = self.flag[7].slot((seen << 8) | o0);
+        let x7 = if LIGHT {
+            i32::from(given.x7)
+        } else {
+            stretch(self.flag[7].p12(slot7))
         };
         let bit = u32::from(delta != 0);
         let changed = if !FLAG {
@@ -703,18 +714,17 @@ impl<Z: Sizing> Model<Z> {
             // After eight unchanged bytes only the old-byte contexts and the
             // match state are consulted: the others are constant there or
             // repeat them. (Inputs 1, 2, 6 and 7; the rest are off.)
-            let [_, t1, t2, _, _, _, t6, t7] = &mut self.flag;
+            let [_, t1, t2, _, _, _, t6, _] = &mut self.flag;
             let slots = [
                 t1.slot((o1 << 8) | o0),
                 t2.slot((mstate << 8) | o0),
                 t6.slot(hash16(olds4 ^ (hz & 15))),
-                t7.slot((seen << 8) | o0),
             ];
             let inputs = [
                 stretch(t1.p12(slots[0])),
                 stretch(t2.p12(slots[1])),
                 stretch(t6.p12(slots[2])),
-                stretch(t7.p12(slots[3])),
+                x7,
             ];
             let p = self
                 .flag_mix
@@ -724,7 +734,6 @@ impl<Z: Sizing> Model<Z> {
             t1.update(slots[0], changed);
             t2.update(slots[1], changed);
             t6.update(slots[2], changed);
-            t7.update(slots[3], changed);
             changed
         } else {
             let ctx = [
@@ -735,15 +744,17 @@ impl<Z: Sizing> Model<Z> {
                 (n1 << 8) | o0,
                 hash16((self.run.min(3) << 18) | ((hz & 3) << 16) | (o1 << 8) | o0),
                 hash16(olds4 ^ (hz & 15)),
-                (seen << 8) | o0,
             ];
-            let mut slots = [0usize; 8];
+            let mut slots = [0usize; 7];
             let inputs = self.flag_mix.inputs.iter_mut();
             for ((t, c), (slot, input)) in
                 self.flag.iter().zip(ctx).zip(slots.iter_mut().zip(inputs))
             {
                 *slot = t.slot(c);
                 *input = stretch(t.p12(*slot));
+            }
+            if let Some(input) = self.flag_mix.inputs.get_mut(7) {
+                *input = x7;
             }
             let p = self.flag_mix.mix(mstate as usize);
             let changed = coder.code(p, bit);
@@ -798,6 +809,9 @@ impl<Z: Sizing> Model<Z> {
         }
         // An unchanged byte's delta is zero; a changed one's is the tree's leaf.
         let d = if changed == 1 { (node & 0xff) as u8 } else { 0 };
+        if !LIGHT {
+            self.flag[7].update(slot7, changed);
+        }
         if LIGHT {
             self.push_short(old, d);
         } else {
@@ -806,10 +820,10 @@ impl<Z: Sizing> Model<Z> {
             }
             self.push(old, d);
         }
-        // mstate is at most 32 and seen a byte.
+        // mstate is at most 32 and a stretched probability within ±2047.
         let inputs = FlagInputs {
             mstate: mstate as u8,
-            seen: seen as u8,
+            x7: x7 as i16,
         };
         (d, inputs)
     }
@@ -1017,18 +1031,23 @@ impl BitCoder for Recorder {
 ///
 /// The value half runs with the whole history (match model, last-delta
 /// table, ring of deltas) and sends the flag half, in blocks as it goes, the
-/// two flag inputs that need that history and the probabilities of the
-/// value bits. The flag half, on the other thread, keeps only the short
-/// history it reads directly, and codes every bit: each flag with its own
-/// probability, each changed byte's eight bits with the ones it was sent.
+/// match state, the prediction of flag input 7 (it keeps that table: its
+/// context is the last-delta table's, and it knows every flag) and the
+/// probabilities of the value bits. The flag half, on the other thread,
+/// keeps only the short history it reads directly and the other seven flag
+/// tables, and codes every bit: each flag with its own mix, each changed
+/// byte's eight bits with the probabilities it was sent.
 ///
-/// The flag half reads each position's old byte and delta from the blocks
-/// too, rather than from the copies: walking the copies took it about 25
-/// instructions a position (callgrind, libc), and it is the longer half.
+/// The flag half is the longer of the two, so work moves to the value half
+/// where it can (callgrind, libc's stream): it reads each position's old
+/// byte and delta from the blocks rather than walking the copies (about 25
+/// instructions a position), and table 7 moved (its share of the flag half
+/// 461 M → 410 M instructions, the value half's 292 M → 346 M; moving table
+/// 6 as well overloads the value half, docs/BENCHMARKS.md).
 ///
-/// At most [`AHEAD`] blocks wait between the halves: 4 bytes per delta and
-/// 16 more per changed one, at most 5.5 MB when 8% of the bytes changed
-/// (libc) and 20 MiB when all did. The flag half's state sits behind a lock
+/// At most [`AHEAD`] blocks wait between the halves: 6 bytes per delta and
+/// 16 more per changed one, at most 7.6 MB when 8% of the bytes changed
+/// (libc) and 22 MiB when all did. The flag half's state sits behind a lock
 /// with the receiver. When the channel is full and the flag half has not
 /// started (the pool's other threads are busy, or there is only one), the
 /// value half takes the lock, codes the waiting blocks and the one in hand,
@@ -1187,6 +1206,10 @@ struct Sent {
     delta: u8,
     inputs: FlagInputs,
 }
+
+/// The block memory [`encode_split`] documents.
+#[cfg(feature = "diff")]
+const _: () = assert!(std::mem::size_of::<Sent>() == 6);
 
 /// The flag half of [`encode_split`]: a model that keeps only the short
 /// history, and the coder.
