@@ -214,7 +214,9 @@ pub(crate) trait Sizing: Send + 'static {
     type Of<T: Copy + Send>: Slots<T>;
 }
 
-/// Tables of [`TABLE_LEN`] entries: the fast layout for long streams.
+/// Flag, last-delta and match tables of [`TABLE_LEN`] entries: the fast
+/// layout for long streams. (The value tables, read only at changed bytes,
+/// keep their scaled sizes in both layouts.)
 pub(crate) enum Full {}
 
 /// Tables of the stream's scaled size: the small layout for short streams.
@@ -1038,12 +1040,14 @@ impl BitCoder for Recorder {
 /// tables, and codes every bit: each flag with its own mix, each changed
 /// byte's eight bits with the probabilities it was sent.
 ///
-/// The flag half is the longer of the two, so work moves to the value half
-/// where it can (callgrind, libc's stream): it reads each position's old
-/// byte and delta from the blocks rather than walking the copies (about 25
-/// instructions a position), and table 7 moved (its share of the flag half
-/// 461 M → 410 M instructions, the value half's 292 M → 346 M; moving table
-/// 6 as well overloads the value half, docs/BENCHMARKS.md).
+/// The flag half was the longer of the two, so work moved to the value half
+/// (callgrind, libc's stream): the flag half reads each position's old byte
+/// and delta from the blocks rather than walking the copies (about 25
+/// instructions a position), and table 7 moved (the flag half 461 M → 410 M
+/// instructions, the value half 292 M → 346 M). With that, a `perf`
+/// timeline shows the value half the busier of the two, as its reads of
+/// the last-delta and match tables wait on the cache; moving table 6 as
+/// well overloaded it (docs/BENCHMARKS.md).
 ///
 /// At most [`AHEAD`] blocks wait between the halves: 6 bytes per delta and
 /// 16 more per changed one, at most 7.6 MB when 8% of the bytes changed
