@@ -241,14 +241,13 @@ impl<'scope, W: Write> PipedHashingWriter<'scope, W> {
         }
         // Closing the channel ends the thread's loop.
         drop(self.to_hasher.take());
-        let panicked = || io::Error::other("the hashing thread panicked");
         let hasher = self
             .thread
             .0
             .take()
-            .ok_or_else(panicked)?
+            .ok_or_else(|| io::Error::other("the hashing thread was already joined"))?
             .join()
-            .map_err(|_| panicked())?;
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
         Ok((self.inner, hasher))
     }
 }

@@ -1050,8 +1050,8 @@ impl BitCoder for Recorder {
 /// well overloaded it (docs/BENCHMARKS.md).
 ///
 /// At most [`AHEAD`] blocks wait between the halves: 6 bytes per delta and
-/// 16 more per changed one, at most 7.6 MB when 8% of the bytes changed
-/// (libc) and 22 MiB when all did. The flag half's state sits behind a lock
+/// 16 more per changed one, at most 7.6 MB when 8% of the bytes change
+/// and 22 MiB when all do. The flag half's state sits behind a lock
 /// with the receiver. When the channel is full and the flag half has not
 /// started (the pool's other threads are busy, or there is only one), the
 /// value half takes the lock, codes the waiting blocks and the one in hand,
