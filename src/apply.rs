@@ -507,6 +507,8 @@ impl<'a> PlainDeltas<'a> {
                     coded: crate::model::Decoder::new(stored),
                 }
             }
+            // The segment reader admits LZMA for the literal stream only.
+            Codec::Lzma => return Err(bad(FormatErrorKind::UnknownCodec(Codec::Lzma as u8))),
         };
         Ok(PlainDeltas {
             dec,
@@ -622,8 +624,11 @@ fn read_buffered_stream<R: Read>(
             input.read_exact(&mut v, what)?;
             Ok(v)
         }
-        // The reader admits the model only for plain delta bytes, which are not buffered.
-        Codec::Model => Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Model as u8))),
+        // The reader admits the model only for plain delta bytes, which are
+        // not buffered, and LZMA only for literals, which are streamed.
+        Codec::Model | Codec::Lzma => {
+            Err(input.err(what, FormatErrorKind::UnknownCodec(desc.codec as u8)))
+        }
         Codec::Zstd => {
             let stored = usize::try_from(desc.stored_len)
                 .map_err(|_| input.err(what, FormatErrorKind::OutOfRange))?;
@@ -690,6 +695,7 @@ fn read_ref_map<R: Read>(input: &mut PatchInput<R>, old_len: u64) -> Result<(Ref
         codec,
         stored_len,
         model: None,
+        lzma: None,
     };
     let at = input.offset();
     let bytes = read_buffered_stream(input, &desc, WHAT)?;
@@ -848,6 +854,30 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
                 .map_err(|_| lit_err(FormatErrorKind::BadCompression))?;
             Literal::Zstd(dec)
         }
+        Codec::Lzma => {
+            let params = lit_d
+                .lzma
+                .ok_or(Error::Bug("LZMA stream without parameters"))?;
+            let dict_log = u32::from(params.dict_log);
+            if dict_log > limits.max_window_log {
+                return Err(Error::LimitExceeded {
+                    what: "LZMA dictionary of the literal stream (log2)",
+                    actual: u64::from(dict_log),
+                    limit: u64::from(limits.max_window_log),
+                });
+            }
+            let (lc, lp, pb) = params
+                .lc_lp_pb()
+                .ok_or(Error::Bug("LZMA properties out of range"))?;
+            let take = input.by_ref_take(lit_d.stored_len);
+            // The decoder reads its first five bytes here; a stream that
+            // cannot start (too short, or a first byte other than zero) is
+            // refused as damaged.
+            let dec =
+                lzma_rust2::LzmaReader::new(take, lit_d.raw_len, lc, lp, pb, 1 << dict_log, None)
+                    .map_err(|_| lit_err(FormatErrorKind::BadCompression))?;
+            Literal::Lzma(Box::new(dec))
+        }
     };
 
     let mut seg_left = seg.new_len;
@@ -982,11 +1012,13 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     Ok(seg.new_len)
 }
 
-/// The literal stream of a segment: absent, stored raw, or one zstd frame.
+/// The literal stream of a segment: absent, stored raw, one zstd frame, or
+/// raw LZMA.
 enum Literal<'a, R> {
     Empty,
     Raw(TakeCounted<'a, R>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<TakeCounted<'a, R>>>),
+    Lzma(Box<lzma_rust2::LzmaReader<TakeCounted<'a, R>>>),
 }
 
 impl<R: Read> Read for Literal<'_, R> {
@@ -995,6 +1027,7 @@ impl<R: Read> Read for Literal<'_, R> {
             Literal::Empty => Ok(0),
             Literal::Raw(r) => r.read(buf),
             Literal::Zstd(d) => d.read(buf),
+            Literal::Lzma(d) => d.read(buf),
         }
     }
 }
@@ -1006,6 +1039,7 @@ impl<R: Read> Literal<'_, R> {
             Literal::Empty => false,
             Literal::Raw(r) => r.hit_eof(),
             Literal::Zstd(d) => d.get_ref().get_ref().hit_eof(),
+            Literal::Lzma(d) => d.inner().hit_eof(),
         }
     }
 
@@ -1018,6 +1052,10 @@ impl<R: Read> Literal<'_, R> {
             Literal::Zstd(d) => {
                 let buffered = d.finish();
                 buffered.buffer().is_empty() && buffered.get_ref().left() == 0
+            }
+            Literal::Lzma(d) => {
+                let (take, unread) = d.into_parts();
+                unread.is_empty() && take.left() == 0
             }
         }
     }

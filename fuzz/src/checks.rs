@@ -41,15 +41,22 @@ pub const MODEL_HEAP: usize = (4 << 20) + (1 << MAX_WINDOW_LOG);
 /// slack. It is read with the header and kept for the whole apply.
 pub const MAP_HEAP: usize = (2 << 20) + (8 << 20) + (257 << 10) + (1 << 20);
 
+/// Heap bytes an LZMA literal stream (codec 4) may hold while it is decoded
+/// under [`limits`]: its dictionary (at most 2^`MAX_WINDOW_LOG` bytes, and
+/// never more than the stream's length), its probability tables (at most
+/// 24 KiB with `lc + lp <= 4`) and its 64 KiB input buffer, rounded up.
+pub const LZMA_HEAP: usize = (1 << MAX_WINDOW_LOG) + (128 << 10);
+
 /// Heap bytes (Rust allocations) apply may hold at once under [`limits`]: the
 /// output vector (at most `MAX_OUTPUT`), one segment's buffered streams with
 /// their compressed copies (`MAX_SEGMENT_BUFFER`), the delta model of a plain
-/// segment ([`MODEL_HEAP`]), the reference map ([`MAP_HEAP`]), the 256 KiB
+/// segment ([`MODEL_HEAP`]), an LZMA literal stream's decoder
+/// ([`LZMA_HEAP`]), the reference map ([`MAP_HEAP`]), the 256 KiB
 /// copy buffer and the window around it, a 256 KiB hashing buffer, the 64 KiB
 /// literal read buffer, and 1 MiB of slack. Going over it is a finding:
 /// something was sized by an unchecked field.
 pub const APPLY_HEAP_BUDGET: usize =
-    (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + MODEL_HEAP + MAP_HEAP + (2 << 20);
+    (MAX_OUTPUT + MAX_SEGMENT_BUFFER) as usize + MODEL_HEAP + LZMA_HEAP + MAP_HEAP + (2 << 20);
 
 /// Heap bytes `inspect` and the header parser may hold: 256 KiB, and the
 /// reference map that follows the header ([`MAP_HEAP`]).

@@ -493,6 +493,10 @@ pub fn build(inp: &Input) -> Case {
             Layout::PlainZstd => codecs[DELTA_BYTES] = Enc::Zstd(level),
             Layout::PlainModel => codecs[DELTA_BYTES] = Enc::Model,
         }
+        // Compressed literals with the level's second bit: LZMA instead of zstd.
+        if seg.zstd[LITERALS] && seg.level & 2 == 2 {
+            codecs[LITERALS] = Enc::Lzma;
+        }
         // Everything before this segment's codec faults is right: the reader
         // meets them first.
         let sound = valid;
@@ -639,6 +643,8 @@ enum Enc {
     Model,
     /// Codec byte 2, which no version defines; the stream's bytes stored as is.
     Undefined,
+    /// Raw LZMA (codec 4), defined for the literal stream only.
+    Lzma,
 }
 
 /// Codes `deltas` over `olds` (the same length) with the delta model.
@@ -706,6 +712,7 @@ fn encode_segment(
                 (3, bytes, Some(w))
             }
             Enc::Undefined => (2, s.clone(), None),
+            Enc::Lzma => (4, lzma_encode(s), None),
         };
         let (mut raw_skew, mut stored_skew) = (0i64, 0i64);
         for f in faults.iter().filter(|f| usize::from(f.stream) % 5 == k) {
@@ -734,11 +741,40 @@ fn encode_segment(
             if let Some(w) = window {
                 head.push(w);
             }
+            if codec == 4 {
+                // lc = 1, lp = 2, pb = 2, as the writer; the smallest
+                // dictionary the format admits for this stream.
+                head.push(LZMA_PROPS);
+                head.push(lzma_dict_log(s.len()));
+            }
         }
         body.extend_from_slice(&stored);
     }
     head.extend_from_slice(&body);
     (head, ok)
+}
+
+/// The properties byte of the LZMA literal streams written here: lc = 1,
+/// lp = 2, pb = 2.
+const LZMA_PROPS: u8 = (2 * 5 + 2) * 9 + 1;
+
+/// The dictionary of an LZMA stream of `len` bytes (log2): the smallest power
+/// of two that holds it, at least 2^12, as the format requires.
+fn lzma_dict_log(len: usize) -> u8 {
+    let need = usize::BITS - len.saturating_sub(1).leading_zeros();
+    u8::try_from(need.max(12)).unwrap_or(30)
+}
+
+/// `s` as raw LZMA with [`LZMA_PROPS`] and [`lzma_dict_log`]'s dictionary.
+fn lzma_encode(s: &[u8]) -> Vec<u8> {
+    let mut opts = lzma_rust2::LzmaOptions::with_preset(1);
+    opts.lc = 1;
+    opts.lp = 2;
+    opts.pb = 2;
+    opts.dict_size = 1 << lzma_dict_log(s.len());
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, false).expect("lzma");
+    std::io::Write::write_all(&mut w, s).expect("lzma write");
+    w.finish().expect("lzma finish")
 }
 
 /// The target: a valid case must apply to exactly the in-target model's output

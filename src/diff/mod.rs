@@ -17,13 +17,13 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::format::{
     write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
+    DELTA_LENS, LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
 use crate::transform::Literals;
 use encode::{
-    pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment, SegmentBuilder,
-    ZSTD_JOB,
+    pack_literals, pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment,
+    SegmentBuilder, ZSTD_JOB,
 };
 use matcher::{scan_chunk, Index, Op};
 
@@ -347,11 +347,14 @@ fn build_patch_with_budget(
             stream,
             packing,
             jobs,
-        } => Packed::Stream(pack_stream(
-            &segments[segment].streams[stream],
-            packing,
-            jobs,
-        )),
+        } => {
+            let raw = &segments[segment].streams[stream];
+            Packed::Stream(if stream == LITERALS {
+                pack_literals(raw, packing, jobs)
+            } else {
+                pack_stream(raw, packing, jobs)
+            })
+        }
         PackJob::Plain(s) => Packed::Plain(s, pack_plain(&segments[s], old, new, packing, split)),
     });
     let mut packed = Vec::with_capacity(segments.len() * STREAMS);

@@ -115,6 +115,7 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Op
         codec,
         stored_len: stored.len() as u64,
         model: None,
+        lzma: None,
     };
     Some(Chosen {
         map,

@@ -139,6 +139,46 @@ pub(crate) enum Codec {
     /// segment in plain layout. Id 2 is not defined (development builds used
     /// it for raw LZMA) and reads as an unknown codec.
     Model = 3,
+    /// Raw LZMA (no header, no end marker), only for the literal stream;
+    /// its descriptor carries the properties and the dictionary size.
+    Lzma = 4,
+}
+
+/// The parameters of an LZMA literal stream, as its descriptor carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LzmaParams {
+    /// The LZMA properties byte, `(pb * 5 + lp) * 9 + lc`.
+    pub(crate) props: u8,
+    /// log2 of the dictionary size.
+    pub(crate) dict_log: u8,
+}
+
+impl LzmaParams {
+    /// Smallest dictionary a descriptor may name: 2^12 bytes.
+    pub(crate) const MIN_DICT_LOG: u8 = 12;
+    /// Largest dictionary a descriptor may name: 2^30 bytes (a reader's
+    /// [`Limits`](crate::Limits) usually allows far less).
+    pub(crate) const MAX_DICT_LOG: u8 = 30;
+
+    /// `(lc, lp, pb)` from the properties byte, when they are in the range
+    /// the format admits: `lc + lp <= 4` and `pb <= 4` (the LZMA2 rule,
+    /// which bounds the literal coder's tables to 24 KiB).
+    pub(crate) fn lc_lp_pb(self) -> Option<(u32, u32, u32)> {
+        let p = u32::from(self.props);
+        let (lc, lp, pb) = (p % 9, (p / 9) % 5, p / 45);
+        (lc + lp <= 4 && pb <= 4).then_some((lc, lp, pb))
+    }
+
+    /// The largest dictionary a stream of `raw_len` bytes may name: the
+    /// smallest power of two that holds it, at least [`Self::MIN_DICT_LOG`]
+    /// (a larger one decodes the same, so allowing it would give one stream
+    /// several encodings).
+    pub(crate) fn dict_log_cap(raw_len: u64) -> u8 {
+        let need = u64::BITS - raw_len.saturating_sub(1).leading_zeros();
+        u8::try_from(need)
+            .unwrap_or(u8::MAX)
+            .max(Self::MIN_DICT_LOG)
+    }
 }
 
 /// The parameters of a delta-model stream, as its descriptor carries them.
@@ -175,6 +215,8 @@ pub(crate) struct StreamDesc {
     pub(crate) stored_len: u64,
     /// Present for [`Codec::Model`] only.
     pub(crate) model: Option<ModelParams>,
+    /// Present for [`Codec::Lzma`] only.
+    pub(crate) lzma: Option<LzmaParams>,
 }
 
 impl StreamDesc {
@@ -184,6 +226,7 @@ impl StreamDesc {
         codec: Codec::Raw,
         stored_len: 0,
         model: None,
+        lzma: None,
     };
 }
 
@@ -235,7 +278,7 @@ pub(crate) fn write_segment_header(h: &SegmentHeader, out: &mut Vec<u8>) {
     }
 }
 
-/// One stream descriptor: `raw_len [codec [stored_len] [window_log]]`.
+/// One stream descriptor: `raw_len [codec [stored_len] [window_log | props dict_log]]`.
 pub(crate) fn write_stream_desc(s: &StreamDesc, out: &mut Vec<u8>) {
     put_varint(out, s.raw_len);
     if s.raw_len > 0 {
@@ -245,6 +288,10 @@ pub(crate) fn write_stream_desc(s: &StreamDesc, out: &mut Vec<u8>) {
         }
         if let Some(p) = s.model {
             out.push(p.window_log);
+        }
+        if let Some(p) = s.lzma {
+            out.push(p.props);
+            out.push(p.dict_log);
         }
     }
 }
@@ -268,11 +315,13 @@ pub(crate) fn read_segment_header<R: Read>(
             // The model is defined for the delta-byte stream only; whether the
             // segment is in plain layout is checked once all descriptors are read.
             3 if k == DELTA_BYTES => Codec::Model,
+            // LZMA is defined for the literal stream only.
+            4 if k == LITERALS => Codec::Lzma,
             other => return Err(input.err(what, FormatErrorKind::UnknownCodec(other))),
         };
         let stored_len = match codec {
             Codec::Raw => raw_len,
-            Codec::Zstd | Codec::Model => {
+            Codec::Zstd | Codec::Model | Codec::Lzma => {
                 let n = input.read_varint(what)?;
                 if n == 0 {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
@@ -295,11 +344,29 @@ pub(crate) fn read_segment_header<R: Read>(
             }
             _ => None,
         };
+        let lzma = match codec {
+            Codec::Lzma => {
+                let params = LzmaParams {
+                    props: input.read_u8(what)?,
+                    dict_log: input.read_u8(what)?,
+                };
+                let ok = params.lc_lp_pb().is_some()
+                    && (LzmaParams::MIN_DICT_LOG..=LzmaParams::MAX_DICT_LOG)
+                        .contains(&params.dict_log)
+                    && params.dict_log <= LzmaParams::dict_log_cap(raw_len);
+                if !ok {
+                    return Err(input.err(what, FormatErrorKind::OutOfRange));
+                }
+                Some(params)
+            }
+            _ => None,
+        };
         *slot = StreamDesc {
             raw_len,
             codec,
             stored_len,
             model,
+            lzma,
         };
     }
     let seg = SegmentHeader { new_len, streams };

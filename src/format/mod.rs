@@ -10,7 +10,7 @@ mod varint;
 
 pub use header::PatchHeader;
 pub(crate) use header::{
-    read_segment_header, write_segment_header, write_stream_desc, Codec, ModelParams,
+    read_segment_header, write_segment_header, write_stream_desc, Codec, LzmaParams, ModelParams,
     SegmentHeader, StreamDesc, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
     ZERO_RUNS,
 };

@@ -148,6 +148,34 @@ impl Stream {
         Stream { desc, payload }
     }
 
+    /// Codec 4, raw LZMA (no header, no end marker) with `(lc, lp, pb)` and
+    /// a dictionary of 2^`dict_log` bytes, the descriptor as given:
+    /// `raw_len 4 stored_len props dict_log` (absent when empty).
+    pub fn lzma(data: &[u8], (lc, lp, pb): (u32, u32, u32), dict_log: u8) -> Stream {
+        if data.is_empty() {
+            return Stream::absent();
+        }
+        let mut opts = lzma_rust2::LzmaOptions::with_preset(6);
+        opts.lc = lc;
+        opts.lp = lp;
+        opts.pb = pb;
+        opts.dict_size = 1 << dict_log;
+        let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, false).expect("lzma");
+        std::io::Write::write_all(&mut w, data).expect("lzma write");
+        let payload = w.finish().expect("lzma finish");
+        let props = u8::try_from((pb * 5 + lp) * 9 + lc).expect("props");
+        Stream::lzma_payload(data.len() as u64, payload, props, dict_log)
+    }
+
+    /// Codec 4 with explicit fields.
+    pub fn lzma_payload(raw_len: u64, payload: Vec<u8>, props: u8, dict_log: u8) -> Stream {
+        let mut desc = varint(raw_len);
+        desc.push(4);
+        desc.extend(varint(payload.len() as u64));
+        desc.extend([props, dict_log]);
+        Stream { desc, payload }
+    }
+
     /// Any descriptor: raw_len, codec byte, optional stored_len; and a payload.
     pub fn custom(raw_len: u64, codec: u8, stored_len: Option<u64>, payload: &[u8]) -> Stream {
         let mut desc = varint(raw_len);

@@ -658,10 +658,14 @@ fn segment_length_faults() {
 
 #[test]
 fn unknown_codec_in_every_stream() {
-    // 2 was raw LZMA in development builds and is not defined; 3 is only
-    // defined with its own descriptor (see the model tests below).
+    // 2 was raw LZMA in development builds and is not defined; 3 and 4 are
+    // only defined with their own descriptors (see the model and LZMA tests
+    // below).
     for k in 0..5 {
         for c in [2u8, 4, 0x80, 0xff] {
+            if c == 4 && k == LITERALS {
+                continue;
+            }
             let (s, p) = sample_seg(Codec::Raw, 1, |g| {
                 let st = &mut g.streams[k];
                 let raw_len = st.payload.len() as u64;
@@ -1768,4 +1772,159 @@ fn reference_map_at_its_limit() {
             limit: 1_048_576,
         } if actual == (1 << 20) + 2
     ));
+}
+
+// ---- codec 4: LZMA literals ---------------------------------------------------
+
+/// The literals' properties the writer uses: lc = 1, lp = 2, pb = 2.
+const LZMA_LC_LP_PB: (u32, u32, u32) = (1, 2, 2);
+
+/// The sample with segment `i`'s literal stream replaced by `f(literals)`,
+/// the other streams zstd.
+fn lzma_seg(i: usize, f: impl FnOnce(&[u8]) -> Stream) -> (Sample, Vec<u8>) {
+    let s = sample();
+    let lits = s.segs[i].streams[LITERALS].clone();
+    let mut p = sample_patch(&s, [Codec::Zstd; 5]);
+    p.segments[i].streams[LITERALS] = f(&lits);
+    let b = p.bytes();
+    (s, b)
+}
+
+#[test]
+fn lzma_literals_apply_in_every_segment() {
+    for i in 0..2 {
+        let (s, p) = lzma_seg(i, |l| Stream::lzma(l, LZMA_LC_LP_PB, 12));
+        assert_eq!(apply_all(&s.old, &p).expect("valid LZMA literals"), s.new);
+        let (s, p) = lzma_seg(i, |l| Stream::lzma(l, (0, 0, 0), 12));
+        assert_eq!(apply_all(&s.old, &p).expect("lc = lp = pb = 0"), s.new);
+        let (s, p) = lzma_seg(i, |l| Stream::lzma(l, (4, 0, 4), 12));
+        assert_eq!(apply_all(&s.old, &p).expect("lc = 4, pb = 4"), s.new);
+    }
+}
+
+#[test]
+fn lzma_outside_the_literal_stream_is_an_unknown_codec() {
+    for i in 0..2 {
+        for k in 0..LITERALS {
+            let (s, p) = sample_seg(Codec::Zstd, i, |g| {
+                let n = s_len(&g.streams[k]).max(1);
+                g.streams[k] = Stream::lzma(&vec![7u8; n], LZMA_LC_LP_PB, 12);
+            });
+            assert_eq!(
+                kind(&s.old, &p),
+                K::UnknownCodec(4),
+                "segment {i} stream {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn lzma_descriptor_faults() {
+    let with = |props: u8, dict_log: u8| {
+        lzma_seg(0, |l| {
+            let good = Stream::lzma(l, (0, 0, 0), 12);
+            Stream::lzma_payload(l.len() as u64, good.payload, props, dict_log)
+        })
+    };
+    // Properties outside lc + lp <= 4, pb <= 4 (and bytes no LZMA encoder
+    // writes), a dictionary below 2^12, above 2^30, or above the smallest
+    // power of two (at least 2^12) that holds the stream.
+    for (props, dict_log) in [
+        (9 + 4, 12),     // lc 4, lp 1
+        (2 * 9 + 3, 12), // lc 3, lp 2
+        (225, 12),       // pb 5
+        (255, 12),
+        (0, 11),
+        (0, 13),
+        (0, 31),
+        (0, 0),
+    ] {
+        let (s, p) = with(props, dict_log);
+        assert_eq!(
+            kind(&s.old, &p),
+            K::OutOfRange,
+            "props {props} dict_log {dict_log}"
+        );
+    }
+    // Valid properties that are not the ones the payload was coded with
+    // (pb = 1): refused by the decoder or by the hash.
+    let (s, p) = with(45, 12);
+    reject(&s.old, &p);
+    // stored_len 0.
+    let (s, p) = lzma_seg(0, |l| {
+        Stream::lzma_payload(l.len() as u64, Vec::new(), 0, 12)
+    });
+    assert_eq!(kind(&s.old, &p), K::OutOfRange);
+}
+
+#[test]
+fn lzma_dictionary_over_the_limit() {
+    let (s, p) = lzma_seg(0, |l| Stream::lzma(l, LZMA_LC_LP_PB, 12));
+    let limits = Limits::default().max_window_log(11);
+    let err = deltaswap::apply_with_limits(&s.old, &p, limits).expect_err("over the limit");
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
+}
+
+#[test]
+fn lzma_payload_damage_is_refused() {
+    for i in 0..2 {
+        let (s, good) = lzma_seg(i, |l| Stream::lzma(l, LZMA_LC_LP_PB, 12));
+        let lits = s.segs[i].streams[LITERALS].clone();
+        let payload = Stream::lzma(&lits, LZMA_LC_LP_PB, 12).payload;
+        // One stored byte short, one byte of garbage after the stream.
+        let (s, p) = lzma_seg(i, |l| {
+            let short = payload[..payload.len() - 1].to_vec();
+            Stream::lzma_payload(l.len() as u64, short, 109, 12)
+        });
+        reject(&s.old, &p);
+        let (s, p) = lzma_seg(i, |l| {
+            let mut long = payload.clone();
+            long.push(0);
+            Stream::lzma_payload(l.len() as u64, long, 109, 12)
+        });
+        assert_eq!(kind(&s.old, &p), K::StreamTrailing);
+        // A first byte other than zero cannot start a stream.
+        let (s, p) = lzma_seg(i, |l| {
+            let mut bad = payload.clone();
+            bad[0] = 1;
+            Stream::lzma_payload(l.len() as u64, bad, 109, 12)
+        });
+        assert_eq!(kind(&s.old, &p), K::BadCompression);
+        // A raw_len one more or one less than the stream decodes to.
+        for raw_len in [lits.len() as u64 - 1, lits.len() as u64 + 1] {
+            let (s, p) = lzma_seg(i, |_| {
+                Stream::lzma_payload(raw_len, payload.clone(), 109, 12)
+            });
+            reject(&s.old, &p);
+        }
+        // Every bit of every stored byte flipped, and every truncation of the
+        // whole patch: refused, never accepted, never a panic.
+        let range = {
+            let s2 = sample();
+            let mut p2 = sample_patch(&s2, [Codec::Zstd; 5]);
+            p2.segments[i].streams[LITERALS] = Stream::lzma(&lits, LZMA_LC_LP_PB, 12);
+            p2.payload_range(i, LITERALS)
+        };
+        // The range coder's last bytes carry slack: a flip there can decode
+        // to the same bytes, which the new file's hash then accepts. Anywhere
+        // else a flip must be refused.
+        let end = range.end;
+        for at in range {
+            for bit in 0..8 {
+                let mut p = good.clone();
+                p[at] ^= 1 << bit;
+                match apply_all(&s.old, &p) {
+                    Err(_) => {}
+                    Ok(out) => {
+                        assert_eq!(out, s.new, "byte {at} bit {bit}");
+                        assert!(end - at <= 4, "byte {at} of ..{end}, bit {bit}, accepted");
+                    }
+                }
+            }
+        }
+        for len in 0..good.len() {
+            reject(&s.old, &good[..len]);
+        }
+    }
 }

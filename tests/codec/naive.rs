@@ -106,6 +106,8 @@ pub struct Desc {
     pub stored_len: u64,
     /// log2 of the delta model's history window (codec 3 only).
     pub window_log: Option<u8>,
+    /// LZMA properties byte and log2 of the dictionary (codec 4 only).
+    pub lzma: Option<(u8, u8)>,
 }
 
 impl Desc {
@@ -114,6 +116,7 @@ impl Desc {
         codec: 0,
         stored_len: 0,
         window_log: None,
+        lzma: None,
     };
 }
 
@@ -133,8 +136,9 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             continue;
         }
         let codec = c.byte("codec")?;
-        // Codec 3 is defined for the delta-byte stream only; 2 is not defined.
-        let known = codec == 0 || codec == 1 || (codec == 3 && k == 3);
+        // Codec 3 is defined for the delta-byte stream only, codec 4 (LZMA)
+        // for the literal stream only; 2 is not defined.
+        let known = codec == 0 || codec == 1 || (codec == 3 && k == 3) || (codec == 4 && k == 4);
         if !known {
             return Err(format!("stream {k}: unknown codec {codec}"));
         }
@@ -161,11 +165,29 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             }
             window_log = Some(w);
         }
+        let mut lzma = None;
+        if codec == 4 {
+            let props = c.byte("lzma props")?;
+            let dict_log = c.byte("lzma dict_log")?;
+            let (lc, lp, pb) = (props % 9, (props / 9) % 5, props / 45);
+            if lc + lp > 4 || pb > 4 {
+                return Err(format!("LZMA properties {props} out of range"));
+            }
+            let cap = window_cap(raw_len).max(12);
+            if !(12..=30).contains(&dict_log) || dict_log > cap {
+                return Err(format!("LZMA dict_log {dict_log} out of range"));
+            }
+            if dict_log > MAX_WINDOW_LOG {
+                return Err(format!("LZMA dict_log {dict_log} over the limit"));
+            }
+            lzma = Some((props, dict_log));
+        }
         *d = Desc {
             raw_len,
             codec,
             stored_len,
             window_log,
+            lzma,
         };
     }
     if descs[3].codec == 3 && !is_plain(&descs) {
@@ -332,6 +354,37 @@ fn decode_stream(desc: &Desc, payload: &[u8], what: &str) -> NaiveResult<Vec<u8>
             }
             Ok(out)
         }
+        4 => {
+            let (props, dict_log) = desc
+                .lzma
+                .ok_or(format!("{what}: LZMA without parameters"))?;
+            let (lc, lp, pb) = (props % 9, (props / 9) % 5, props / 45);
+            let mut r = lzma_rust2::LzmaReader::new(
+                payload,
+                desc.raw_len,
+                u32::from(lc),
+                u32::from(lp),
+                u32::from(pb),
+                1 << dict_log,
+                None,
+            )
+            .map_err(|e| format!("{what}: LZMA stream cannot start ({e})"))?;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut out)
+                .map_err(|e| format!("{what}: LZMA error {e}"))?;
+            if out.len() as u64 != desc.raw_len {
+                return Err(format!(
+                    "{what}: decodes to {} bytes, raw_len is {}",
+                    out.len(),
+                    desc.raw_len
+                ));
+            }
+            let (rest, unread) = r.into_parts();
+            if !rest.is_empty() || !unread.is_empty() {
+                return Err(format!("{what}: stored bytes after the LZMA stream"));
+            }
+            Ok(out)
+        }
         c => Err(format!("{what}: codec {c} is not decoded up front")),
     }
 }
@@ -362,6 +415,7 @@ fn parse_ref_map(c: &mut Cursor<'_>, old_len: u64) -> NaiveResult<Breaks> {
         codec,
         stored_len,
         window_log: None,
+        lzma: None,
     };
     let bytes = decode_stream(&desc, c.bytes(stored_len, "map payload")?, "map")?;
     let mut m = Cursor::new(&bytes);

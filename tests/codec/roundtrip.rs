@@ -1001,3 +1001,53 @@ fn moved_x86_code_goes_through_transforms_2_and_4() {
     // turned off). With it, 5,003 and 5,104: about the inserted bytes.
     assert!(sizes[0] < 6000, "patch of {} bytes", sizes[0]);
 }
+
+/// A table of `n` little-endian `u32` records of three fields: an offset
+/// that grows by a varying step, a small kind, and a flag word: the kind of
+/// new data (a relocation or lookup table) that LZMA's position bits code
+/// better than zstd.
+fn table(seed: u64, n: usize) -> Vec<u8> {
+    let noise = random_bytes(seed, n);
+    let mut out = Vec::with_capacity(n * 12);
+    let mut offset = 0x4000u32;
+    for (i, &r) in noise.iter().enumerate() {
+        offset = offset.wrapping_add(8 + u32::from(r % 5) * 8);
+        out.extend(offset.to_le_bytes());
+        out.extend((u32::from(r >> 5) | 0x0100).to_le_bytes());
+        out.extend(((i as u32 / 64) << 16 | 0x0001).to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn large_compressible_literals_are_coded_with_lzma() {
+    // New: the old file's first half, 96 KiB of a new table, the old file's
+    // second half. At the default level the literals (the table) are coded
+    // with LZMA (codec 4); at level 18 and below with zstd only.
+    let old = random_bytes(41, 64 << 10);
+    let mut new = old[..32 << 10].to_vec();
+    new.extend(table(42, 8 << 10));
+    new.extend(&old[32 << 10..]);
+    let patch = check_roundtrip(&old, &new, &DiffOptions::new());
+    let segs = naive::segments(&patch).expect("descriptors");
+    assert!(
+        segs.iter().any(|s| s[4].codec == 4),
+        "no LZMA literals: {segs:?}"
+    );
+    let zstd_only = check_roundtrip(&old, &new, &DiffOptions::new().level(18));
+    let segs = naive::segments(&zstd_only).expect("descriptors");
+    assert!(segs.iter().all(|s| s[4].codec != 4), "LZMA at level 18");
+    assert!(
+        patch.len() < zstd_only.len(),
+        "{} vs {}",
+        patch.len(),
+        zstd_only.len()
+    );
+    // Short literal streams stay with zstd: 32 KiB of the table.
+    let mut short = old[..32 << 10].to_vec();
+    short.extend(table(43, (32 << 10) / 12));
+    short.extend(&old[32 << 10..]);
+    let patch = check_roundtrip(&old, &short, &DiffOptions::new());
+    let segs = naive::segments(&patch).expect("descriptors");
+    assert!(segs.iter().all(|s| s[4].codec != 4), "LZMA below 64 KiB");
+}
