@@ -5,8 +5,9 @@
 /// allocate or write more than these values allow.
 ///
 /// The defaults suit system components (libraries, executables, resource packs):
-/// outputs up to 16 GiB and an apply memory budget of 52 MiB: the 16 MiB
-/// segment buffer, a 16 MiB literal zstd window, a 16 MiB delta-model history
+/// outputs up to 16 GiB and an apply memory budget of 52.5 MiB: the 16 MiB
+/// segment buffer, a 16 MiB literal zstd window or LZMA dictionary (and under
+/// 0.5 MiB of the LZMA decoder's other state), a 16 MiB delta-model history
 /// and 3.9 MiB of model tables (docs/MODEL.md). Beyond the budget, and fixed
 /// by the format rather than by these limits: a patch's reference map (at
 /// most 11.3 MiB decoded and indexed; docs/FORMAT.md) and, for results of
@@ -108,8 +109,9 @@ impl Limits {
     }
 
     /// The largest window (as a power of two) accepted for data decoded as it
-    /// is consumed: the literal stream's zstd window and the delta model's
-    /// history (docs/MODEL.md). Default 24 (16 MiB); clamped to 10..=31.
+    /// is consumed: the literal stream's zstd window or LZMA dictionary and
+    /// the delta model's history (docs/MODEL.md). Default 24 (16 MiB);
+    /// clamped to 10..=31.
     ///
     /// ```
     /// # use deltaswap::{Error, Limits};
