@@ -640,6 +640,16 @@ fn write_seed_corpus() {
         "empty-old",
         &any(b"", &diff(b"", b"brand new"), false),
     );
+    // The sample with both segments' literals in LZMA (codec 4).
+    let mut lzma = assemble(&s.old, &s.new, &s.segs, Codec::Zstd);
+    for (seg, data) in lzma.segments.iter_mut().zip(&s.segs) {
+        seg.streams[4] = builder::Stream::lzma(&data.streams[4], (1, 2, 2), 12);
+    }
+    put(
+        "apply_any_old",
+        "sample-lzma",
+        &any(&s.old, &lzma.bytes(), false),
+    );
 
     // roundtrip: split mode and edit mode.
     let mut split = vec![0u8];
