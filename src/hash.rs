@@ -150,9 +150,17 @@ pub(crate) const PIPE_MIN: u64 = 4 << 20;
 const PIPE_CHUNK: usize = 256 << 10;
 
 /// Chunks that may wait for the hashing thread. With the chunk being filled
-/// and the one being hashed, at most four chunks (1 MiB) exist whatever the
-/// file's size.
+/// and the one being hashed, at most [`PIPE_CHUNKS`] chunks exist.
 const PIPE_DEPTH: usize = 2;
+
+/// The most chunks a writer allocates (1 MiB), whatever the file's size: the
+/// one being filled, [`PIPE_DEPTH`] queued and the one being hashed. When
+/// all exist and none has come back, the writer waits for the hashing
+/// thread to return one. (Until 2026-11-30 it allocated a fresh chunk
+/// whenever none had come back yet, and returned chunks piled up in the
+/// spare queue: `tests/bounded_memory.rs` saw 1.56 and 2.25 MiB instead of
+/// 1.31 now and then.)
+const PIPE_CHUNKS: usize = PIPE_DEPTH + 2;
 
 /// A writer that writes through to `inner` on the caller's thread and hashes
 /// the same bytes on a second one, so that SHA-256 of the new file runs
@@ -165,6 +173,8 @@ pub(crate) struct PipedHashingWriter<'scope, W> {
     chunk: Vec<u8>,
     to_hasher: Option<SyncSender<Vec<u8>>>,
     spares: Receiver<Vec<u8>>,
+    /// Chunks allocated so far, at most [`PIPE_CHUNKS`].
+    chunks: usize,
     /// Last, so that it is dropped after `to_hasher`: the channel is closed
     /// by then, and the thread's loop ends.
     thread: Joined<'scope>,
@@ -191,14 +201,17 @@ impl<'scope, W: Write> PipedHashingWriter<'scope, W> {
     /// gives `inner` back so that the caller can hash inline.
     pub(crate) fn start<'env>(scope: &'scope Scope<'scope, 'env>, inner: W) -> Result<Self, W> {
         let (to_hasher, queued) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
-        let (give_back, spares) = sync_channel::<Vec<u8>>(PIPE_DEPTH + 1);
+        // Room for every chunk but the one being filled: returning one
+        // never fails for want of room, so no chunk is lost.
+        let (give_back, spares) = sync_channel::<Vec<u8>>(PIPE_CHUNKS);
         let spawned = std::thread::Builder::new()
             .name("deltaswap-hash".into())
             .spawn_scoped(scope, move || {
                 let mut hasher = Hasher::new();
                 for chunk in queued {
                     hasher.update(&chunk);
-                    // A full spare queue only means the chunk is freed here.
+                    // The queue has room for every chunk; it fails only
+                    // when the writer is gone, and the chunk is freed here.
                     let _ = give_back.try_send(chunk);
                 }
                 hasher
@@ -209,6 +222,7 @@ impl<'scope, W: Write> PipedHashingWriter<'scope, W> {
                 chunk: Vec::with_capacity(PIPE_CHUNK),
                 to_hasher: Some(to_hasher),
                 spares,
+                chunks: 1,
                 thread: Joined(Some(thread)),
             }),
             Err(_) => Err(inner),
@@ -224,12 +238,16 @@ impl<'scope, W: Write> PipedHashingWriter<'scope, W> {
             .ok_or_else(stopped)?
             .send(full)
             .map_err(|_| stopped())?;
-        // Taken after the send, so that at most four chunks exist: two
-        // queued, one being hashed, this one.
-        self.chunk = self
-            .spares
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK));
+        // A chunk the hashing thread has given back; else a new one while
+        // fewer than `PIPE_CHUNKS` exist; else wait for one to come back.
+        self.chunk = match self.spares.try_recv() {
+            Ok(spare) => spare,
+            Err(_) if self.chunks < PIPE_CHUNKS => {
+                self.chunks += 1;
+                Vec::with_capacity(PIPE_CHUNK)
+            }
+            Err(_) => self.spares.recv().map_err(|_| stopped())?,
+        };
         self.chunk.clear();
         Ok(())
     }
