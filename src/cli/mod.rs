@@ -136,8 +136,8 @@ enum Command {
         /// up the delta stream is also tried with the delta model and the
         /// smaller kept (library patches 8-56% smaller, about 0.1 s per MiB
         /// copied to make and to apply), for files of up to 32 MiB copied, 64 MiB
-        /// from 20 (smallest patches of large files, slower apply); 18 or lower
-        /// is zstd only.
+        /// from 20 (smallest patches of large files, slower apply), and literal
+        /// streams of 64 KiB or more also with LZMA; 18 or lower is zstd only.
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: Option<i32>,
         /// Worker threads (default: all cores). The patch does not depend on it.

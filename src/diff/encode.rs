@@ -383,7 +383,7 @@ pub(crate) fn pack_plain(
 }
 
 /// Literal streams at least this long are also compressed with LZMA
-/// ([`pack_literals`]). Below it LZMA gains a few dozen bytes at most on the
+/// ([`tries_lzma`]). Below it LZMA gains a few dozen bytes at most on the
 /// corpus (0.2-2% of the literals), while its encoder, at about 2 MB/s,
 /// would lengthen the diffs that the time target is on.
 const LZMA_MIN: usize = 64 << 10;
@@ -405,27 +405,36 @@ const LZMA_PROPS: (u32, u32, u32) = (1, 2, 2);
 /// [`Limits::max_window_log`](crate::Limits::max_window_log) of readers.
 const LZMA_MAX_DICT_LOG: u32 = 24;
 
-/// Packs a literal stream as [`pack_stream`] does and, when it is at least
-/// [`LZMA_MIN`] bytes long, at the levels tuned for size, and compressible
-/// (zstd made it smaller than [`INCOMPRESSIBLE`] of its length), also with
-/// LZMA; keeps LZMA if it is at least 2% smaller ([`LZMA_GAIN`]).
-pub(crate) fn pack_literals(
-    raw: &[u8],
-    packing: Packing,
-    jobs: bool,
-) -> std::io::Result<(StreamDesc, Vec<u8>)> {
-    let (desc, packed) = pack_stream(raw, packing, jobs)?;
-    let compressible =
-        desc.codec == Codec::Zstd && (desc.stored_len as f64) < raw.len() as f64 * INCOMPRESSIBLE;
-    if raw.len() < LZMA_MIN || !packing.tries_plain() || !compressible {
-        return Ok((desc, packed));
+/// Whether a literal stream is also coded with LZMA: at the levels tuned
+/// for size, when it is at least [`LZMA_MIN`] bytes long and its first
+/// [`LZMA_PROBE`] bytes compress at zstd's fastest level to under
+/// [`INCOMPRESSIBLE`] of their length (Chromium's resource pack, already
+/// compressed, is not: an LZMA trial of its 15 MB of literals would cost
+/// seconds for nothing). The writer runs the trial as a job of its own,
+/// beside the stream's zstd job, and keeps whichever [`lzma_wins`].
+pub(crate) fn tries_lzma(raw: &[u8], packing: Packing) -> bool {
+    if raw.len() < LZMA_MIN || !packing.tries_plain() {
+        return false;
     }
-    let (lzma_desc, lzma) = pack_lzma(raw, packing.window_log)?;
-    if (lzma.len() as f64) < packed.len() as f64 * LZMA_GAIN {
-        Ok((lzma_desc, lzma))
-    } else {
-        Ok((desc, packed))
-    }
+    let probe = raw.get(..LZMA_PROBE).unwrap_or(raw);
+    zstd::bulk::compress(probe, 1)
+        .is_ok_and(|c| (c.len() as f64) < probe.len() as f64 * INCOMPRESSIBLE)
+}
+
+/// The bytes of a literal stream [`tries_lzma`] compresses to decide.
+const LZMA_PROBE: usize = 256 << 10;
+
+/// LZMA's `stored` bytes win over the stream `other` stores when they are at
+/// least 2% fewer ([`LZMA_GAIN`]).
+pub(crate) fn lzma_wins(stored: usize, other: &StreamDesc) -> bool {
+    (stored as f64) < other.stored_len as f64 * LZMA_GAIN
+}
+
+/// A rough cost of coding `len` literal bytes with LZMA, in the unit of
+/// [`zstd_cost`](super::zstd_cost): about 0.5 µs per byte here (lzma-rust2 at
+/// its strongest settings, 2026-11-30), twice zstd level 19.
+pub(crate) fn lzma_cost(len: usize) -> u64 {
+    (len as u64).saturating_mul(8)
 }
 
 /// `raw` as raw LZMA (no header, no end marker: the descriptor gives the

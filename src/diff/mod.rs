@@ -22,8 +22,8 @@ use crate::format::{
 use crate::hash::Sha256Digest;
 use crate::transform::Literals;
 use encode::{
-    pack_literals, pack_plain, pack_stream, plain_piece, PackedSegment, Packing, RawSegment,
-    SegmentBuilder, ZSTD_JOB,
+    lzma_cost, lzma_wins, pack_lzma, pack_plain, pack_stream, plain_piece, tries_lzma,
+    PackedSegment, Packing, RawSegment, SegmentBuilder, ZSTD_JOB,
 };
 use matcher::{scan_chunk, Index, Op};
 
@@ -326,6 +326,13 @@ fn build_patch_with_budget(
         })
         .collect();
     jobs.extend(plain_jobs.iter().map(|&s| PackJob::Plain(s)));
+    // Long literal streams are also coded with LZMA, as jobs of their own
+    // beside zstd's (see `encode::tries_lzma`).
+    jobs.extend(
+        (0..segments.len())
+            .filter(|&s| tries_lzma(&segments[s].streams[LITERALS], packing))
+            .map(PackJob::Lzma),
+    );
     let cost = |job: &PackJob| match *job {
         PackJob::Stream {
             segment,
@@ -336,6 +343,9 @@ fn build_patch_with_budget(
             .get(segment)
             .map_or(0, |seg| zstd_cost(seg.streams[stream].len(), packing.level)),
         PackJob::Plain(s) => segments.get(s).map_or(0, |seg| seg.copied() as u64),
+        PackJob::Lzma(s) => segments
+            .get(s)
+            .map_or(0, |seg| lzma_cost(seg.streams[LITERALS].len())),
     };
     mark_long_streams(&mut jobs, cost, &segments);
     // With fewer model pieces than threads, each piece's flag and value
@@ -347,26 +357,38 @@ fn build_patch_with_budget(
             stream,
             packing,
             jobs,
-        } => {
-            let raw = &segments[segment].streams[stream];
-            Packed::Stream(if stream == LITERALS {
-                pack_literals(raw, packing, jobs)
-            } else {
-                pack_stream(raw, packing, jobs)
-            })
-        }
+        } => Packed::Stream(pack_stream(
+            &segments[segment].streams[stream],
+            packing,
+            jobs,
+        )),
+        PackJob::Lzma(s) => Packed::Lzma(
+            s,
+            pack_lzma(&segments[s].streams[LITERALS], packing.window_log),
+        ),
         PackJob::Plain(s) => Packed::Plain(s, pack_plain(&segments[s], old, new, packing, split)),
     });
     let mut packed = Vec::with_capacity(segments.len() * STREAMS);
     let mut plain = Vec::with_capacity(plain_jobs.len());
+    let mut lzma = Vec::new();
     for d in done {
         match d {
             Packed::Stream(r) => packed.push(r),
             Packed::Plain(s, r) => plain.push((s, r)),
+            Packed::Lzma(s, r) => lzma.push((s, r)),
         }
     }
     let packed: Result<Vec<_>, _> = packed.into_iter().collect();
     let mut packed = packed.map_err(Error::io("compressing a stream"))?;
+    // LZMA literals replace zstd's where they are clearly smaller.
+    for (s, r) in lzma {
+        let (desc, bytes) = r.map_err(Error::io("compressing the literal stream"))?;
+        if let Some(slot) = packed.get_mut(s * STREAMS + LITERALS) {
+            if lzma_wins(bytes.len(), &slot.0) {
+                *slot = (desc, bytes);
+            }
+        }
+    }
     // Where the model does not clearly win, the run streams get the strong
     // level after all, and the smaller layout is kept.
     let redo: Vec<(usize, usize)> = plain
@@ -515,6 +537,8 @@ enum PackJob {
     },
     /// A segment's plain-layout delta stream, coded with the delta model.
     Plain(usize),
+    /// A segment's literal stream, coded with LZMA.
+    Lzma(usize),
 }
 
 /// Marks the stream that would keep the other threads waiting: one whose
@@ -554,6 +578,7 @@ fn mark_long_streams(
 enum Packed {
     Stream(std::io::Result<(StreamDesc, Vec<u8>)>),
     Plain(usize, (StreamDesc, Vec<u8>)),
+    Lzma(usize, std::io::Result<(StreamDesc, Vec<u8>)>),
 }
 
 /// A rough cost of compressing `len` bytes with zstd at `level`, in the unit
@@ -666,6 +691,26 @@ mod tests {
         for level in 1..=22 {
             assert!(at(level) as u64 <= budget, "level {level}");
         }
+    }
+
+    /// LZMA is tried on literal streams of 64 KiB and more that compress, at
+    /// the levels tuned for size only; an incompressible stream (a resource
+    /// pack's) and a short one are left to zstd.
+    #[test]
+    fn lzma_is_tried_on_long_compressible_literals_only() {
+        let packing = |level| Packing {
+            level,
+            window_log: WRITER_WINDOW_LOG,
+        };
+        let mut rnd = crate::test_rng(7);
+        let noise: Vec<u8> = (0..200_000).map(|_| rnd() as u8).collect();
+        let table: Vec<u8> = (0..200_000u32)
+            .map(|i| ((i / 4) * 24 + 0x4000).to_le_bytes()[(i % 4) as usize])
+            .collect();
+        assert!(tries_lzma(&table, packing(19)));
+        assert!(!tries_lzma(&table, packing(18)), "below the size levels");
+        assert!(!tries_lzma(&table[..60_000], packing(19)), "short");
+        assert!(!tries_lzma(&noise, packing(19)), "incompressible");
     }
 
     #[test]
