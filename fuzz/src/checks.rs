@@ -45,9 +45,9 @@ pub const MAP_HEAP: usize = (2 << 20) + (8 << 20) + (257 << 10) + (1 << 20);
 /// under [`limits`]: its dictionary (at most 2^`MAX_WINDOW_LOG` bytes, and
 /// never more than the stream's length) and the rest of the decoder (its
 /// probability tables, at most 24 KiB with `lc + lp <= 4`, and its input
-/// buffer: 0.27 MiB in all measured by `tests/bounded_memory.rs`), rounded
-/// up to 512 KiB.
-pub const LZMA_HEAP: usize = (1 << MAX_WINDOW_LOG) + (512 << 10);
+/// buffer: about 80 KiB in all by `tests/bounded_memory.rs`), allowed
+/// 256 KiB.
+pub const LZMA_HEAP: usize = (1 << MAX_WINDOW_LOG) + (256 << 10);
 
 /// Heap bytes (Rust allocations) apply may hold at once under [`limits`]: the
 /// output vector (at most `MAX_OUTPUT`), one segment's buffered streams with

@@ -384,7 +384,7 @@ pub(crate) fn pack_plain(
 
 /// Literal streams at least this long are also compressed with LZMA
 /// ([`tries_lzma`]). Below it LZMA gains a few dozen bytes at most on the
-/// corpus (0.2-2% of the literals), while its encoder, at about 2 MB/s,
+/// corpus (0.2-2% of the literals), while its encoder, at 1.4-2 MB/s,
 /// would lengthen the diffs that the time target is on.
 const LZMA_MIN: usize = 64 << 10;
 
@@ -431,8 +431,8 @@ pub(crate) fn lzma_wins(stored: usize, other: &StreamDesc) -> bool {
 }
 
 /// A rough cost of coding `len` literal bytes with LZMA, in the unit of
-/// [`zstd_cost`](super::zstd_cost): about 0.5 µs per byte here (lzma-rust2 at
-/// its strongest settings, 2026-11-30), twice zstd level 19.
+/// [`zstd_cost`](super::zstd_cost): 0.5-0.7 µs per byte here (lzma-rust2 at
+/// its strongest settings, 2026-11-30), about twice zstd level 19's.
 pub(crate) fn lzma_cost(len: usize) -> u64 {
     (len as u64).saturating_mul(8)
 }
