@@ -174,11 +174,14 @@ impl LzmaParams {
     /// (a larger one decodes the same, so allowing it would give one stream
     /// several encodings).
     pub(crate) fn dict_log_cap(raw_len: u64) -> u8 {
-        let need = u64::BITS - raw_len.saturating_sub(1).leading_zeros();
-        u8::try_from(need)
-            .unwrap_or(u8::MAX)
-            .max(Self::MIN_DICT_LOG)
+        holding_log(raw_len).max(Self::MIN_DICT_LOG)
     }
+}
+
+/// log2 of the smallest power of two that is at least `len` (0 for 0 and 1).
+fn holding_log(len: u64) -> u8 {
+    // At most 64: a u64 has 64 bits.
+    (u64::BITS - len.saturating_sub(1).leading_zeros()) as u8
 }
 
 /// The parameters of a delta-model stream, as its descriptor carries them.
@@ -200,10 +203,7 @@ impl ModelParams {
     /// [`Self::MIN_WINDOW_LOG`]. A larger window gives the model the same
     /// history, so allowing it would give one stream several encodings.
     pub(crate) fn window_log_cap(raw_len: u64) -> u8 {
-        let need = u64::BITS - raw_len.saturating_sub(1).leading_zeros();
-        u8::try_from(need)
-            .unwrap_or(u8::MAX)
-            .max(Self::MIN_WINDOW_LOG)
+        holding_log(raw_len).max(Self::MIN_WINDOW_LOG)
     }
 }
 

@@ -1782,13 +1782,20 @@ const LZMA_LC_LP_PB: (u32, u32, u32) = (1, 2, 2);
 /// The sample with segment `i`'s literal stream replaced by `f(literals)`,
 /// the other streams zstd.
 fn lzma_seg(i: usize, f: impl FnOnce(&[u8]) -> Stream) -> (Sample, Vec<u8>) {
-    let s = sample();
-    let lits = s.segs[i].streams[LITERALS].clone();
-    let mut p = sample_patch(&s, [Codec::Zstd; 5]);
-    p.segments[i].streams[LITERALS] = f(&lits);
-    let b = p.bytes();
-    (s, b)
+    let (s, p) = lzma_patch(i, f);
+    (s, p.bytes())
 }
+
+/// As [`lzma_seg`], the patch not yet serialized.
+fn lzma_patch(i: usize, f: impl FnOnce(&[u8]) -> Stream) -> (Sample, Patch) {
+    let s = sample();
+    let mut p = sample_patch(&s, [Codec::Zstd; 5]);
+    p.segments[i].streams[LITERALS] = f(&s.segs[i].streams[LITERALS]);
+    (s, p)
+}
+
+/// [`LZMA_LC_LP_PB`] as the descriptor's properties byte.
+const LZMA_PROPS_BYTE: u8 = (2 * 5 + 2) * 9 + 1;
 
 #[test]
 fn lzma_literals_apply_in_every_segment() {
@@ -1869,43 +1876,39 @@ fn lzma_dictionary_over_the_limit() {
 #[test]
 fn lzma_payload_damage_is_refused() {
     for i in 0..2 {
-        let (s, good) = lzma_seg(i, |l| Stream::lzma(l, LZMA_LC_LP_PB, 12));
+        let (s, good) = lzma_patch(i, |l| Stream::lzma(l, LZMA_LC_LP_PB, 12));
         let lits = s.segs[i].streams[LITERALS].clone();
-        let payload = Stream::lzma(&lits, LZMA_LC_LP_PB, 12).payload;
+        let payload = good.segments[i].streams[LITERALS].payload.clone();
+        let range = good.payload_range(i, LITERALS);
+        let good = good.bytes();
         // One stored byte short, one byte of garbage after the stream.
         let (s, p) = lzma_seg(i, |l| {
             let short = payload[..payload.len() - 1].to_vec();
-            Stream::lzma_payload(l.len() as u64, short, 109, 12)
+            Stream::lzma_payload(l.len() as u64, short, LZMA_PROPS_BYTE, 12)
         });
         reject(&s.old, &p);
         let (s, p) = lzma_seg(i, |l| {
             let mut long = payload.clone();
             long.push(0);
-            Stream::lzma_payload(l.len() as u64, long, 109, 12)
+            Stream::lzma_payload(l.len() as u64, long, LZMA_PROPS_BYTE, 12)
         });
         assert_eq!(kind(&s.old, &p), K::StreamTrailing);
         // A first byte other than zero cannot start a stream.
         let (s, p) = lzma_seg(i, |l| {
             let mut bad = payload.clone();
             bad[0] = 1;
-            Stream::lzma_payload(l.len() as u64, bad, 109, 12)
+            Stream::lzma_payload(l.len() as u64, bad, LZMA_PROPS_BYTE, 12)
         });
         assert_eq!(kind(&s.old, &p), K::BadCompression);
         // A raw_len one more or one less than the stream decodes to.
         for raw_len in [lits.len() as u64 - 1, lits.len() as u64 + 1] {
             let (s, p) = lzma_seg(i, |_| {
-                Stream::lzma_payload(raw_len, payload.clone(), 109, 12)
+                Stream::lzma_payload(raw_len, payload.clone(), LZMA_PROPS_BYTE, 12)
             });
             reject(&s.old, &p);
         }
         // Every bit of every stored byte flipped, and every truncation of the
         // whole patch: refused, never accepted, never a panic.
-        let range = {
-            let s2 = sample();
-            let mut p2 = sample_patch(&s2, [Codec::Zstd; 5]);
-            p2.segments[i].streams[LITERALS] = Stream::lzma(&lits, LZMA_LC_LP_PB, 12);
-            p2.payload_range(i, LITERALS)
-        };
         // The range coder's last bytes carry slack: a flip there can decode
         // to the same bytes, which the new file's hash then accepts. Anywhere
         // else a flip must be refused.
