@@ -1157,7 +1157,13 @@ pub struct PatchInfo {
     stored: [u64; STREAMS],
     total_len: u64,
     refs: Option<(u64, u64)>,
+    /// Per stream, one bit per codec id its segments use.
+    codecs: [u8; STREAMS],
 }
+
+/// The codecs [`PatchInfo::stream_codecs`] names, by codec id
+/// (docs/FORMAT.md; id 2 is not defined).
+const CODEC_NAMES: [(u8, &str); 4] = [(0, "raw"), (1, "zstd"), (3, "model"), (4, "lzma")];
 
 impl PatchInfo {
     /// The patch header.
@@ -1205,6 +1211,31 @@ impl PatchInfo {
         }
         out
     }
+    /// Per stream, in the order of [`PatchInfo::streams`], the codecs that
+    /// its segments store it with (docs/FORMAT.md): `"raw"`, `"zstd"`,
+    /// `"model"` (the delta model) and `"lzma"`, each once and in that
+    /// order; none for a stream that no segment has.
+    ///
+    /// ```
+    /// let old: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    /// let mut new = old.clone();
+    /// new[100] ^= 1;
+    /// new.extend_from_slice(b"a literal tail");
+    /// let info = deltaswap::inspect(&deltaswap::diff(&old, &new)?[..])?;
+    /// let [control, .., literals] = info.stream_codecs();
+    /// assert!(!control.is_empty());
+    /// assert_eq!(literals, ["raw"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_codecs(&self) -> [Vec<&'static str>; STREAMS] {
+        self.codecs.map(|bits| {
+            CODEC_NAMES
+                .iter()
+                .filter(|(id, _)| bits & (1 << id) != 0)
+                .map(|&(_, name)| name)
+                .collect()
+        })
+    }
 }
 
 /// Reads a patch's header and segment descriptors without applying it, checking
@@ -1234,6 +1265,7 @@ pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
         stored: [0; STREAMS],
         total_len: 0,
         refs: refs.map(|(map, stored)| (map.len() as u64, stored)),
+        codecs: [0; STREAMS],
     };
     let mut produced = 0u64;
     while produced < header.new_len {
@@ -1250,6 +1282,9 @@ pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
             }
             if let Some(s) = info.stored.get_mut(i) {
                 *s = s.saturating_add(d.stored_len);
+            }
+            if let Some(c) = info.codecs.get_mut(i).filter(|_| d.raw_len > 0) {
+                *c |= 1 << (d.codec as u8);
             }
             let mut take = input.by_ref_take(d.stored_len);
             let n = io::copy(&mut take, &mut io::sink()).map_err(Error::io("reading the patch"))?;

@@ -232,6 +232,40 @@ fn diff_info_and_patch_mistakes() {
     expect_error(&r, 1, &["DIR 'old'", "not a directory"]);
 }
 
+/// `info` on a good patch: exit status 0, every stream with its sizes and
+/// its codec, in text and in JSON.
+#[test]
+fn info_names_each_stream_and_its_codec() {
+    let f = Fixture::new();
+    let r = f.run(&["info", "p"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("format version: 1\n"), "{}", r.stdout);
+    let line = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("stream {name} ")))
+            .unwrap_or_else(|| panic!("no {name} line in {}", r.stdout))
+            .to_string()
+    };
+    // The new file's 12 new bytes are too few to compress: stored raw.
+    let literals = line("literals");
+    assert!(literals.contains(" 12 bytes decoded,"), "{literals}");
+    assert!(literals.ends_with(" 12 stored (raw)"), "{literals}");
+    assert!(
+        line("delta-bytes").ends_with(" 1 stored (raw)"),
+        "{}",
+        r.stdout
+    );
+    let r = f.run(&["info", "--json", "p"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for part in [
+        r#"{"name":"literals","decoded":12,"stored":12,"codecs":["raw"]}"#,
+        r#"{"name":"delta-bytes","decoded":1,"stored":1,"codecs":["raw"]}"#,
+    ] {
+        assert!(r.stdout.contains(part), "{part} missing from {}", r.stdout);
+    }
+}
+
 #[test]
 fn bundle_mistakes() {
     let f = Fixture::new();

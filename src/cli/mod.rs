@@ -158,7 +158,7 @@ enum Command {
         /// Where to write the new version (created or replaced).
         out: PathBuf,
     },
-    /// Show a patch's format version, sizes, hashes and stream sizes.
+    /// Show a patch's format version, sizes, hashes, and each stream's sizes and codecs.
     #[command(after_help = INFO_HELP)]
     Info {
         /// The patch.
@@ -675,7 +675,14 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
         let streams: Vec<String> = info
             .streams()
             .iter()
-            .map(|(n, r, s)| format!("{{\"name\":\"{n}\",\"decoded\":{r},\"stored\":{s}}}"))
+            .zip(info.stream_codecs())
+            .map(|((n, r, s), codecs)| {
+                let codecs: Vec<String> = codecs.iter().map(|c| format!("\"{c}\"")).collect();
+                format!(
+                    "{{\"name\":\"{n}\",\"decoded\":{r},\"stored\":{s},\"codecs\":[{}]}}",
+                    codecs.join(",")
+                )
+            })
             .collect();
         writeln!(
             o,
@@ -727,9 +734,14 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
                 "reference map: {breaks} breaks, {stored} bytes stored\n"
             ));
         }
-        for (n, r, st) in info.streams() {
+        for ((n, r, st), codecs) in info.streams().into_iter().zip(info.stream_codecs()) {
+            let with = if codecs.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", codecs.join(", "))
+            };
             s.push_str(&format!(
-                "stream {n:<12} {r:>12} bytes decoded, {st:>10} stored\n"
+                "stream {n:<12} {r:>12} bytes decoded, {st:>10} stored{with}\n"
             ));
         }
         o.write_all(s.as_bytes())

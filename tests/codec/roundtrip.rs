@@ -27,6 +27,28 @@ fn check_roundtrip(old: &[u8], new: &[u8], opts: &DiffOptions) -> Vec<u8> {
     let literal_raw = info.streams()[4].1;
     assert!(literal_raw <= new.len() as u64);
     assert_eq!(info.segments() == 0, new.is_empty());
+    // The codecs `inspect` names are those of the oracle's descriptors.
+    let segments = naive::segments(&patch).expect("oracle reads the descriptors");
+    for (k, names) in info.stream_codecs().iter().enumerate() {
+        let mut ids: Vec<u8> = segments
+            .iter()
+            .filter(|s| s[k].raw_len > 0)
+            .map(|s| s[k].codec)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let named: Vec<&str> = ids
+            .iter()
+            .map(|id| match id {
+                0 => "raw",
+                1 => "zstd",
+                3 => "model",
+                4 => "lzma",
+                _ => "unknown",
+            })
+            .collect();
+        assert_eq!(names, &named, "codecs of stream {k}");
+    }
     patch
 }
 
@@ -1034,6 +1056,8 @@ fn large_compressible_literals_are_coded_with_lzma() {
         with_lzma.iter().any(|s| s[4].codec == 4),
         "no LZMA literals: {with_lzma:?}"
     );
+    let info = deltaswap::inspect(&patch[..]).expect("inspect");
+    assert!(info.stream_codecs()[4].contains(&"lzma"));
     let zstd_only = check_roundtrip(&old, &new, &DiffOptions::new().level(18));
     let without = naive::segments(&zstd_only).expect("descriptors");
     assert!(without.iter().all(|s| s[4].codec != 4), "LZMA at level 18");
