@@ -137,7 +137,9 @@ enum Command {
         /// smaller kept (library patches 8-56% smaller, about 0.1 s per MiB
         /// copied to make and to apply), for files of up to 32 MiB copied, 64 MiB
         /// from 20 (smallest patches of large files, slower apply), and literal
-        /// streams of 64 KiB or more also with LZMA; 18 or lower is zstd only.
+        /// streams of 64 KiB or more also with LZMA; 18 or lower is zstd only
+        /// (level 3: 0.55-0.64x the default's diff time on libraries of 1.7-7.4
+        /// MiB, patches 1.5-1.8x larger, applied at zstd's speed).
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: Option<i32>,
         /// Worker threads (default: all cores). The patch does not depend on it.

@@ -81,7 +81,9 @@ impl DiffOptions {
     /// 45 MiB at level 20); it costs about 0.05-0.1 s of one core per MiB
     /// copied to make and as much to apply, which is why the default stops at
     /// 32 MiB and larger files keep the apply speed of `zstd --patch-from`.
-    /// Level 18 and below skip it. (Readers of this crate before 2026-11-29
+    /// Level 18 and below skip it: at level 3 a diff of a 1.7-7.4 MiB
+    /// library takes 0.55-0.64x the default's time and its patch is
+    /// 1.5-1.8x larger (docs/BENCHMARKS.md). (Readers of this crate before 2026-11-29
     /// budget 32 Mi model deltas per patch by default: for them, a level
     /// 20-22 patch of more than 32 MiB copied needs
     /// [`Limits::max_model_len`](crate::Limits::max_model_len) raised.)
