@@ -490,7 +490,7 @@ impl<'a> PlainDeltas<'a> {
                     .map_err(|_| bad(FormatErrorKind::BadCompression))?;
                 PlainDecoder::Zstd(Box::new(dec))
             }
-            Codec::Model => {
+            Codec::Model | Codec::BlockModel => {
                 let params = desc
                     .model
                     .ok_or(Error::Bug("model stream without parameters"))?;
@@ -503,7 +503,11 @@ impl<'a> PlainDeltas<'a> {
                     });
                 }
                 PlainDecoder::Model {
-                    model: crate::model::StreamModel::new(desc.raw_len, window_log),
+                    model: crate::model::StreamModel::new(
+                        desc.raw_len,
+                        window_log,
+                        desc.codec == Codec::BlockModel,
+                    ),
                     coded: crate::model::Decoder::new(stored),
                 }
             }
@@ -626,7 +630,7 @@ fn read_buffered_stream<R: Read>(
         }
         // The reader admits the model only for plain delta bytes, which are
         // not buffered, and LZMA only for literals, which are streamed.
-        Codec::Model | Codec::Lzma => {
+        Codec::Model | Codec::BlockModel | Codec::Lzma => {
             Err(input.err(what, FormatErrorKind::UnknownCodec(desc.codec as u8)))
         }
         Codec::Zstd => {
@@ -790,7 +794,7 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     // The model decodes far slower per byte than the other codecs: its deltas
     // have their own budget for the whole patch.
     let model = seg.streams[DELTA_BYTES];
-    if plain && model.codec == Codec::Model {
+    if plain && model.codec.is_model() {
         st.model_left =
             st.model_left
                 .checked_sub(model.raw_len)
@@ -842,7 +846,9 @@ fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     let mut literal = match lit_d.codec {
         _ if lit_d.raw_len == 0 => Literal::Empty,
         // The segment reader admits the model only for plain delta bytes.
-        Codec::Model => return Err(lit_err(FormatErrorKind::UnknownCodec(Codec::Model as u8))),
+        Codec::Model | Codec::BlockModel => {
+            return Err(lit_err(FormatErrorKind::UnknownCodec(lit_d.codec as u8)))
+        }
         Codec::Raw => Literal::Raw(input.by_ref_take(lit_d.stored_len)),
         Codec::Zstd => {
             let take = input.by_ref_take(lit_d.stored_len);
@@ -1163,7 +1169,13 @@ pub struct PatchInfo {
 
 /// The codecs [`PatchInfo::stream_codecs`] names, by codec id
 /// (docs/FORMAT.md; id 2 is not defined).
-const CODEC_NAMES: [(u8, &str); 4] = [(0, "raw"), (1, "zstd"), (3, "model"), (4, "lzma")];
+const CODEC_NAMES: [(u8, &str); 5] = [
+    (0, "raw"),
+    (1, "zstd"),
+    (3, "model"),
+    (4, "lzma"),
+    (5, "block-model"),
+];
 
 impl PatchInfo {
     /// The patch header.
@@ -1213,8 +1225,9 @@ impl PatchInfo {
     }
     /// Per stream, in the order of [`PatchInfo::streams`], the codecs that
     /// its segments store it with (docs/FORMAT.md): `"raw"`, `"zstd"`,
-    /// `"model"` (the delta model) and `"lzma"`, each once and in that
-    /// order; none for a stream that no segment has.
+    /// `"model"` (the delta model), `"lzma"` and `"block-model"` (the delta
+    /// model with zero blocks), each once and in that order; none for a
+    /// stream that no segment has.
     ///
     /// ```
     /// let old: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();

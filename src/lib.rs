@@ -161,9 +161,9 @@ mod refs;
 /// by hand and for the fuzz targets (no semver promise).
 #[doc(hidden)]
 pub mod model_codec {
+    pub use crate::model::{decode_deltas, decode_deltas_with, DecodedDeltas};
     #[cfg(feature = "diff")]
-    pub use crate::model::encode_deltas;
-    pub use crate::model::{decode_deltas, DecodedDeltas};
+    pub use crate::model::{encode_deltas, encode_deltas_with};
 }
 mod source;
 mod transform;

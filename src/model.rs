@@ -584,13 +584,32 @@ pub(crate) struct Model<Z: Sizing> {
     /// The last four old bytes and the last eight deltas, newest lowest.
     olds: u32,
     deltas: u64,
+    /// Codec 5: the length of a zero block ([`BLOCK`]); 0 for codec 3,
+    /// which has no block flags.
+    block: u32,
+    /// Positions left in the current zero block: their deltas are zero and
+    /// are not coded.
+    skip: u32,
+    /// Positions still to be coded one by one after a block flag that said
+    /// "changed" before the next block flag may be coded.
+    coded_left: u32,
+    /// The block flags' counters, by the bit length of `run`.
+    block_flags: [Counter; 64],
 }
+
+/// Codec 5's zero block: where the model is quiet (the last eight deltas
+/// zero), one flag says whether any of the next `BLOCK` deltas is nonzero;
+/// if none is, they are not coded and the model learns nothing from them.
+/// Of 128 to 1024, 1024 codes the corpus's delta streams smallest; smaller
+/// blocks skip more positions but cost 1-7% more bytes (2026-12-01,
+/// docs/BENCHMARKS.md).
+const BLOCK: u32 = 1024;
 
 impl<Z: Sizing> Model<Z> {
     /// A fresh model for a stream of `len` deltas with a history window of
     /// 2^`window_log` bytes (both checked by the caller). Tables are scaled to
     /// the stream: a short stream gets small ones.
-    pub(crate) fn new(len: u64, window_log: u32) -> Model<Z> {
+    pub(crate) fn new(len: u64, window_log: u32, blocks: bool) -> Model<Z> {
         let need = u64::BITS - len.saturating_sub(1).leading_zeros();
         let scale = (need + 2).clamp(10, 22);
         let ring_log = need.clamp(10, window_log.max(10));
@@ -617,7 +636,89 @@ impl<Z: Sizing> Model<Z> {
             last_nonzero: 0,
             olds: 0,
             deltas: 0,
+            block: if blocks { BLOCK } else { 0 },
+            skip: 0,
+            coded_left: 0,
+            block_flags: [Counter::INIT; 64],
         }
+    }
+
+    /// Codec 5: true when a block flag comes before the next position's
+    /// delta: no zero block is under way, no position is left to code one
+    /// by one, and the last eight deltas are zero.
+    #[inline]
+    fn wants_block(&self) -> bool {
+        self.block > 0 && self.skip == 0 && self.coded_left == 0 && self.changed & QUIET_MASK == 0
+    }
+
+    /// Codes a block flag, `nonzero`: one of the next [`BLOCK`] deltas (or
+    /// of those left, at the stream's end) is nonzero. Returns the flag
+    /// coded (the decoder's, when decoding) and starts the zero block, or
+    /// the positions to code one by one.
+    fn code_block<C: BitCoder>(&mut self, coder: &mut C, nonzero: bool) -> bool {
+        let ctx = (u32::BITS - self.run.leading_zeros()) as usize;
+        let changed = match self.block_flags.get_mut(ctx) {
+            Some(counter) => {
+                let bit = coder.code(p16(counter.p12() as i32), u32::from(nonzero));
+                counter.update(bit);
+                bit == 1
+            }
+            None => nonzero,
+        };
+        self.start_block(changed);
+        changed
+    }
+
+    /// Sets up what follows a block flag.
+    #[inline]
+    fn start_block(&mut self, nonzero: bool) {
+        if nonzero {
+            self.coded_left = self.block;
+        } else {
+            self.skip = self.block;
+        }
+    }
+
+    /// Codec 5: moves past one position of a zero block, whose old byte is
+    /// `old` and whose delta is zero. Only the history moves on: the last
+    /// old bytes, deltas and changed flags, the run, the ring of deltas;
+    /// the match model stops predicting; no table learns.
+    #[inline]
+    fn skip_one(&mut self, old: u8) {
+        self.skip = self.skip.saturating_sub(1);
+        self.changed <<= 1;
+        self.run = self.run.saturating_add(1);
+        self.olds = (self.olds << 8) | u32::from(old);
+        self.deltas <<= 8;
+        if let Some(slot) = self.ring.get_mut((self.pos & self.ring_mask) as usize) {
+            *slot = 0;
+        }
+        self.pos = self.pos.wrapping_add(1);
+        self.match_len = 0;
+    }
+
+    /// The step that tells the flag half of the split encoder that the last
+    /// `n` positions were skipped (`n` is at most [`BLOCK`]).
+    #[cfg(feature = "diff")]
+    fn skipped(&self, n: u32) -> Step {
+        Step::Skip {
+            n: u16::try_from(n).unwrap_or(u16::MAX),
+            olds: self.olds.to_le_bytes(),
+        }
+    }
+
+    /// [`Model::skip_one`] for `n` positions at once, in the flag half of the
+    /// split encoder, which keeps only the short history: `olds` is the
+    /// last-old-bytes register after them.
+    #[cfg(feature = "diff")]
+    fn skip_many(&mut self, n: u32, olds: u32) {
+        self.skip = self.skip.saturating_sub(n);
+        self.changed = self.changed.checked_shl(n).unwrap_or(0);
+        self.run = self.run.saturating_add(n);
+        self.olds = olds;
+        self.deltas = self.deltas.checked_shl(8 * n).unwrap_or(0);
+        self.pos = self.pos.wrapping_add(u64::from(n));
+        self.match_len = 0;
     }
 
     #[inline]
@@ -641,7 +742,18 @@ impl<Z: Sizing> Model<Z> {
 
     /// [`StreamModel::apply`] for this layout.
     fn apply(&mut self, coded: &mut Decoder<'_>, buf: &mut [u8]) {
+        if self.block == 0 {
+            for b in buf.iter_mut() {
+                let d = self.code(coded, *b, 0);
+                *b = b.wrapping_add(d);
+            }
+            return;
+        }
         for b in buf.iter_mut() {
+            if self.skip > 0 || (self.wants_block() && !self.code_block(coded, false)) {
+                self.skip_one(*b);
+                continue;
+            }
             let d = self.code(coded, *b, 0);
             *b = b.wrapping_add(d);
         }
@@ -811,6 +923,7 @@ impl<Z: Sizing> Model<Z> {
         }
         // An unchanged byte's delta is zero; a changed one's is the tree's leaf.
         let d = if changed == 1 { (node & 0xff) as u8 } else { 0 };
+        self.coded_left = self.coded_left.saturating_sub(1);
         if !LIGHT {
             self.flag[7].update(slot7, changed);
         }
@@ -936,12 +1049,13 @@ pub(crate) enum StreamModel {
 }
 
 impl StreamModel {
-    /// A fresh model for a stream of `len` deltas (see [`Model::new`]).
-    pub(crate) fn new(len: u64, window_log: u32) -> StreamModel {
+    /// A fresh model for a stream of `len` deltas (see [`Model::new`]),
+    /// with zero blocks (codec 5) or without (codec 3).
+    pub(crate) fn new(len: u64, window_log: u32, blocks: bool) -> StreamModel {
         if len > FULL_FROM {
-            StreamModel::Full(Box::new(Model::new(len, window_log)))
+            StreamModel::Full(Box::new(Model::new(len, window_log, blocks)))
         } else {
-            StreamModel::Scaled(Box::new(Model::new(len, window_log)))
+            StreamModel::Scaled(Box::new(Model::new(len, window_log, blocks)))
         }
     }
 
@@ -956,9 +1070,10 @@ impl StreamModel {
 }
 
 /// Codes the deltas of `copies` (old start, new start, length) of `old` and
-/// `new` with a fresh model; returns the stored bytes. With `split`, the flag
-/// and value halves of the model run on two threads (see [`encode_split`]);
-/// the bytes are the same either way.
+/// `new` with a fresh model, with zero blocks (codec 5) or without (codec
+/// 3); returns the stored bytes. With `split`, the flag and value halves of
+/// the model run on two threads (see [`encode_split`]); the bytes are the
+/// same either way.
 #[cfg(feature = "diff")]
 pub(crate) fn encode(
     old: &[u8],
@@ -966,6 +1081,7 @@ pub(crate) fn encode(
     copies: &[(usize, usize, usize)],
     window_log: u32,
     split: bool,
+    blocks: bool,
 ) -> Vec<u8> {
     let len: usize = copies.iter().map(|c| c.2).sum();
     let pairs = || {
@@ -976,12 +1092,92 @@ pub(crate) fn encode(
             .map(|(&x, &y)| (x, y.wrapping_sub(x)))
     };
     let len = len as u64;
+    if blocks {
+        // A block flag looks ahead over the deltas, so they are laid end to
+        // end first (with their old bytes: iterating two slices costs fewer
+        // instructions than walking the copies again).
+        let mut olds = Vec::with_capacity(len as usize);
+        let mut deltas = Vec::with_capacity(len as usize);
+        for &(o, n, l) in copies {
+            if let (Some(a), Some(b)) = (
+                old.get(o..).and_then(|s| s.get(..l)),
+                new.get(n..).and_then(|s| s.get(..l)),
+            ) {
+                olds.extend_from_slice(a);
+                deltas.extend(a.iter().zip(b).map(|(&x, &y)| y.wrapping_sub(x)));
+            }
+        }
+        let pairs = || olds.iter().copied().zip(deltas.iter().copied());
+        let ahead = Lookahead::new(&deltas);
+        return match (split, len > FULL_FROM) {
+            (true, true) => encode_split::<Full, _>(pairs(), len, window_log, Some(ahead)),
+            (true, false) => encode_split::<Scaled, _>(pairs(), len, window_log, Some(ahead)),
+            (false, true) => encode_blocks::<Full, _>(pairs(), len, window_log, ahead),
+            (false, false) => encode_blocks::<Scaled, _>(pairs(), len, window_log, ahead),
+        };
+    }
     match (split, len > FULL_FROM) {
-        (true, true) => encode_split::<Full, _>(pairs(), len, window_log),
-        (true, false) => encode_split::<Scaled, _>(pairs(), len, window_log),
+        (true, true) => encode_split::<Full, _>(pairs(), len, window_log, None),
+        (true, false) => encode_split::<Scaled, _>(pairs(), len, window_log, None),
         (false, true) => encode_sequential::<Full>(old, new, copies, len, window_log),
         (false, false) => encode_sequential::<Scaled>(old, new, copies, len, window_log),
     }
+}
+
+/// Whether a zero block starting at a position would hold a nonzero delta:
+/// the encoder's look ahead for codec 5's block flags. Positions are asked
+/// about in increasing order, so the search for the next nonzero delta
+/// moves forward only: linear time over the stream.
+#[cfg(feature = "diff")]
+struct Lookahead<'a> {
+    deltas: &'a [u8],
+    /// The first nonzero delta at or after the last position asked about
+    /// (`deltas.len()` if none).
+    next: usize,
+}
+
+#[cfg(feature = "diff")]
+impl<'a> Lookahead<'a> {
+    fn new(deltas: &'a [u8]) -> Lookahead<'a> {
+        let next = deltas.iter().position(|&d| d != 0).unwrap_or(deltas.len());
+        Lookahead { deltas, next }
+    }
+
+    /// True if a delta in `at..at + BLOCK` (within the stream) is nonzero.
+    fn nonzero(&mut self, at: usize) -> bool {
+        if self.next < at {
+            self.next = self
+                .deltas
+                .get(at..)
+                .and_then(|rest| rest.iter().position(|&d| d != 0))
+                .map_or(self.deltas.len(), |k| at + k);
+        }
+        self.next < at.saturating_add(BLOCK as usize).min(self.deltas.len())
+    }
+}
+
+/// [`encode`] with zero blocks, on one thread.
+#[cfg(feature = "diff")]
+fn encode_blocks<Z: Sizing, I>(
+    pairs: I,
+    len: u64,
+    window_log: u32,
+    mut ahead: Lookahead<'_>,
+) -> Vec<u8>
+where
+    I: Iterator<Item = (u8, u8)>,
+{
+    let mut model = Model::<Z>::new(len, window_log, true);
+    let mut enc = Encoder::new();
+    for (i, (old, delta)) in pairs.enumerate() {
+        if model.skip > 0 || (model.wants_block() && !model.code_block(&mut enc, ahead.nonzero(i)))
+        {
+            model.skip_one(old);
+            continue;
+        }
+        model.code(&mut enc, old, delta);
+    }
+    enc.finish()
 }
 
 /// [`encode`] on one thread. Kept out of line, and looping over the copies
@@ -997,7 +1193,7 @@ fn encode_sequential<Z: Sizing>(
     len: u64,
     window_log: u32,
 ) -> Vec<u8> {
-    let mut model = Model::<Z>::new(len, window_log);
+    let mut model = Model::<Z>::new(len, window_log, false);
     let mut enc = Encoder::new();
     for &(o, n, l) in copies {
         let (Some(a), Some(b)) = (
@@ -1049,9 +1245,11 @@ impl BitCoder for Recorder {
 /// the last-delta and match tables wait on the cache; moving table 6 as
 /// well overloaded it (docs/BENCHMARKS.md).
 ///
-/// At most [`AHEAD`] blocks wait between the halves: 6 bytes per delta and
-/// 16 more per changed one, at most 7.6 MB when 8% of the bytes change
-/// and 22 MiB when all do. The flag half's state sits behind a lock
+/// At most [`AHEAD`] blocks wait between the halves: 8 bytes per step (a
+/// coded position, a block flag or a skipped run) and 16 more per changed
+/// position, at most 9.7 MB when 8% of the bytes change and 24 MiB when all
+/// do. (The encoder with zero blocks also lays the stream's old bytes and
+/// deltas end to end: 2 bytes per position.) The flag half's state sits behind a lock
 /// with the receiver. When the channel is full and the flag half has not
 /// started (the pool's other threads are busy, or there is only one), the
 /// value half takes the lock, codes the waiting blocks and the one in hand,
@@ -1063,12 +1261,22 @@ impl BitCoder for Recorder {
 /// is the one rayon may hand to another thread, so the flag half never waits
 /// for a value half that cannot run. (`pairs` must not call into rayon: the
 /// flag half could then run inside it, under the value half.)
+///
+/// With zero blocks (codec 5, `blocks` the look ahead), the value half
+/// decides the block flags and sends them, and the runs of positions it
+/// skipped, in order among the coded positions; the flag half codes each
+/// flag with its own counters and moves its short history past each run.
 #[cfg(feature = "diff")]
-fn encode_split<Z: Sizing, I>(pairs: I, len: u64, window_log: u32) -> Vec<u8>
+fn encode_split<Z: Sizing, I>(
+    pairs: I,
+    len: u64,
+    window_log: u32,
+    blocks: Option<Lookahead<'_>>,
+) -> Vec<u8>
 where
     I: Iterator<Item = (u8, u8)> + Send,
 {
-    encode_split_ahead::<Z, I>(pairs, len, window_log, AHEAD).0
+    encode_split_ahead::<Z, I>(pairs, len, window_log, blocks, AHEAD).0
 }
 
 /// [`encode_split`] with at most `ahead` blocks waiting; also says whether
@@ -1078,6 +1286,7 @@ fn encode_split_ahead<Z: Sizing, I>(
     pairs: I,
     len: u64,
     window_log: u32,
+    mut blocks: Option<Lookahead<'_>>,
     ahead: usize,
 ) -> (Vec<u8>, bool)
 where
@@ -1092,7 +1301,8 @@ where
     // tables are filled on that thread), and the receiver until the flag
     // half starts and takes it.
     let flag_half = Mutex::new((None::<FlagHalf<Z>>, Some(rx)));
-    let new_half = || FlagHalf::new(len, window_log);
+    let zero_blocks = blocks.is_some();
+    let new_half = || FlagHalf::new(len, window_log, zero_blocks);
     // Set by the flag half when it starts: from then on the value half only
     // ever waits for it.
     let started = AtomicBool::new(false);
@@ -1101,9 +1311,9 @@ where
         // `move`: the sender is dropped when this half ends, which ends the
         // flag half's loop over the blocks.
         move || {
-            let mut model = Model::<Z>::new(len, window_log);
+            let mut model = Model::<Z>::new(len, window_log, zero_blocks);
             let mut rec = Recorder(Vec::new());
-            let mut positions = Vec::with_capacity(SPLIT_BLOCK);
+            let mut positions = Vec::with_capacity(SPLIT_BLOCK + 2);
             let mut helped = false;
             let mut send = |block: Block| {
                 let block = match tx.try_send(block) {
@@ -1136,23 +1346,45 @@ where
                 // The flag half has started: wait for room.
                 let _ = tx.send(block);
             };
-            for (old, delta) in pairs {
+            // Positions of the zero block under way not yet sent as a step.
+            let mut skipped = 0u32;
+            for (i, (old, delta)) in pairs.enumerate() {
+                if let Some(blocks) = blocks.as_mut() {
+                    if model.wants_block() {
+                        let nonzero = blocks.nonzero(i);
+                        model.start_block(nonzero);
+                        positions.push(Step::Block(nonzero));
+                    }
+                    if model.skip > 0 {
+                        model.skip_one(old);
+                        skipped += 1;
+                        if model.skip == 0 {
+                            positions.push(model.skipped(skipped));
+                            skipped = 0;
+                        }
+                        continue;
+                    }
+                }
                 let (_, inputs) = model.code_half::<_, false, true, false>(
                     &mut rec,
                     old,
                     delta,
                     FlagInputs::default(),
                 );
-                positions.push(Sent { old, delta, inputs });
-                if positions.len() == SPLIT_BLOCK {
+                positions.push(Step::Code(Sent { old, delta, inputs }));
+                if positions.len() >= SPLIT_BLOCK {
                     send(Block {
                         positions: std::mem::replace(
                             &mut positions,
-                            Vec::with_capacity(SPLIT_BLOCK),
+                            Vec::with_capacity(SPLIT_BLOCK + 2),
                         ),
                         values: std::mem::take(&mut rec.0),
                     });
                 }
+            }
+            // The stream may end inside a zero block.
+            if skipped > 0 {
+                positions.push(model.skipped(skipped));
             }
             send(Block {
                 positions,
@@ -1192,13 +1424,26 @@ const SPLIT_BLOCK: usize = 1 << 14;
 #[cfg(feature = "diff")]
 const AHEAD: usize = 64;
 
-/// What the value half of [`encode_split`] sends: [`SPLIT_BLOCK`] positions
+/// What the value half of [`encode_split`] sends: [`SPLIT_BLOCK`] steps
 /// (fewer in the last block, which may be empty) and the value bits'
-/// probabilities of those that changed, eight each.
+/// probabilities of the coded positions that changed, eight each.
 #[cfg(feature = "diff")]
 struct Block {
-    positions: Vec<Sent>,
+    positions: Vec<Step>,
     values: Vec<u16>,
+}
+
+/// One step of a [`Block`], in the stream's order.
+#[cfg(feature = "diff")]
+#[derive(Clone, Copy)]
+enum Step {
+    /// A coded position.
+    Code(Sent),
+    /// Codec 5: a block flag, and whether the block holds a nonzero delta.
+    Block(bool),
+    /// Codec 5: `n` positions of a zero block (at most [`BLOCK`]), skipped;
+    /// `olds` is the last-old-bytes register after them (little-endian).
+    Skip { n: u16, olds: [u8; 4] },
 }
 
 /// One position of a [`Block`]: its old byte, its delta, and the flag
@@ -1213,7 +1458,7 @@ struct Sent {
 
 /// The block memory [`encode_split`] documents.
 #[cfg(feature = "diff")]
-const _: () = assert!(std::mem::size_of::<Sent>() == 6);
+const _: () = assert!(std::mem::size_of::<Step>() == 8);
 
 /// The flag half of [`encode_split`]: a model that keeps only the short
 /// history, and the coder.
@@ -1225,9 +1470,9 @@ struct FlagHalf<Z: Sizing> {
 
 #[cfg(feature = "diff")]
 impl<Z: Sizing> FlagHalf<Z> {
-    fn new(len: u64, window_log: u32) -> FlagHalf<Z> {
+    fn new(len: u64, window_log: u32, blocks: bool) -> FlagHalf<Z> {
         FlagHalf {
-            model: Model::new(len, window_log),
+            model: Model::new(len, window_log, blocks),
             enc: Encoder::new(),
         }
     }
@@ -1236,7 +1481,18 @@ impl<Z: Sizing> FlagHalf<Z> {
     /// probability, each changed byte's bits with the probabilities sent.
     fn code_block(&mut self, block: Block) {
         let mut values = block.values.into_iter();
-        for Sent { old, delta, inputs } in block.positions {
+        for step in block.positions {
+            let Sent { old, delta, inputs } = match step {
+                Step::Code(sent) => sent,
+                Step::Block(nonzero) => {
+                    self.model.code_block(&mut self.enc, nonzero);
+                    continue;
+                }
+                Step::Skip { n, olds } => {
+                    self.model.skip_many(u32::from(n), u32::from_le_bytes(olds));
+                    continue;
+                }
+            };
             self.model
                 .code_half::<_, true, false, true>(&mut self.enc, old, delta, inputs);
             if delta != 0 {
@@ -1274,18 +1530,42 @@ impl<Z: Sizing> FlagHalf<Z> {
 /// ```
 #[cfg(feature = "diff")]
 pub fn encode_deltas(olds: &[u8], deltas: &[u8], window_log: u32) -> Vec<u8> {
-    fn with<Z: Sizing>(olds: &[u8], deltas: &[u8], window_log: u32) -> Vec<u8> {
-        let mut model = Model::<Z>::new(olds.len() as u64, window_log);
+    encode_deltas_with(olds, deltas, window_log, false)
+}
+
+/// [`encode_deltas`] for codec 3 (`blocks` false) or codec 5 (true, with
+/// zero blocks).
+///
+/// ```
+/// use deltaswap::model_codec::{decode_deltas_with, encode_deltas_with};
+/// let olds = vec![0x90u8; 5000];
+/// let mut deltas = vec![0u8; olds.len()];
+/// deltas[4000] = 1;
+/// let stored = encode_deltas_with(&olds, &deltas, 13, true);
+/// let back = decode_deltas_with(&stored, &olds, 13, true);
+/// assert_eq!(back.deltas, deltas);
+/// assert!(back.exact);
+/// ```
+#[cfg(feature = "diff")]
+pub fn encode_deltas_with(olds: &[u8], deltas: &[u8], window_log: u32, blocks: bool) -> Vec<u8> {
+    fn with<Z: Sizing>(olds: &[u8], deltas: &[u8], window_log: u32, blocks: bool) -> Vec<u8> {
+        let len = olds.len().min(deltas.len());
+        let (olds, deltas) = (&olds[..len], &deltas[..len]);
+        let pairs = olds.iter().copied().zip(deltas.iter().copied());
+        if blocks {
+            return encode_blocks::<Z, _>(pairs, len as u64, window_log, Lookahead::new(deltas));
+        }
+        let mut model = Model::<Z>::new(len as u64, window_log, false);
         let mut enc = Encoder::new();
-        for (&o, &d) in olds.iter().zip(deltas) {
+        for (o, d) in pairs {
             model.code(&mut enc, o, d);
         }
         enc.finish()
     }
     if olds.len() as u64 > FULL_FROM {
-        with::<Full>(olds, deltas, window_log)
+        with::<Full>(olds, deltas, window_log, blocks)
     } else {
-        with::<Scaled>(olds, deltas, window_log)
+        with::<Scaled>(olds, deltas, window_log, blocks)
     }
 }
 
@@ -1305,7 +1585,18 @@ pub struct DecodedDeltas {
 /// window of 2^`window_log` bytes (`window_log` is clamped to 10..=30). For
 /// tests and fuzz targets; see [`encode_deltas`].
 pub fn decode_deltas(stored: &[u8], olds: &[u8], window_log: u32) -> DecodedDeltas {
-    let mut model = StreamModel::new(olds.len() as u64, window_log.clamp(10, 30));
+    decode_deltas_with(stored, olds, window_log, false)
+}
+
+/// [`decode_deltas`] for codec 3 (`blocks` false) or codec 5 (true); see
+/// [`encode_deltas_with`].
+pub fn decode_deltas_with(
+    stored: &[u8],
+    olds: &[u8],
+    window_log: u32,
+    blocks: bool,
+) -> DecodedDeltas {
+    let mut model = StreamModel::new(olds.len() as u64, window_log.clamp(10, 30), blocks);
     let mut dec = Decoder::new(stored);
     let mut news = olds.to_vec();
     model.apply(&mut dec, &mut news);
@@ -1326,7 +1617,7 @@ mod tests {
     use super::*;
 
     fn decode(stored: &[u8], olds: &[u8], window_log: u32) -> (Vec<u8>, bool) {
-        let mut model = Model::<Scaled>::new(olds.len() as u64, window_log);
+        let mut model = Model::<Scaled>::new(olds.len() as u64, window_log, false);
         let mut dec = Decoder::new(stored);
         let out = olds.iter().map(|&o| model.code(&mut dec, o, 0)).collect();
         (out, dec.at_end())
@@ -1355,12 +1646,12 @@ mod tests {
                 }
                 let half = len / 2;
                 let copies = [(0, 0, half), (half / 3, half, len - half)];
-                for window_log in [10, 20] {
-                    let one = encode(&old, &new, &copies, window_log, false);
-                    let two = encode(&old, &new, &copies, window_log, true);
+                for (window_log, blocks) in [(10, false), (20, false), (10, true), (20, true)] {
+                    let one = encode(&old, &new, &copies, window_log, false, blocks);
+                    let two = encode(&old, &new, &copies, window_log, true, blocks);
                     assert!(
                         one == two,
-                        "len {len}, {per_mille}/1000 changed, window 2^{window_log}"
+                        "len {len}, {per_mille}/1000 changed, window 2^{window_log}, blocks {blocks}"
                     );
                 }
             }
@@ -1376,10 +1667,12 @@ mod tests {
     #[test]
     fn split_encoder_waits_a_bounded_number_of_blocks() {
         let mut rnd = crate::test_rng(0x2545_F491_4F6C_DD1D);
-        for (len, per_mille) in [
-            (5 * SPLIT_BLOCK + 123, 143),
-            (5 * SPLIT_BLOCK, 1000),
-            (3 * SPLIT_BLOCK - 1, 0),
+        for (len, per_mille, blocks) in [
+            (5 * SPLIT_BLOCK + 123, 143, false),
+            (5 * SPLIT_BLOCK, 1000, false),
+            (3 * SPLIT_BLOCK - 1, 0, false),
+            (5 * SPLIT_BLOCK + 123, 1, true),
+            (3 * SPLIT_BLOCK - 1, 0, true),
         ] {
             let old: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
             let new: Vec<u8> = old
@@ -1392,8 +1685,10 @@ mod tests {
                     }
                 })
                 .collect();
-            let want = encode(&old, &new, &[(0, 0, len)], 12, false);
+            let want = encode(&old, &new, &[(0, 0, len)], 12, false, blocks);
             let pairs = || old.iter().zip(&new).map(|(&o, &n)| (o, n.wrapping_sub(o)));
+            let deltas: Vec<u8> = pairs().map(|(_, d)| d).collect();
+            let ahead = || blocks.then(|| Lookahead::new(&deltas));
             // Full blocks, then one more (partial, or empty).
             let sends = len / SPLIT_BLOCK + 1;
             for threads in [1, 2, 3] {
@@ -1401,12 +1696,20 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                for ahead in [0, 1, 2, sends - 1, sends] {
-                    let (got, helped) = pool
-                        .install(|| encode_split_ahead::<Full, _>(pairs(), len as u64, 12, ahead));
-                    assert!(got == want, "{len} bytes, {threads} threads, {ahead} ahead");
-                    if threads == 1 {
-                        assert_eq!(helped, ahead < sends, "{len} bytes, {ahead} ahead");
+                for sends_ahead in [0, 1, 2, sends - 1, sends] {
+                    let (got, helped) = pool.install(|| {
+                        encode_split_ahead::<Full, _>(pairs(), len as u64, 12, ahead(), sends_ahead)
+                    });
+                    assert!(
+                        got == want,
+                        "{len} bytes, {threads} threads, {sends_ahead} ahead, blocks {blocks}"
+                    );
+                    if threads == 1 && !blocks {
+                        assert_eq!(
+                            helped,
+                            sends_ahead < sends,
+                            "{len} bytes, {sends_ahead} ahead"
+                        );
                     }
                 }
                 // Several encoders at once in the same pool.
@@ -1414,7 +1717,9 @@ mod tests {
                     use rayon::prelude::*;
                     (0..4)
                         .into_par_iter()
-                        .map(|k| encode_split_ahead::<Full, _>(pairs(), len as u64, 12, k).0)
+                        .map(|k| {
+                            encode_split_ahead::<Full, _>(pairs(), len as u64, 12, ahead(), k).0
+                        })
                         .collect()
                 });
                 assert!(
@@ -1431,7 +1736,7 @@ mod tests {
     #[test]
     fn table_layouts_code_the_same_bytes() {
         fn run<Z: Sizing>(olds: &[u8], deltas: &[u8]) -> Vec<u8> {
-            let mut model = Model::<Z>::new(olds.len() as u64, 12);
+            let mut model = Model::<Z>::new(olds.len() as u64, 12, false);
             let mut enc = Encoder::new();
             for (&o, &d) in olds.iter().zip(deltas) {
                 model.code(&mut enc, o, d);
@@ -1459,8 +1764,8 @@ mod tests {
             let scaled = run::<Scaled>(&olds, &deltas);
             assert!(full == scaled, "{len} deltas");
             for mut model in [
-                StreamModel::Full(Box::new(Model::new(len as u64, 12))),
-                StreamModel::Scaled(Box::new(Model::new(len as u64, 12))),
+                StreamModel::Full(Box::new(Model::new(len as u64, 12, false))),
+                StreamModel::Scaled(Box::new(Model::new(len as u64, 12, false))),
             ] {
                 let mut dec = Decoder::new(&full);
                 let mut buf = olds.clone();
@@ -1496,14 +1801,82 @@ mod tests {
             flipped[at] ^= 0x10;
             let random: Vec<u8> = (0..len / 3).map(|_| rnd() as u8).collect();
             for stored in [flipped, random] {
-                let mut full = StreamModel::Full(Box::new(Model::new(len as u64, 16)));
-                let mut scaled = StreamModel::Scaled(Box::new(Model::new(len as u64, 16)));
+                let mut full = StreamModel::Full(Box::new(Model::new(len as u64, 16, false)));
+                let mut scaled = StreamModel::Scaled(Box::new(Model::new(len as u64, 16, false)));
                 assert!(
                     decode(&mut full, &stored, &olds) == decode(&mut scaled, &stored, &olds),
                     "{len} deltas"
                 );
             }
         }
+    }
+
+    /// Codec 5 round trips whatever the buffers apply is given (zero
+    /// blocks cut across them), with both table layouts, and ends exactly;
+    /// on streams with long unchanged runs its zero blocks skip positions,
+    /// and a stream cut short or flipped in its last bytes is noticed.
+    #[test]
+    fn zero_blocks_round_trip_in_any_buffers() {
+        let mut rnd = crate::test_rng(0x6A09_E667_F3BC_C909);
+        for len in [1usize, 100, 3_000, FULL_FROM as usize + 1, 70_000] {
+            for gap in [3u64, 600, 5_000] {
+                let olds: Vec<u8> = (0..len)
+                    .map(|i| [0xe8, 0x48, 0x89, (rnd() % 7) as u8][i % 4])
+                    .collect();
+                // Changes about every `gap` positions, in bursts.
+                let deltas: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if rnd() % gap == 0 || (i % 9_000 < 40 && i % 5 == 0) {
+                            1 + (rnd() % 200) as u8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let stored = encode_deltas_with(&olds, &deltas, 12, true);
+                let news: Vec<u8> = olds
+                    .iter()
+                    .zip(&deltas)
+                    .map(|(o, d)| o.wrapping_add(*d))
+                    .collect();
+                let copies = [(0, 0, len)];
+                assert!(
+                    encode(&olds, &news, &copies, 12, true, true) == stored,
+                    "{len} deltas, gap {gap}: split encoder"
+                );
+                for chunk in [1usize, 7, 1000, len] {
+                    for mut model in [
+                        StreamModel::Full(Box::new(Model::new(len as u64, 12, true))),
+                        StreamModel::Scaled(Box::new(Model::new(len as u64, 12, true))),
+                    ] {
+                        let mut dec = Decoder::new(&stored);
+                        let mut buf = olds.clone();
+                        for piece in buf.chunks_mut(chunk) {
+                            model.apply(&mut dec, piece);
+                        }
+                        assert!(
+                            buf == news && dec.at_end() && dec.ends_canonically(),
+                            "{len} deltas, gap {gap}, buffers of {chunk}"
+                        );
+                    }
+                }
+                let back = decode_deltas_with(&stored[..stored.len() - 1], &olds, 12, true);
+                assert!(!back.exact, "{len} deltas, gap {gap}: cut short");
+            }
+        }
+        // A long unchanged stretch costs a few bytes, not one flag per byte.
+        let olds: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut deltas = vec![0u8; olds.len()];
+        deltas[100_000] = 5;
+        let blocks = encode_deltas_with(&olds, &deltas, 18, true);
+        let plain = encode_deltas_with(&olds, &deltas, 18, false);
+        assert!(
+            blocks.len() < plain.len(),
+            "{} vs {}",
+            blocks.len(),
+            plain.len()
+        );
+        assert_eq!(decode_deltas_with(&blocks, &olds, 18, true).deltas, deltas);
     }
 
     #[test]
@@ -1523,8 +1896,8 @@ mod tests {
             new[i] = new[i].wrapping_add((i % 5) as u8);
         }
         let copies = [(0, 0, 30_000), (100, 30_000, 20_000)];
-        let stored = encode(&old, &new, &copies, 16, false);
-        assert_eq!(encode(&old, &new, &copies, 16, true), stored);
+        let stored = encode(&old, &new, &copies, 16, false, false);
+        assert_eq!(encode(&old, &new, &copies, 16, true, false), stored);
         let olds: Vec<u8> = old[..30_000]
             .iter()
             .chain(&old[100..20_100])

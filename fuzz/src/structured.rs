@@ -7,12 +7,12 @@
 //!
 //! A segment is written in the run layout (zero runs, delta lengths, changed
 //! bytes) or in the plain layout (no run streams; one delta byte per copied
-//! byte, stored raw, as a zstd frame or coded with the delta model, codec 3,
-//! over the old bytes under the segment's copies). Faults on the delta-byte
+//! byte, stored raw, as a zstd frame or coded with the delta model, codec 3
+//! or 5, over the old bytes under the segment's copies). Faults on the delta-byte
 //! stream of a plain segment hit its plain deltas; faults on stored bytes hit
 //! the compressed frames and the model's coded bytes; length faults hit the
 //! descriptors. Rare codec faults put the model on a stream where it is not
-//! defined (`UnknownCodec(3)`) or write the undefined codec byte 2.
+//! defined (`UnknownCodec(3)` or `(5)`) or write the undefined codec byte 2.
 
 use arbitrary::Arbitrary;
 use sha2::{Digest, Sha256};
@@ -79,7 +79,7 @@ pub struct Seg {
     /// How the plain deltas are model-coded.
     pub model: ModelSpec,
     /// From 0xf0 up: also code stream `model_elsewhere % 5` with the model,
-    /// which is refused (`UnknownCodec(3)`) unless it is the delta-byte stream
+    /// which is refused (`UnknownCodec(3)` or `(5)`) unless it is the delta-byte stream
     /// of a plain segment (or absent). A rare fault, so that most cases get
     /// past the descriptors.
     pub model_elsewhere: u8,
@@ -118,6 +118,17 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// The model's codec: 5 (zero blocks) when `declare` is odd, else 3.
+    /// (Taken from a bit of an existing field, so that the saved inputs
+    /// keep their meaning otherwise.)
+    fn codec(&self) -> u8 {
+        if self.declare & 1 == 1 {
+            5
+        } else {
+            3
+        }
+    }
+
     /// The window the encoder uses for a stream of `len` deltas: the one
     /// chosen, or the largest the format allows for that length if less.
     fn window_log(&self, len: usize) -> u8 {
@@ -205,10 +216,10 @@ pub struct Case {
     pub patch: Vec<u8>,
     pub expected: Option<Vec<u8>>,
     /// The refusal the patch must meet when its first fault is a codec one:
-    /// `UnknownCodec(3)` for the model where it is not defined,
+    /// `UnknownCodec(3)` or `(5)` for the model where it is not defined,
     /// `UnknownCodec(2)` for codec byte 2.
     pub expected_error: Option<deltaswap::FormatErrorKind>,
-    /// Streams written with the delta model (codec 3), valid or not.
+    /// Streams written with the delta model (codec 3 or 5), valid or not.
     pub model_streams: usize,
 }
 
@@ -598,13 +609,13 @@ fn first_codec_error(
         match c {
             _ if s.is_empty() => {}
             Enc::Undefined => return Some(2),
-            Enc::Model if k != DELTA_BYTES => return Some(3),
+            Enc::Model if k != DELTA_BYTES => return Some(model.codec()),
             Enc::Model if bad_window => return None,
             _ => {}
         }
     }
     let model_deltas = codecs[DELTA_BYTES] == Enc::Model && !streams[DELTA_BYTES].is_empty();
-    (model_deltas && !plain).then_some(3)
+    (model_deltas && !plain).then_some(model.codec())
 }
 
 fn fault(s: &mut Vec<u8>, f: &StreamFault) {
@@ -639,7 +650,7 @@ enum Enc {
     Raw,
     /// One zstd frame at this level.
     Zstd(i32),
-    /// The delta model (codec 3) with the segment's [`ModelSpec`].
+    /// The delta model (codec 3 or 5) with the segment's [`ModelSpec`].
     Model,
     /// Codec byte 2, which no version defines; the stream's bytes stored as is.
     Undefined,
@@ -652,7 +663,8 @@ enum Enc {
 /// descriptor decodes them to `deltas`.
 fn model_encode(olds: &[u8], deltas: &[u8], spec: &ModelSpec) -> (Vec<u8>, u8, bool) {
     let w = spec.window_log(deltas.len());
-    let bytes = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(w));
+    let blocks = spec.codec() == 5;
+    let bytes = deltaswap::model_codec::encode_deltas_with(olds, deltas, u32::from(w), blocks);
     if spec.declare < 0xf0 || spec.declared == w {
         return (bytes, w, true);
     }
@@ -661,7 +673,7 @@ fn model_encode(olds: &[u8], deltas: &[u8], spec: &ModelSpec) -> (Vec<u8>, u8, b
     // descriptor is refused outright.
     let d = spec.declared;
     let ok = !spec.declares_bad_window(deltas.len()) && {
-        let back = deltaswap::model_codec::decode_deltas(&bytes, olds, u32::from(d));
+        let back = deltaswap::model_codec::decode_deltas_with(&bytes, olds, u32::from(d), blocks);
         back.exact && back.deltas == deltas
     };
     (bytes, d, ok)
@@ -701,7 +713,7 @@ fn encode_segment(
             Enc::Model if k == DELTA_BYTES && plain => {
                 let (bytes, w, valid) = model_encode(olds, s, model);
                 ok &= valid;
-                (3, bytes, Some(w))
+                (model.codec(), bytes, Some(w))
             }
             Enc::Model => {
                 // Refused at its descriptor, before any payload is read: the
@@ -709,7 +721,7 @@ fn encode_segment(
                 // (coding all of a long literal stream would only cost time).
                 let head = s.get(..256).unwrap_or(s);
                 let (bytes, w, _) = model_encode(&vec![0; head.len()], head, model);
-                (3, bytes, Some(w))
+                (model.codec(), bytes, Some(w))
             }
             Enc::Undefined => (2, s.clone(), None),
             Enc::Lzma => (4, lzma_encode(s), None),

@@ -353,7 +353,7 @@ pub(crate) fn pack_plain(
     let cap = u32::from(ModelParams::window_log_cap(copied as u64));
     let window_log = cap.min(packing.window_log.max(min_log));
     let packed = if seg.predicted.is_empty() {
-        crate::model::encode(old, new, &seg.copies, window_log, split)
+        crate::model::encode(old, new, &seg.copies, window_log, split, true)
     } else {
         // The predicted old bytes lie end to end: the copies read them in turn.
         let mut at = 0;
@@ -365,7 +365,7 @@ pub(crate) fn pack_plain(
                 (at - l, n, l)
             })
             .collect();
-        crate::model::encode(&seg.predicted, new, &copies, window_log, split)
+        crate::model::encode(&seg.predicted, new, &copies, window_log, split, true)
     };
     let params = ModelParams {
         window_log: u8::try_from(window_log).unwrap_or(ModelParams::MAX_WINDOW_LOG),
@@ -373,7 +373,7 @@ pub(crate) fn pack_plain(
     (
         StreamDesc {
             raw_len: copied as u64,
-            codec: Codec::Model,
+            codec: Codec::BlockModel,
             stored_len: packed.len() as u64,
             model: Some(params),
             lzma: None,

@@ -142,6 +142,16 @@ pub(crate) enum Codec {
     /// Raw LZMA (no header, no end marker), only for the literal stream;
     /// its descriptor carries the properties and the dictionary size.
     Lzma = 4,
+    /// The delta model with zero blocks (docs/MODEL.md, "Zero blocks"):
+    /// where codec 3 may be, with the same parameters.
+    BlockModel = 5,
+}
+
+impl Codec {
+    /// Codec 3 or 5: one of the delta model's.
+    pub(crate) fn is_model(self) -> bool {
+        matches!(self, Codec::Model | Codec::BlockModel)
+    }
 }
 
 /// The parameters of an LZMA literal stream, as its descriptor carries them.
@@ -213,7 +223,7 @@ pub(crate) struct StreamDesc {
     pub(crate) raw_len: u64,
     pub(crate) codec: Codec,
     pub(crate) stored_len: u64,
-    /// Present for [`Codec::Model`] only.
+    /// Present for [`Codec::Model`] and [`Codec::BlockModel`] only.
     pub(crate) model: Option<ModelParams>,
     /// Present for [`Codec::Lzma`] only.
     pub(crate) lzma: Option<LzmaParams>,
@@ -315,13 +325,14 @@ pub(crate) fn read_segment_header<R: Read>(
             // The model is defined for the delta-byte stream only; whether the
             // segment is in plain layout is checked once all descriptors are read.
             3 if k == DELTA_BYTES => Codec::Model,
+            5 if k == DELTA_BYTES => Codec::BlockModel,
             // LZMA is defined for the literal stream only.
             4 if k == LITERALS => Codec::Lzma,
             other => return Err(input.err(what, FormatErrorKind::UnknownCodec(other))),
         };
         let stored_len = match codec {
             Codec::Raw => raw_len,
-            Codec::Zstd | Codec::Model | Codec::Lzma => {
+            Codec::Zstd | Codec::Model | Codec::BlockModel | Codec::Lzma => {
                 let n = input.read_varint(what)?;
                 if n == 0 {
                     return Err(input.err(what, FormatErrorKind::OutOfRange));
@@ -330,7 +341,7 @@ pub(crate) fn read_segment_header<R: Read>(
             }
         };
         let model = match codec {
-            Codec::Model => {
+            Codec::Model | Codec::BlockModel => {
                 let params = ModelParams {
                     window_log: input.read_u8(what)?,
                 };
@@ -370,9 +381,10 @@ pub(crate) fn read_segment_header<R: Read>(
         };
     }
     let seg = SegmentHeader { new_len, streams };
-    if seg.streams[DELTA_BYTES].codec == Codec::Model && !seg.is_plain() {
+    let codec = seg.streams[DELTA_BYTES].codec;
+    if codec.is_model() && !seg.is_plain() {
         let what = STREAM_NAMES[DELTA_BYTES];
-        return Err(input.err(what, FormatErrorKind::UnknownCodec(Codec::Model as u8)));
+        return Err(input.err(what, FormatErrorKind::UnknownCodec(codec as u8)));
     }
     Ok(seg)
 }

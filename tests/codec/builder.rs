@@ -128,13 +128,27 @@ impl Stream {
     /// smallest power of two (at least 2^10) that holds the stream if that is
     /// less, as the format requires (absent when empty).
     pub fn model(olds: &[u8], deltas: &[u8], window_log: u8) -> Stream {
+        Stream::model_codec(olds, deltas, window_log, false)
+    }
+
+    /// Codec 5, the delta model with zero blocks, as [`Stream::model`].
+    pub fn block_model(olds: &[u8], deltas: &[u8], window_log: u8) -> Stream {
+        Stream::model_codec(olds, deltas, window_log, true)
+    }
+
+    fn model_codec(olds: &[u8], deltas: &[u8], window_log: u8, blocks: bool) -> Stream {
         assert_eq!(olds.len(), deltas.len(), "one old byte per delta");
         if deltas.is_empty() {
             return Stream::absent();
         }
         let window_log = window_log.min(window_cap(deltas.len() as u64));
-        let payload = deltaswap::model_codec::encode_deltas(olds, deltas, u32::from(window_log));
-        Stream::model_payload(deltas.len() as u64, payload, window_log)
+        let payload =
+            deltaswap::model_codec::encode_deltas_with(olds, deltas, u32::from(window_log), blocks);
+        let mut stream = Stream::model_payload(deltas.len() as u64, payload, window_log);
+        if blocks {
+            stream.set_codec(5);
+        }
+        stream
     }
 
     /// Codec 3 with explicit fields (the window as given, canonical or not):
@@ -146,6 +160,15 @@ impl Stream {
         desc.extend(varint(payload.len() as u64));
         desc.push(window_log);
         Stream { desc, payload }
+    }
+
+    /// Replaces the codec byte of a descriptor that has one (the byte after
+    /// raw_len), e.g. to turn a codec-3 descriptor into codec 5.
+    pub fn set_codec(&mut self, codec: u8) {
+        let at = varint_len(&self.desc);
+        if let Some(b) = self.desc.get_mut(at) {
+            *b = codec;
+        }
     }
 
     /// Codec 4, raw LZMA (no header, no end marker) with `(lc, lp, pb)` and
@@ -466,4 +489,12 @@ pub fn window_cap(len: u64) -> u8 {
         cap += 1;
     }
     cap
+}
+
+/// The length of the varint at the start of `bytes`.
+fn varint_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(bytes.len(), |i| i + 1)
 }

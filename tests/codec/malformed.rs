@@ -752,6 +752,38 @@ fn model_outside_plain_delta_bytes_is_an_unknown_codec() {
         g.streams[CONTROL] = Stream::custom(5, 3, None, &[]);
     });
     assert_eq!(kind(&s.old, &p), K::UnknownCodec(3));
+    // Codec 5, the model with zero blocks, is defined exactly where codec 3
+    // is: a well-formed one elsewhere is UnknownCodec(5).
+    for i in 0..2 {
+        for k in 0..5 {
+            let (s, p) = sample_seg(Codec::Raw, i, |g| {
+                let data = g.streams[k].payload.clone();
+                g.streams[k] = Stream::block_model(&vec![0; data.len()], &data, 12);
+            });
+            assert_eq!(
+                kind(&s.old, &p),
+                K::UnknownCodec(5),
+                "codec 5, segment {i} stream {k}"
+            );
+        }
+    }
+    let p = plain_model_patch(&s, [Codec::Raw; 5]);
+    for k in [ZERO_RUNS, DELTA_LENS] {
+        let mut q = p.clone();
+        let d = &s.plain[0].streams[DELTA_BYTES];
+        q.segments[0].streams[DELTA_BYTES] = Stream::block_model(&s.plain_olds[0], d, 12);
+        assert_eq!(
+            apply_all(&s.old, &q.bytes()).unwrap(),
+            s.new,
+            "codec 5 plain"
+        );
+        q.segments[0].streams[k] = Stream::raw(&s.segs[0].streams[k]);
+        assert_eq!(
+            kind(&s.old, &q.bytes()),
+            K::UnknownCodec(5),
+            "codec 5, stream {k}"
+        );
+    }
 }
 
 #[test]
@@ -821,11 +853,13 @@ fn plain_model_patch(s: &Sample, codecs: [Codec; 5]) -> Patch {
 type Maker = fn(&[u8], &[u8]) -> Stream;
 
 /// The plain delta stream with each codec: (name, maker from olds and deltas).
-const PLAIN_MAKERS: [(&str, Maker); 4] = [
+const PLAIN_MAKERS: [(&str, Maker); 6] = [
     ("raw", |_, d| Stream::raw(d)),
     ("zstd", |_, d| Stream::zstd(d)),
     ("model 2^10", |o, d| Stream::model(o, d, 10)),
     ("model 2^24", |o, d| Stream::model(o, d, 24)),
+    ("block model 2^10", |o, d| Stream::block_model(o, d, 10)),
+    ("block model 2^24", |o, d| Stream::block_model(o, d, 24)),
 ];
 
 #[test]

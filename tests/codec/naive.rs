@@ -3,12 +3,12 @@
 //! It parses the whole patch into memory, decodes every stream completely,
 //! builds the output with the copies first and adds the deltas afterwards. It
 //! shares no code with the crate, except the delta model's decoder
-//! (`deltaswap::model_codec::decode_deltas`, codec 3), which it runs on the
+//! (`deltaswap::model_codec::decode_deltas_with`, codecs 3 and 5), which it runs on the
 //! old bytes under the copies, taken from the old file once the control stream
 //! has been executed. Its errors are plain strings: the tests only
 //! compare accept / reject and the output with the streaming applier.
 
-use deltaswap::model_codec::decode_deltas;
+use deltaswap::model_codec::decode_deltas_with;
 use sha2::{Digest, Sha256};
 
 pub type NaiveResult<T> = Result<T, String>;
@@ -104,7 +104,7 @@ pub struct Desc {
     pub raw_len: u64,
     pub codec: u8,
     pub stored_len: u64,
-    /// log2 of the delta model's history window (codec 3 only).
+    /// log2 of the delta model's history window (codecs 3 and 5 only).
     pub window_log: Option<u8>,
     /// LZMA properties byte and log2 of the dictionary (codec 4 only).
     pub lzma: Option<(u8, u8)>,
@@ -125,7 +125,7 @@ const MAX_WINDOW_LOG: u8 = 24;
 
 /// Reads a segment's length and its five stream descriptors, with the checks
 /// the format puts on the descriptors themselves: codecs 0 and 1 anywhere,
-/// codec 3 (the delta model) only for the delta bytes of a plain-layout
+/// codecs 3 and 5 (the delta model) only for the delta bytes of a plain-layout
 /// segment, a nonzero stored_len, a window_log in 10..=30.
 fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
     let seg_len = c.varint("seg_len")?;
@@ -136,9 +136,11 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             continue;
         }
         let codec = c.byte("codec")?;
-        // Codec 3 is defined for the delta-byte stream only, codec 4 (LZMA)
-        // for the literal stream only; 2 is not defined.
-        let known = codec == 0 || codec == 1 || (codec == 3 && k == 3) || (codec == 4 && k == 4);
+        // Codecs 3 and 5 (the delta model) are defined for the delta-byte
+        // stream only, codec 4 (LZMA) for the literal stream only; 2 is not
+        // defined.
+        let known =
+            codec == 0 || codec == 1 || (is_model(codec) && k == 3) || (codec == 4 && k == 4);
         if !known {
             return Err(format!("stream {k}: unknown codec {codec}"));
         }
@@ -152,7 +154,7 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             s
         };
         let mut window_log = None;
-        if codec == 3 {
+        if is_model(codec) {
             let w = c.byte("window_log")?;
             if !(10..=30).contains(&w) {
                 return Err(format!("model window_log {w} out of range"));
@@ -190,10 +192,15 @@ fn parse_segment_descs(c: &mut Cursor<'_>) -> NaiveResult<(u64, [Desc; 5])> {
             lzma,
         };
     }
-    if descs[3].codec == 3 && !is_plain(&descs) {
+    if is_model(descs[3].codec) && !is_plain(&descs) {
         return Err("delta model outside the plain layout".into());
     }
     Ok((seg_len, descs))
+}
+
+/// Codec 3, the delta model, or 5, the delta model with zero blocks.
+fn is_model(codec: u8) -> bool {
+    codec == 3 || codec == 5
 }
 
 /// Plain layout: no run streams, and a delta-byte stream.
@@ -675,7 +682,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         if descs[3].window_log.is_some_and(|w| w > MAX_WINDOW_LOG) {
             return Err("model window over the limit".into());
         }
-        if plain && descs[3].codec == 3 {
+        if plain && is_model(descs[3].codec) {
             model_len = model_len.saturating_add(descs[3].raw_len);
             if model_len > MODEL_LEN {
                 return Err("model deltas over the patch's budget".into());
@@ -690,7 +697,7 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
             let payload = c.bytes(d.stored_len, "payload")?;
             if d.raw_len == 0 {
                 streams.push(Vec::new());
-            } else if d.codec == 3 {
+            } else if is_model(d.codec) {
                 model_payload = payload;
                 streams.push(Vec::new());
             } else {
@@ -764,9 +771,10 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
                 return Err("plain delta stream length differs from the copies".into());
             }
             if let Some(w) = descs[3].window_log {
-                // Codec 3: decode over the old bytes; the coded data must be
-                // neither cut short nor followed by unused bytes.
-                let got = decode_deltas(model_payload, &olds, u32::from(w));
+                // Codecs 3 and 5: decode over the old bytes; the coded data
+                // must be neither cut short nor followed by unused bytes.
+                let blocks = descs[3].codec == 5;
+                let got = decode_deltas_with(model_payload, &olds, u32::from(w), blocks);
                 if got.overran {
                     return Err("model stream: coded data cut short".into());
                 }

@@ -44,6 +44,7 @@ fn check_roundtrip(old: &[u8], new: &[u8], opts: &DiffOptions) -> Vec<u8> {
                 1 => "zstd",
                 3 => "model",
                 4 => "lzma",
+                5 => "block-model",
                 _ => "unknown",
             })
             .collect();
@@ -609,7 +610,7 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
     );
     // 75,185 deltas: a window of 2^17 holds them.
     assert!(s[3] > 1 << 16 && s[3] <= 1 << 17, "{s:?}");
-    assert_eq!(delta_streams(&plain), [(true, 3, Some(17))]);
+    assert_eq!(delta_streams(&plain), [(true, 5, Some(17))]);
     assert_eq!(
         DiffOptions::new().threads(2).diff(&old, &new).unwrap(),
         plain
@@ -620,7 +621,7 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
         let p = check_roundtrip(&old, &new, &DiffOptions::new().window_log(log).threads(1));
         assert_eq!(
             delta_streams(&p),
-            [(true, 3, Some(want))],
+            [(true, 5, Some(want))],
             "window_log {log}"
         );
     }
@@ -669,7 +670,7 @@ fn plain_pieces_do_not_depend_on_thread_count() {
     // Both pieces in plain layout; 2.3 MiB of deltas each need a 2^22 window.
     assert_eq!(
         delta_streams(&one),
-        [(true, 3, Some(22)), (true, 3, Some(22))],
+        [(true, 5, Some(22)), (true, 5, Some(22))],
         "{:?}",
         info.streams()
     );
