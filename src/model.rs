@@ -590,8 +590,9 @@ pub(crate) struct Model<Z: Sizing> {
     /// Positions left in the current zero block: their deltas are zero and
     /// are not coded.
     skip: u32,
-    /// Positions still to be coded one by one after a block flag that said
-    /// "changed" before the next block flag may be coded.
+    /// After a block flag that said "changed": positions still to be coded
+    /// one by one before the next block flag, until a nonzero delta is
+    /// coded (which the flag promised) or [`BLOCK`] positions are.
     coded_left: u32,
     /// The block flags' counters, by the bit length of `run`.
     block_flags: [Counter; 64],
@@ -600,10 +601,10 @@ pub(crate) struct Model<Z: Sizing> {
 /// Codec 5's zero block: where the model is quiet (the last eight deltas
 /// zero), one flag says whether any of the next `BLOCK` deltas is nonzero;
 /// if none is, they are not coded and the model learns nothing from them.
-/// Of 128 to 1024, 1024 codes the corpus's delta streams smallest; smaller
-/// blocks skip more positions but cost 1-7% more bytes (2026-12-01,
-/// docs/BENCHMARKS.md).
-const BLOCK: u32 = 1024;
+/// Measured on the corpus's libraries (2026-12-01, docs/BENCHMARKS.md):
+/// 512 skips 34-75% of the positions and keeps the patches within 0.6% of
+/// codec 3's; 1024 skips 31-66%, 256 skips 38-80% but costs up to 0.8%.
+const BLOCK: u32 = 512;
 
 impl<Z: Sizing> Model<Z> {
     /// A fresh model for a stream of `len` deltas with a history window of
@@ -657,13 +658,15 @@ impl<Z: Sizing> Model<Z> {
     /// the positions to code one by one.
     fn code_block<C: BitCoder>(&mut self, coder: &mut C, nonzero: bool) -> bool {
         let ctx = (u32::BITS - self.run.leading_zeros()) as usize;
-        let changed = match self.block_flags.get_mut(ctx) {
-            Some(counter) => {
-                let bit = coder.code(p16(counter.p12() as i32), u32::from(nonzero));
-                counter.update(bit);
-                bit == 1
+        let changed = {
+            match self.block_flags.get_mut(ctx) {
+                Some(counter) => {
+                    let bit = coder.code(p16(counter.p12() as i32), u32::from(nonzero));
+                    counter.update(bit);
+                    bit == 1
+                }
+                None => nonzero,
             }
-            None => nonzero,
         };
         self.start_block(changed);
         changed
@@ -923,7 +926,11 @@ impl<Z: Sizing> Model<Z> {
         }
         // An unchanged byte's delta is zero; a changed one's is the tree's leaf.
         let d = if changed == 1 { (node & 0xff) as u8 } else { 0 };
-        self.coded_left = self.coded_left.saturating_sub(1);
+        self.coded_left = if d != 0 {
+            0
+        } else {
+            self.coded_left.saturating_sub(1)
+        };
         if !LIGHT {
             self.flag[7].update(slot7, changed);
         }
