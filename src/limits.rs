@@ -126,8 +126,8 @@ impl Limits {
         self
     }
 
-    /// The most deltas a patch may code with the delta model (codec 3,
-    /// docs/MODEL.md), summed over its segments. Default 64 MiB.
+    /// The most deltas a patch may code with the delta model (codecs 3 and
+    /// 5, docs/MODEL.md), summed over its segments. Default 64 MiB.
     ///
     /// The model is what makes library patches small, and it decodes real
     /// patches at 11-24 MB/s where a run-layout apply runs at about 300, and

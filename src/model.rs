@@ -1,6 +1,7 @@
-//! The delta model: codec 3, which codes the plain layout's delta stream one
-//! byte at a time with a binary arithmetic coder, predicting each delta from
-//! the old bytes it is added to.
+//! The delta model: codecs 3 and 5, which code the plain layout's delta
+//! stream one byte at a time with a binary arithmetic coder, predicting each
+//! delta from the old bytes it is added to. Codec 5 also skips blocks of
+//! unchanged deltas behind one coded flag (docs/MODEL.md, "Zero blocks").
 //!
 //! A copied byte's delta is zero unless the byte changed, and where bytes
 //! change is written in the old file: the four bytes after a call opcode, the
@@ -601,9 +602,10 @@ pub(crate) struct Model<Z: Sizing> {
 /// Codec 5's zero block: where the model is quiet (the last eight deltas
 /// zero), one flag says whether any of the next `BLOCK` deltas is nonzero;
 /// if none is, they are not coded and the model learns nothing from them.
-/// Measured on the corpus's libraries (2026-12-01, docs/BENCHMARKS.md):
-/// 512 skips 34-75% of the positions and keeps the patches within 0.6% of
-/// codec 3's; 1024 skips 31-66%, 256 skips 38-80% but costs up to 0.8%.
+/// Measured on the corpus's four largest libraries (2026-12-01,
+/// docs/BENCHMARKS.md): 512 skips 34-75% of the positions, with patches
+/// within 0.6% of codec 3's (−3.0% to +1.0% on 23 pairs); 1024 skips
+/// 31-66%; 256 skips 38-80% but costs up to 0.8%.
 const BLOCK: u32 = 512;
 
 impl<Z: Sizing> Model<Z> {

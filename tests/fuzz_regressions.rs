@@ -161,6 +161,8 @@ fn structured_seeds_are_current() {
             Some(2)
         } else if name.starts_with("model-on-") || name == "model-in-run-layout" {
             Some(3)
+        } else if name.starts_with("model5-on-") || name == "model5-in-run-layout" {
+            Some(5)
         } else {
             None
         };
@@ -179,7 +181,7 @@ fn structured_seeds_are_current() {
 }
 
 /// The `apply_structured` seeds that exercise the plain layout: raw, zstd and
-/// model-coded deltas (codec 3, windows 2^10 to 2^16: at most what each
+/// model-coded deltas (codec 3, and codec 5 in the `model5` seeds; windows 2^10 to 2^16: at most what each
 /// stream needs, as the format requires), and the faults the
 /// target can put on them. Each with whether the case is valid (applies, or
 /// is over the fuzzing limits only).
@@ -239,6 +241,19 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         input(vec![s], vec![])
     };
     let model = || seg(Layout::PlainModel, 2, ops());
+    // Codec 5 (zero blocks): `declare` odd, below 0xf0 (the window as coded).
+    let model5 = |s: Seg| Seg {
+        model: ModelSpec {
+            declare: 1,
+            ..s.model
+        },
+        ..s
+    };
+    let with_model5 = |k: u8, layout: Layout| {
+        let mut s = model5(seg(layout, 2, ops()));
+        s.model_elsewhere = 0xf0 + k;
+        input(vec![s], vec![])
+    };
     let with_model = |k: u8, layout: Layout| {
         let mut s = seg(layout, 2, ops());
         s.model_elsewhere = 0xf0 + k;
@@ -313,6 +328,26 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
             with_refs(Layout::Runs, vec![(0, 0), (100, 5), (0, 5)], 2),
         ),
         ("plain-model", true, input(vec![model()], vec![])),
+        ("plain-model5", true, input(vec![model5(model())], vec![])),
+        (
+            "plain-model5-w20-long",
+            true,
+            input(
+                vec![model5(seg(Layout::PlainModel, 10, long.clone()))],
+                vec![],
+            ),
+        ),
+        (
+            "plain-model5-two-segments",
+            true,
+            input(
+                vec![
+                    model5(model()),
+                    model5(seg(Layout::PlainModel, 5, vec![op(2500, 0, 7, 0x20, 9)])),
+                ],
+                vec![],
+            ),
+        ),
         (
             "plain-model-w10",
             true,
@@ -404,6 +439,12 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         // The model where it is not defined, and the undefined codec 2.
         ("model-in-run-layout", false, with_model(3, Layout::Runs)),
         ("model-on-control", false, with_model(0, Layout::PlainModel)),
+        ("model5-in-run-layout", false, with_model5(3, Layout::Runs)),
+        (
+            "model5-on-control",
+            false,
+            with_model5(0, Layout::PlainModel),
+        ),
         (
             "model-on-literals",
             false,
@@ -682,7 +723,7 @@ fn write_seed_corpus() {
     put("roundtrip", "a64", &a64);
 
     // apply_fixed_old: patches the writer makes at its default level in the
-    // plain layout, the deltas coded with the delta model (codec 3), for
+    // plain layout, the deltas coded with the delta model (codec 5), for
     // scattered changes, shifted 32-bit words and a short prefix (window 2^10).
     let mut scattered = old.clone();
     for i in (0..scattered.len()).step_by(29) {

@@ -27,7 +27,7 @@ pub const MAX_WINDOW_LOG: u32 = 20;
 /// output, so that patches over the budget are within the fuzzer's reach.
 pub const MAX_MODEL_LEN: u64 = MAX_OUTPUT / 4;
 
-/// Heap bytes the delta model (codec 3) may hold while it decodes a plain
+/// Heap bytes the delta model (codec 3 or 5) may hold while it decodes a plain
 /// segment's deltas under [`limits`]: its tables and mixer weights (3.85 MiB
 /// at full scale, docs/MODEL.md), rounded up to 4 MiB, and its history ring,
 /// at most 2^`MAX_WINDOW_LOG` bytes. Neither is counted in

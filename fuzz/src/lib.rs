@@ -6,8 +6,8 @@
 //!   and the fuzzing-only signing key; `bundle_check`: the `bundle_open` target.
 //! * `structured`: the `arbitrary` model behind `apply_structured`.
 //! * `naive`: the oracle applier of the codec tests (`tests/codec/naive.rs`),
-//!   written from docs/FORMAT.md alone (it decodes codec 3 with the crate's
-//!   `deltaswap::model_codec::decode_deltas`).
+//!   written from docs/FORMAT.md alone (it decodes codecs 3 and 5 with the
+//!   crate's `deltaswap::model_codec::decode_deltas_with`).
 //! * `bundle_inputs`: the bundle targets' inputs, decoded into
 //!   `deltaswap::fuzzing`'s checkers (also replayed by
 //!   `tests/fuzz_regressions_bundle.rs`).
