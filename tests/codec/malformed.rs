@@ -714,18 +714,26 @@ fn model_stream(s: &Sample, i: usize, window_log: u8) -> Stream {
 #[test]
 fn model_outside_plain_delta_bytes_is_an_unknown_codec() {
     // A well-formed codec-3 descriptor and payload on the control, run and
-    // literal streams, and on the delta bytes of a segment in run layout.
-    for i in 0..2 {
-        for k in 0..5 {
-            let (s, p) = sample_seg(Codec::Raw, i, |g| {
-                let data = g.streams[k].payload.clone();
-                g.streams[k] = Stream::model(&vec![0; data.len()], &data, 12);
-            });
-            assert_eq!(
-                kind(&s.old, &p),
-                K::UnknownCodec(3),
-                "segment {i} stream {k}"
-            );
+    // literal streams, and on the delta bytes of a segment in run layout;
+    // the same with codec 5 (the model with zero blocks), defined exactly
+    // where codec 3 is.
+    let makers: [(u8, Maker); 2] = [
+        (3, |o, d| Stream::model(o, d, 12)),
+        (5, |o, d| Stream::block_model(o, d, 12)),
+    ];
+    for (codec, make) in makers {
+        for i in 0..2 {
+            for k in 0..5 {
+                let (s, p) = sample_seg(Codec::Raw, i, |g| {
+                    let data = g.streams[k].payload.clone();
+                    g.streams[k] = make(&vec![0; data.len()], &data);
+                });
+                assert_eq!(
+                    kind(&s.old, &p),
+                    K::UnknownCodec(codec),
+                    "codec {codec}, segment {i} stream {k}"
+                );
+            }
         }
     }
     // A plain segment whose model delta stream is correct, with one run
@@ -752,21 +760,7 @@ fn model_outside_plain_delta_bytes_is_an_unknown_codec() {
         g.streams[CONTROL] = Stream::custom(5, 3, None, &[]);
     });
     assert_eq!(kind(&s.old, &p), K::UnknownCodec(3));
-    // Codec 5, the model with zero blocks, is defined exactly where codec 3
-    // is: a well-formed one elsewhere is UnknownCodec(5).
-    for i in 0..2 {
-        for k in 0..5 {
-            let (s, p) = sample_seg(Codec::Raw, i, |g| {
-                let data = g.streams[k].payload.clone();
-                g.streams[k] = Stream::block_model(&vec![0; data.len()], &data, 12);
-            });
-            assert_eq!(
-                kind(&s.old, &p),
-                K::UnknownCodec(5),
-                "codec 5, segment {i} stream {k}"
-            );
-        }
-    }
+    // Codec 5 in a plain segment, then with a run stream added.
     let p = plain_model_patch(&s, [Codec::Raw; 5]);
     for k in [ZERO_RUNS, DELTA_LENS] {
         let mut q = p.clone();
