@@ -660,15 +660,13 @@ impl<Z: Sizing> Model<Z> {
     /// the positions to code one by one.
     fn code_block<C: BitCoder>(&mut self, coder: &mut C, nonzero: bool) -> bool {
         let ctx = (u32::BITS - self.run.leading_zeros()) as usize;
-        let changed = {
-            match self.block_flags.get_mut(ctx) {
-                Some(counter) => {
-                    let bit = coder.code(p16(counter.p12() as i32), u32::from(nonzero));
-                    counter.update(bit);
-                    bit == 1
-                }
-                None => nonzero,
+        let changed = match self.block_flags.get_mut(ctx) {
+            Some(counter) => {
+                let bit = coder.code(p16(counter.p12() as i32), u32::from(nonzero));
+                counter.update(bit);
+                bit == 1
             }
+            None => nonzero,
         };
         self.start_block(changed);
         changed
@@ -1871,6 +1869,17 @@ mod tests {
                 }
                 let back = decode_deltas_with(&stored[..stored.len() - 1], &olds, 12, true);
                 assert!(!back.exact, "{len} deltas, gap {gap}: cut short");
+                for i in stored.len().saturating_sub(4)..stored.len() {
+                    for bit in 0..8 {
+                        let mut bad = stored.clone();
+                        bad[i] ^= 1 << bit;
+                        let back = decode_deltas_with(&bad, &olds, 12, true);
+                        assert!(
+                            back.deltas != deltas || !back.exact,
+                            "{len} deltas, gap {gap}: byte {i} bit {bit} flipped"
+                        );
+                    }
+                }
             }
         }
         // A long unchanged stretch costs a few bytes, not one flag per byte.

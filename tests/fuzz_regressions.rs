@@ -157,6 +157,16 @@ fn structured_seeds_are_current() {
             !plain_model || case.model_streams > 0,
             "{name}: no model stream"
         );
+        if name.starts_with("plain-model") {
+            // The codec the seed asks for is the one written.
+            let want = if name.contains("model5") {
+                "block-model"
+            } else {
+                "model"
+            };
+            let info = deltaswap::inspect(&case.patch[..]).unwrap();
+            assert_eq!(info.stream_codecs()[3], [want], "{name}: codec");
+        }
         let codec = if name.starts_with("codec2-") {
             Some(2)
         } else if name.starts_with("model-on-") || name == "model-in-run-layout" {

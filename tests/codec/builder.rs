@@ -144,31 +144,24 @@ impl Stream {
         let window_log = window_log.min(window_cap(deltas.len() as u64));
         let payload =
             deltaswap::model_codec::encode_deltas_with(olds, deltas, u32::from(window_log), blocks);
-        let mut stream = Stream::model_payload(deltas.len() as u64, payload, window_log);
-        if blocks {
-            stream.set_codec(5);
-        }
-        stream
+        let codec = if blocks { 5 } else { 3 };
+        Stream::model_codec_payload(codec, deltas.len() as u64, payload, window_log)
     }
 
     /// Codec 3 with explicit fields (the window as given, canonical or not):
     /// `raw_len 3 stored_len window_log`, where
     /// stored_len is the payload's length.
     pub fn model_payload(raw_len: u64, payload: Vec<u8>, window_log: u8) -> Stream {
+        Stream::model_codec_payload(3, raw_len, payload, window_log)
+    }
+
+    /// [`Stream::model_payload`] with the codec byte given (3 or 5).
+    fn model_codec_payload(codec: u8, raw_len: u64, payload: Vec<u8>, window_log: u8) -> Stream {
         let mut desc = varint(raw_len);
-        desc.push(3);
+        desc.push(codec);
         desc.extend(varint(payload.len() as u64));
         desc.push(window_log);
         Stream { desc, payload }
-    }
-
-    /// Replaces the codec byte of a descriptor that has one (the byte after
-    /// raw_len), e.g. to turn a codec-3 descriptor into codec 5.
-    pub fn set_codec(&mut self, codec: u8) {
-        let at = varint_len(&self.desc);
-        if let Some(b) = self.desc.get_mut(at) {
-            *b = codec;
-        }
     }
 
     /// Codec 4, raw LZMA (no header, no end marker) with `(lc, lp, pb)` and
@@ -489,12 +482,4 @@ pub fn window_cap(len: u64) -> u8 {
         cap += 1;
     }
     cap
-}
-
-/// The length of the varint at the start of `bytes`.
-fn varint_len(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .map_or(bytes.len(), |i| i + 1)
 }
