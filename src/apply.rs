@@ -15,9 +15,9 @@ use std::io::{self, BufReader, Read, Write};
 
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
-    read_segment_header, zigzag_decode, Codec, PatchHeader, PatchInput, SliceReader, StreamDesc,
-    TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, STREAM_NAMES,
-    TRANSFORM_A64_LITERALS, TRANSFORM_X86, ZERO_RUNS,
+    hex_digits, read_segment_header, zigzag_decode, Codec, EditKind, EditList, PatchHeader,
+    PatchInput, SliceReader, StreamDesc, TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS,
+    MAX_LITERAL_EDIT, STREAMS, STREAM_NAMES, TRANSFORM_A64_LITERALS, TRANSFORM_X86, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, PipedHashingWriter, Sha256Digest, PIPE_MIN};
 use crate::limits::Limits;
@@ -211,7 +211,13 @@ impl<R: Read> PatchReader<R> {
             win: Vec::new(),
         };
         let new_len = header.new_len;
+        let edits = header.edits;
         let mut write_all = |out: &mut dyn Write| -> Result<(), Error> {
+            if edits {
+                apply_edits(&mut self.input, &mut state, new_len, out)?;
+                self.input.expect_end()?;
+                return out.flush().map_err(Error::io("writing the new file"));
+            }
             let mut produced: u64 = 0;
             while produced < new_len {
                 let remaining = new_len.saturating_sub(produced);
@@ -746,6 +752,75 @@ fn predict_chunk<S: Source + ?Sized>(
     Ok(())
 }
 
+/// Copies `old[from..to]` to `out` unchanged, through the copy buffer.
+fn copy_old<S: Source + ?Sized, W: Write + ?Sized>(
+    st: &mut ApplyState<'_, S>,
+    from: u64,
+    to: u64,
+    out: &mut W,
+) -> Result<(), Error> {
+    let mut pos = from;
+    while pos < to {
+        let n = usize::try_from(to.saturating_sub(pos))
+            .unwrap_or(usize::MAX)
+            .min(COPY_BUF);
+        let chunk = st.buf.get_mut(..n).ok_or(Error::Bug("copy buffer size"))?;
+        st.old
+            .read_at(pos, chunk)
+            .map_err(Error::io("reading the old file"))?;
+        out.write_all(chunk)
+            .map_err(Error::io("writing the new file"))?;
+        pos = pos.saturating_add(n as u64);
+    }
+    Ok(())
+}
+
+/// Applies the body of a patch in the edit layout (docs/FORMAT.md, "Edit
+/// layout"): the old file, `new_len` bytes like the new one, with the
+/// edits' bytes in place of its own. Holds the last literal edit (at most
+/// [`MAX_LITERAL_EDIT`] bytes) for the hex edits that follow it.
+fn apply_edits<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
+    input: &mut PatchInput<R>,
+    st: &mut ApplyState<'_, S>,
+    new_len: u64,
+    out: &mut W,
+) -> Result<(), Error> {
+    let mut list = EditList::start(input, new_len)?;
+    let mut last = [0u8; MAX_LITERAL_EDIT];
+    let mut pos = 0u64;
+    while let Some((head, start)) = list.next(input)? {
+        copy_old(st, pos, start, out)?;
+        match head.kind {
+            EditKind::Literal => {
+                // At most MAX_LITERAL_EDIT: `EditHead::read` checked it.
+                let len = usize::try_from(head.len).unwrap_or(usize::MAX);
+                let bytes = last
+                    .get_mut(..len)
+                    .ok_or(Error::Bug("literal edit over its bound"))?;
+                input.read_exact(bytes, "literal edit")?;
+                out.write_all(bytes)
+                    .map_err(Error::io("writing the new file"))?;
+            }
+            EditKind::Hex { from } => {
+                // Inside the last literal edit: `EditHead::read` checked it.
+                let source = usize::try_from(head.len / 2)
+                    .ok()
+                    .and_then(|n| last.get(from..from.checked_add(n)?))
+                    .ok_or(Error::Bug("hex edit outside the last literal"))?;
+                let digits = st
+                    .buf
+                    .get_mut(..source.len().saturating_mul(2))
+                    .ok_or(Error::Bug("copy buffer size"))?;
+                hex_digits(source, digits);
+                out.write_all(digits)
+                    .map_err(Error::io("writing the new file"))?;
+            }
+        }
+        pos = start.saturating_add(head.len);
+    }
+    copy_old(st, pos, new_len, out)
+}
+
 /// Applies one segment; returns the bytes it produced.
 fn apply_segment<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     input: &mut PatchInput<R>,
@@ -1163,6 +1238,8 @@ pub struct PatchInfo {
     stored: [u64; STREAMS],
     total_len: u64,
     refs: Option<(u64, u64)>,
+    /// With the edit layout, the number of edits.
+    edits: Option<u64>,
     /// Per stream, one bit per codec id its segments use.
     codecs: [u8; STREAMS],
 }
@@ -1202,6 +1279,23 @@ impl PatchInfo {
     /// ```
     pub fn reference_map(&self) -> Option<(u64, u64)> {
         self.refs
+    }
+    /// With the edit layout (docs/FORMAT.md: a new file of the old one's
+    /// length, written as the few stretches that differ), the number of
+    /// edits; `None` for a patch of segments. An edit-layout patch has no
+    /// segments and no streams.
+    ///
+    /// ```
+    /// let old: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+    /// let mut new = old.clone();
+    /// new[1000] ^= 0x40;
+    /// let info = deltaswap::inspect(&deltaswap::diff(&old, &new)?[..])?;
+    /// assert_eq!(info.edits(), Some(1));
+    /// assert_eq!(info.segments(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn edits(&self) -> Option<u64> {
+        self.edits
     }
     /// Per stream (control, zero runs, delta lengths, delta bytes, literals):
     /// `(name, decoded bytes, stored bytes)`.
@@ -1278,10 +1372,25 @@ pub fn inspect<R: Read>(patch: R) -> Result<PatchInfo, Error> {
         stored: [0; STREAMS],
         total_len: 0,
         refs: refs.map(|(map, stored)| (map.len() as u64, stored)),
+        edits: None,
         codecs: [0; STREAMS],
     };
+    if header.edits {
+        let mut list = EditList::start(&mut input, header.new_len)?;
+        let mut scratch = [0u8; MAX_LITERAL_EDIT];
+        while let Some((head, _)) = list.next(&mut input)? {
+            if head.kind == EditKind::Literal {
+                let len = usize::try_from(head.len).unwrap_or(usize::MAX);
+                let bytes = scratch
+                    .get_mut(..len)
+                    .ok_or(Error::Bug("literal edit over its bound"))?;
+                input.read_exact(bytes, "literal edit")?;
+            }
+        }
+        info.edits = Some(list.count());
+    }
     let mut produced = 0u64;
-    while produced < header.new_len {
+    while produced < header.new_len && !header.edits {
         let seg = read_segment_header(&mut input)?;
         let remaining = header.new_len.saturating_sub(produced);
         if seg.new_len > remaining {

@@ -656,6 +656,22 @@ fn write_seed_corpus() {
     put("apply_fixed_old", "diff-shuffled", &diff(&old, &shuffled));
     put("apply_fixed_old", "diff-empty-new", &diff(&old, b""));
     put("apply_fixed_old", "diff-identity", &diff(&old, &old));
+    // A rebuild: a new 20-byte ID, and a name spelling it in hex (the edit
+    // layout, with a literal and a hex edit).
+    let mut rebuilt = old.clone();
+    let id = random_bytes(10, 20);
+    rebuilt[100..120].copy_from_slice(&id);
+    let digits: Vec<u8> = id[1..]
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    rebuilt[3000..3038].copy_from_slice(&digits);
+    let rebuild_patch = diff(&old, &rebuilt);
+    assert_eq!(
+        deltaswap::inspect(&rebuild_patch[..]).unwrap().edits(),
+        Some(2)
+    );
+    put("apply_fixed_old", "diff-rebuilt", &rebuild_patch);
     put(
         "apply_fixed_old",
         "diff-random-new",

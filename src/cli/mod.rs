@@ -688,7 +688,7 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             .collect();
         writeln!(
             o,
-            "{{\"format_version\":{},\"transform\":{},\"reference_map\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"streams\":[{}]}}",
+            "{{\"format_version\":{},\"transform\":{},\"reference_map\":{},\"old_len\":{},\"old_sha256\":\"{}\",\"new_len\":{},\"new_sha256\":\"{}\",\"patch_len\":{},\"segments\":{},\"edits\":{},\"streams\":[{}]}}",
             h.version(),
             h.transform(),
             match info.reference_map() {
@@ -701,6 +701,7 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             h.new_sha256(),
             info.patch_len(),
             info.segments(),
+            info.edits().map_or("null".to_string(), |n| n.to_string()),
             streams.join(",")
         )
     } else {
@@ -715,8 +716,12 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
         .filter(|(bit, _)| h.transform() & bit != 0)
         .map(|&(_, name)| name)
         .collect();
+        let layout = match info.edits() {
+            Some(n) => format!("edit layout, {n} edit(s)"),
+            None => format!("{} segment(s)", info.segments()),
+        };
         let mut s = format!(
-            "format version: {}\ntransform: {}\nold: {} bytes, sha256 {}\nnew: {} bytes, sha256 {}\npatch: {} bytes ({:.2}% of new), {} segment(s)\n",
+            "format version: {}\ntransform: {}\nold: {} bytes, sha256 {}\nnew: {} bytes, sha256 {}\npatch: {} bytes ({:.2}% of new), {}\n",
             h.version(),
             if transforms.is_empty() {
                 "none".to_string()
@@ -729,14 +734,15 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
             h.new_sha256(),
             info.patch_len(),
             percent(info.patch_len(), h.new_len()),
-            info.segments()
+            layout
         );
         if let Some((breaks, stored)) = info.reference_map() {
             s.push_str(&format!(
                 "reference map: {breaks} breaks, {stored} bytes stored\n"
             ));
         }
-        for ((n, r, st), codecs) in info.streams().into_iter().zip(info.stream_codecs()) {
+        let streams = info.streams().into_iter().zip(info.stream_codecs());
+        for ((n, r, st), codecs) in streams.filter(|_| info.edits().is_none()) {
             let with = if codecs.is_empty() {
                 String::new()
             } else {

@@ -1,6 +1,7 @@
 //! The diff engine (feature `diff`): suffix-array matching, stream building,
 //! parallel compression.
 
+mod edits;
 mod encode;
 mod matcher;
 mod prefetch;
@@ -255,8 +256,40 @@ fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
     out
 }
 
+/// Builds the patch. A new file of the old one's length that differs in few bytes may be
+/// written in the edit layout instead (`edits`): without running the
+/// matcher when its edit list is tiny, else when it is the smaller patch.
 fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Error> {
-    build_patch_with_budget(old, new, packing, WRITER_SEGMENT_BUDGET)
+    let body = if new.is_empty() {
+        None
+    } else {
+        edits::find(old, new)
+    };
+    let edit_patch = |old_hash: &Sha256Digest, new_hash: &Sha256Digest, body: &[u8]| {
+        let mut out = Vec::with_capacity(body.len() + 96);
+        let (old_len, new_len) = (old.len() as u64, new.len() as u64);
+        PatchHeader::encode(old_len, new_len, old_hash, new_hash, 0, true, &mut out);
+        out.extend_from_slice(body);
+        out
+    };
+    match body {
+        Some(body) if body.len() <= edits::ALONE => {
+            let (old_hash, new_hash) =
+                rayon::join(|| Sha256Digest::of(old), || Sha256Digest::of(new));
+            Ok(edit_patch(&old_hash, &new_hash, &body))
+        }
+        Some(body) => {
+            let patch = build_patch_with_budget(old, new, packing, WRITER_SEGMENT_BUDGET)?;
+            let header = crate::PatchReader::new(&patch[..])?.header().clone();
+            let edited = edit_patch(&header.old_sha256, &header.new_sha256, &body);
+            Ok(if edited.len() < patch.len() {
+                edited
+            } else {
+                patch
+            })
+        }
+        None => build_patch_with_budget(old, new, packing, WRITER_SEGMENT_BUDGET),
+    }
 }
 
 fn build_patch_with_budget(
@@ -425,6 +458,7 @@ fn build_patch_with_budget(
         &old_hash,
         &new_hash,
         literals.map_or(0, Literals::bit) | refs.as_ref().map_or(0, |r| r.kinds),
+        false,
         &mut out,
     );
     if let Some(r) = &refs {

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 
+use super::edits::FLAG_EDITS;
 use super::varint::{put_varint, PatchInput};
 use super::{MAGIC, TRANSFORMS_KNOWN, TRANSFORM_A64_LITERALS, TRANSFORM_X86, VERSION};
 use crate::error::{Error, FormatErrorKind};
@@ -31,6 +32,8 @@ pub struct PatchHeader {
     /// `TRANSFORM_REFS`, `TRANSFORM_POINTERS`, `TRANSFORM_A64`,
     /// `TRANSFORM_A64_LITERALS`).
     pub(crate) transform: u8,
+    /// Flag bit 0: the body is an edit list (`super::edits`), not segments.
+    pub(crate) edits: bool,
     /// Bytes the header occupies in the patch.
     pub(crate) encoded_len: u64,
 }
@@ -72,15 +75,19 @@ impl PatchHeader {
         old_sha256: &Sha256Digest,
         new_sha256: &Sha256Digest,
         transform: u8,
+        edits: bool,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
-        out.push(0); // flags
+        out.push(if edits { FLAG_EDITS } else { 0 });
         out.push(transform);
         out.push(0); // reserved
         put_varint(out, old_len);
-        put_varint(out, new_len);
+        // An edit list keeps the old length: it is not written twice.
+        if !edits {
+            put_varint(out, new_len);
+        }
         out.extend_from_slice(old_sha256.as_bytes());
         out.extend_from_slice(new_sha256.as_bytes());
     }
@@ -102,20 +109,28 @@ impl PatchHeader {
             ));
         }
         let flags = input.read_u8("flags")?;
-        if flags != 0 {
+        if flags & !FLAG_EDITS != 0 {
             return Err(input.err("flags", FormatErrorKind::UnknownFlags(flags)));
         }
+        let edits = flags & FLAG_EDITS != 0;
         let transform = input.read_u8("transform")?;
-        // The two literal transforms exclude each other.
+        // The two literal transforms exclude each other; an edit list has none.
         let both_literals = TRANSFORM_X86 | TRANSFORM_A64_LITERALS;
-        if transform & !TRANSFORMS_KNOWN != 0 || transform & both_literals == both_literals {
+        if transform & !TRANSFORMS_KNOWN != 0
+            || transform & both_literals == both_literals
+            || (edits && transform != 0)
+        {
             return Err(input.err("transform", FormatErrorKind::UnknownTransform(transform)));
         }
         if input.read_u8("reserved byte")? != 0 {
             return Err(input.err("reserved byte", FormatErrorKind::Reserved));
         }
         let old_len = input.read_varint("old length")?;
-        let new_len = input.read_varint("new length")?;
+        let new_len = if edits {
+            old_len
+        } else {
+            input.read_varint("new length")?
+        };
         let old_sha256 = Sha256Digest(input.read_array("old SHA-256")?);
         let new_sha256 = Sha256Digest(input.read_array("new SHA-256")?);
         Ok(PatchHeader {
@@ -125,6 +140,7 @@ impl PatchHeader {
             old_sha256,
             new_sha256,
             transform,
+            edits,
             encoded_len: input.offset(),
         })
     }

@@ -5,9 +5,13 @@
 //! every error names the offset where it was found, and through [`SliceReader`]
 //! for decoded streams. Neither ever indexes or allocates from an unchecked value.
 
+mod edits;
 mod header;
 mod varint;
 
+#[cfg(feature = "diff")]
+pub(crate) use edits::hex_byte;
+pub(crate) use edits::{hex_digits, EditHead, EditKind, EditList, MAX_LITERAL_EDIT};
 pub use header::PatchHeader;
 pub(crate) use header::{
     read_segment_header, write_segment_header, write_stream_desc, Codec, LzmaParams, ModelParams,

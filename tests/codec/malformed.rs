@@ -223,7 +223,8 @@ fn unsupported_version() {
 
 #[test]
 fn unknown_flags_transform_reserved() {
-    for v in [1u8, 2, 0x80, 0xff] {
+    // Bit 0 is the edit layout (see `edit_layout_faults`).
+    for v in [2u8, 3, 0x80, 0xff] {
         let (s, p) = sample_with(|h| h.flags = v);
         assert_eq!(kind(&s.old, &p), K::UnknownFlags(v));
     }
@@ -1763,10 +1764,13 @@ fn applies_at_exactly_the_buffer_limit(s: &Sample, bytes: &[u8], need: u64) {
 #[test]
 fn reference_map_at_its_limit() {
     let old = random_bytes(91, (1 << 19) + 1000);
+    // One byte longer, so that the patch has segments (not the edit layout).
+    let mut new = old.clone();
+    new.push(7);
     let patch = deltaswap::DiffOptions::new()
         .level(3)
         .threads(1)
-        .diff(&old, &old)
+        .diff(&old, &new)
         .unwrap();
     let h = naive::header(&patch).unwrap();
     assert!(!h.refs && !h.pointers);
@@ -1788,7 +1792,7 @@ fn reference_map_at_its_limit() {
         p
     };
     let full = with_map(1 << 19);
-    assert_eq!(apply_all(&old, &full).unwrap(), old);
+    assert_eq!(apply_all(&old, &full).unwrap(), new);
     let info = deltaswap::inspect(&full[..]).unwrap();
     assert_eq!(info.reference_map(), Some((1 << 19, 1 << 20)));
     let over = with_map((1 << 19) + 1);
@@ -1958,4 +1962,164 @@ fn lzma_payload_damage_is_refused() {
             reject(&s.old, &good[..len]);
         }
     }
+}
+
+// ---- the edit layout (header flag bit 0) --------------------------------------
+
+/// A patch in the edit layout: the header with flag bit 0 and no new_len,
+/// then `body` (the edit count and the edits).
+fn edit_patch(old: &[u8], new: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut h = Header::for_files(old, new);
+    h.flags = 1;
+    h.new_len.clear();
+    [&h.bytes()[..], body].concat()
+}
+
+/// One edit: gap, tag (length and kind), and the source of a hex edit or
+/// the bytes of a literal one.
+fn edit(gap: u64, len: u64, hex_from: Option<u64>, bytes: &[u8]) -> Vec<u8> {
+    let mut e = varint(gap);
+    e.extend(varint(len << 1 | u64::from(hex_from.is_some())));
+    if let Some(from) = hex_from {
+        e.extend(varint(from));
+    }
+    e.extend_from_slice(bytes);
+    e
+}
+
+/// An old file of 10,000 bytes and, from it, a new one with a literal edit
+/// of 20 bytes at 100, their hex digits 4-13 at 5,000 (a hex edit), and a
+/// literal edit of the last byte; the body that says so.
+fn edit_sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let old = random_bytes(77, 10_000);
+    let mut new = old.clone();
+    let id = random_bytes(78, 20);
+    new[100..120].copy_from_slice(&id);
+    let digits: Vec<u8> = id[4..14]
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    new[5000..5020].copy_from_slice(&digits);
+    new[9999] ^= 0xff;
+    let body = [
+        varint(3),
+        edit(100, 20, None, &id),
+        edit(5000 - 120, 20, Some(4), &[]),
+        edit(9999 - 5020, 1, None, &[new[9999]]),
+    ]
+    .concat();
+    (old, new, body)
+}
+
+#[test]
+fn edit_layout_applies_and_every_truncation_is_refused() {
+    let (old, new, body) = edit_sample();
+    let patch = edit_patch(&old, &new, &body);
+    assert_eq!(apply_all(&old, &patch).unwrap(), new);
+    let info = deltaswap::inspect(&patch[..]).unwrap();
+    assert_eq!(info.edits(), Some(3));
+    assert_eq!(info.segments(), 0);
+    assert_eq!(info.header().new_len(), 10_000);
+    assert!(naive::header(&patch).unwrap().edits);
+    // No edits: the old file itself.
+    assert_eq!(
+        apply_all(&old, &edit_patch(&old, &old, &varint(0))).unwrap(),
+        old
+    );
+    for len in 0..patch.len() {
+        let cut = &patch[..len];
+        let e = reject(&old, cut);
+        assert_eq!(e.format_kind(), Some(K::Truncated), "prefix {len}: {e:?}");
+        let ie = deltaswap::inspect(cut).unwrap_err();
+        assert_eq!(
+            ie.format_kind(),
+            Some(K::Truncated),
+            "inspect, prefix {len}"
+        );
+    }
+    // A byte after the last edit, or a count one short.
+    assert_eq!(kind(&old, &[&patch[..], &[0]].concat()), K::TrailingBytes);
+    let mut short = body.clone();
+    short[0] = 2;
+    assert_eq!(
+        kind(&old, &edit_patch(&old, &new, &short)),
+        K::TrailingBytes
+    );
+    // A wrong byte anywhere in the edits' bytes is the new file's mismatch.
+    let mut wrong = body.clone();
+    wrong[5] ^= 1;
+    assert!(matches!(
+        reject(&old, &edit_patch(&old, &new, &wrong)),
+        Error::HashMismatch {
+            subject: Subject::Target,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn edit_layout_faults() {
+    let (old, new, _) = edit_sample();
+    let with = |edits: &[Vec<u8>]| {
+        let body = [&varint(edits.len() as u64)[..], &edits.concat()].concat();
+        kind(&old, &edit_patch(&old, &new, &body))
+    };
+    let lit = edit(100, 20, None, &new[100..120]);
+    // An edit of no bytes, literal or hex.
+    assert_eq!(with(&[edit(3, 0, None, &[])]), K::EmptyOperation);
+    assert_eq!(
+        with(&[lit.clone(), edit(3, 0, Some(0), &[])]),
+        K::EmptyOperation
+    );
+    // A literal edit over 4,096 bytes.
+    assert_eq!(with(&[edit(0, 4097, None, &old[..4097])]), K::OutOfRange);
+    // Hex edits: an odd number of digits, a source past the last literal
+    // edit, or no literal edit before it.
+    assert_eq!(
+        with(&[lit.clone(), edit(1, 3, Some(0), &[])]),
+        K::OutOfRange
+    );
+    assert_eq!(
+        with(&[lit.clone(), edit(1, 4, Some(19), &[])]),
+        K::OutOfRange
+    );
+    assert_eq!(
+        with(&[lit.clone(), edit(1, 42, Some(0), &[])]),
+        K::OutOfRange
+    );
+    assert_eq!(
+        with(&[lit.clone(), edit(1, 2, Some(u64::MAX), &[])]),
+        K::OutOfRange
+    );
+    assert_eq!(with(&[edit(1, 2, Some(0), &[])]), K::OutOfRange);
+    // Past the end of the file, or past 2^64.
+    assert_eq!(with(&[edit(9_999, 2, None, &[1, 2])]), K::OutputOverrun);
+    assert_eq!(with(&[edit(10_000, 1, None, &[1])]), K::OutputOverrun);
+    assert_eq!(
+        with(&[lit.clone(), edit(u64::MAX, 1, None, &[1])]),
+        K::Overflow
+    );
+    // Flag bit 0 excludes every transform.
+    for t in [1u8, 2, 4, 16] {
+        let mut h = Header::for_files(&old, &new);
+        h.flags = 1;
+        h.new_len.clear();
+        h.transform = t;
+        let p = [&h.bytes()[..], &varint(0)[..]].concat();
+        assert_eq!(kind(&old, &p), K::UnknownTransform(t));
+    }
+    // A wrong old file: refused before anything is written.
+    let (_, _, body) = edit_sample();
+    let patch = edit_patch(&old, &new, &body);
+    let mut other = old.clone();
+    other[0] ^= 1;
+    let (r, written) = stream_apply(&other, &patch, false);
+    assert!(matches!(
+        r,
+        Err(Error::HashMismatch {
+            subject: Subject::Source,
+            ..
+        })
+    ));
+    assert!(written.is_empty());
 }

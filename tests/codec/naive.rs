@@ -92,6 +92,8 @@ pub struct NaiveHeader {
     /// Transform 8: AArch64 branches and page addresses predicted through
     /// the reference map.
     pub a64: bool,
+    /// Flag bit 0: the body is an edit list, not segments.
+    pub edits: bool,
     pub old_len: u64,
     pub new_len: u64,
     pub old_sha256: [u8; 32],
@@ -228,6 +230,9 @@ pub fn segments(patch: &[u8]) -> NaiveResult<Vec<[Desc; 5]>> {
     if h.refs || h.pointers || h.a64 {
         parse_ref_map(&mut c, h.old_len)?;
     }
+    if h.edits {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     let mut produced: u64 = 0;
     while produced < h.new_len {
@@ -306,18 +311,20 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         return Err(format!("unsupported version {version}"));
     }
     let flags = c.byte("flags")?;
-    if flags != 0 {
+    if flags > 1 {
         return Err(format!("unknown flags {flags}"));
     }
+    let edits = flags == 1;
     let transform = c.byte("transform")?;
-    if transform > 31 || transform & 17 == 17 {
+    if transform > 31 || transform & 17 == 17 || (edits && transform != 0) {
         return Err(format!("unknown transform {transform}"));
     }
     if c.byte("reserved")? != 0 {
         return Err("reserved byte".into());
     }
     let old_len = c.varint("old_len")?;
-    let new_len = c.varint("new_len")?;
+    // The edit layout does not write new_len: it is old_len.
+    let new_len = if edits { old_len } else { c.varint("new_len")? };
     let old_sha256 = c.bytes(32, "old_sha256")?.try_into().unwrap();
     let new_sha256 = c.bytes(32, "new_sha256")?.try_into().unwrap();
     Ok(NaiveHeader {
@@ -326,6 +333,7 @@ fn parse_header(c: &mut Cursor<'_>) -> NaiveResult<NaiveHeader> {
         pointers: transform & 4 == 4,
         a64: transform & 8 == 8,
         a64_literals: transform & 16 == 16,
+        edits,
         old_len,
         new_len,
         old_sha256,
@@ -614,6 +622,58 @@ pub fn predict_naive(
         .collect()
 }
 
+/// The edit layout: a copy of the old file, then each edit overwrites its
+/// bytes; the result's SHA-256 is checked.
+fn apply_edits(old: &[u8], c: &mut Cursor<'_>, h: &NaiveHeader) -> NaiveResult<Vec<u8>> {
+    let mut out = old.to_vec();
+    let count = c.varint("edit count")?;
+    let mut pos: u128 = 0;
+    let mut last: &[u8] = &[];
+    for _ in 0..count {
+        let gap = c.varint("edit gap")?;
+        let tag = c.varint("edit tag")?;
+        let len = tag >> 1;
+        if len == 0 {
+            return Err("empty edit".into());
+        }
+        let start = pos + u128::from(gap);
+        let end = start + u128::from(len);
+        if end > u128::from(h.new_len) {
+            return Err("edit past the end of the file".into());
+        }
+        let (start, end) = (start as usize, end as usize);
+        if tag & 1 == 0 {
+            if len > 4096 {
+                return Err("literal edit over 4096 bytes".into());
+            }
+            last = c.bytes(len, "literal edit")?;
+            out[start..end].copy_from_slice(last);
+        } else {
+            if len % 2 == 1 {
+                return Err("odd hex edit".into());
+            }
+            let from = c.varint("hex edit source")?;
+            if u128::from(from) + u128::from(len / 2) > last.len() as u128 {
+                return Err("hex edit outside the last literal edit".into());
+            }
+            let source = &last[from as usize..from as usize + len as usize / 2];
+            let digits: Vec<u8> = source
+                .iter()
+                .flat_map(|b| format!("{b:02x}").into_bytes())
+                .collect();
+            out[start..end].copy_from_slice(&digits);
+        }
+        pos = end as u128;
+    }
+    if !c.at_end() {
+        return Err("bytes after the last edit".into());
+    }
+    if <[u8; 32]>::from(Sha256::digest(&out)) != h.new_sha256 {
+        return Err("new file SHA-256 mismatch".into());
+    }
+    Ok(out)
+}
+
 /// Reads the header, and the reference map after it when the transform
 /// byte asks for one (what `PatchReader::new` reads).
 pub fn header(patch: &[u8]) -> NaiveResult<NaiveHeader> {
@@ -645,6 +705,9 @@ pub fn apply(old: &[u8], patch: &[u8]) -> NaiveResult<Vec<u8>> {
         return Err("old file SHA-256 mismatch".into());
     }
 
+    if h.edits {
+        return apply_edits(old, &mut c, &h);
+    }
     let mut out: Vec<u8> = Vec::new();
     let mut p: u64 = 0;
     let mut model_len: u64 = 0;

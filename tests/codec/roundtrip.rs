@@ -26,7 +26,15 @@ fn check_roundtrip(old: &[u8], new: &[u8], opts: &DiffOptions) -> Vec<u8> {
     assert_eq!(info.patch_len(), patch.len() as u64);
     let literal_raw = info.streams()[4].1;
     assert!(literal_raw <= new.len() as u64);
-    assert_eq!(info.segments() == 0, new.is_empty());
+    // The edit layout has no segments; otherwise only an empty file has none.
+    match info.edits() {
+        Some(_) => {
+            assert_eq!(info.segments(), 0);
+            assert_eq!(old.len(), new.len());
+            assert!(naive::header(&patch).unwrap().edits);
+        }
+        None => assert_eq!(info.segments() == 0, new.is_empty()),
+    }
     // The codecs `inspect` names are those of the oracle's descriptors.
     let segments = naive::segments(&patch).expect("oracle reads the descriptors");
     for (k, names) in info.stream_codecs().iter().enumerate() {

@@ -1,0 +1,287 @@
+//! The edit layout (header flag bit 0, docs/FORMAT.md "Edit layout"): the new
+//! file is the old file, of the same length, with a few stretches replaced.
+//!
+//! ```text
+//! edits := count edit*count
+//! edit  := gap tag (bytes | from)
+//! ```
+//!
+//! `gap` bytes are copied unchanged from the old file at the same position,
+//! then `tag >> 1` bytes are replaced: by the next bytes of the patch
+//! (`tag & 1 == 0`, a *literal* edit), or by the lowercase hexadecimal digits
+//! of `(tag >> 1) / 2` bytes of the last literal edit, from its byte `from`
+//! (`tag & 1 == 1`, a *hex* edit). After the last edit the rest of the old
+//! file is copied.
+
+use std::io::Read;
+
+use super::varint::{put_varint, PatchInput};
+use crate::error::{Error, FormatErrorKind};
+
+/// Header flag bit of the edit layout.
+pub(crate) const FLAG_EDITS: u8 = 1;
+
+/// The most bytes one literal edit carries; a reader holds the last one.
+pub(crate) const MAX_LITERAL_EDIT: usize = 4096;
+
+/// The lowercase hexadecimal digits a hex edit writes.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// What an edit replaces its bytes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EditKind {
+    /// The next `len` bytes of the patch.
+    Literal,
+    /// The hex digits of `len / 2` bytes of the last literal edit, from
+    /// byte `from` of it.
+    Hex { from: usize },
+}
+
+/// One edit's fixed part: what precedes its literal bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EditHead {
+    /// Bytes copied unchanged before the edit.
+    pub(crate) gap: u64,
+    /// Bytes the edit writes, at least 1.
+    pub(crate) len: u64,
+    pub(crate) kind: EditKind,
+}
+
+impl EditHead {
+    /// Appends the edit's fixed part: for a literal edit its `len` bytes
+    /// must follow.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.gap);
+        let kind_bit = u64::from(matches!(self.kind, EditKind::Hex { .. }));
+        put_varint(out, self.len << 1 | kind_bit);
+        if let EditKind::Hex { from } = self.kind {
+            put_varint(out, from as u64);
+        }
+    }
+
+    /// Reads one edit's fixed part. `last_literal` is the length of the last
+    /// literal edit before it (0 if there is none): a hex edit must lie
+    /// inside it.
+    pub(crate) fn read<R: Read>(
+        input: &mut PatchInput<R>,
+        last_literal: usize,
+    ) -> Result<EditHead, Error> {
+        let gap = input.read_varint("edit gap")?;
+        let tag = input.read_varint("edit length")?;
+        let len = tag >> 1;
+        if len == 0 {
+            return Err(input.err("edit length", FormatErrorKind::EmptyOperation));
+        }
+        if tag & 1 == 0 {
+            if len > MAX_LITERAL_EDIT as u64 {
+                return Err(input.err("edit length", FormatErrorKind::OutOfRange));
+            }
+            return Ok(EditHead {
+                gap,
+                len,
+                kind: EditKind::Literal,
+            });
+        }
+        if len % 2 != 0 {
+            return Err(input.err("edit length", FormatErrorKind::OutOfRange));
+        }
+        let from = input.read_varint("hex edit source")?;
+        let inside = from
+            .checked_add(len / 2)
+            .is_some_and(|end| end <= last_literal as u64);
+        let from = usize::try_from(from)
+            .ok()
+            .filter(|_| inside)
+            .ok_or_else(|| input.err("hex edit source", FormatErrorKind::OutOfRange))?;
+        Ok(EditHead {
+            gap,
+            len,
+            kind: EditKind::Hex { from },
+        })
+    }
+}
+
+/// Reads an edit list front to back, checking where each edit lies.
+#[derive(Debug)]
+pub(crate) struct EditList {
+    /// Edits not yet read.
+    left: u64,
+    /// Total edits the list declares.
+    count: u64,
+    /// New-file position after the last edit read.
+    pos: u64,
+    /// Length of the new file.
+    len: u64,
+    /// Length of the last literal edit read (0 before the first).
+    last_literal: usize,
+}
+
+impl EditList {
+    /// Reads the edit count of a list for a new file of `len` bytes.
+    pub(crate) fn start<R: Read>(input: &mut PatchInput<R>, len: u64) -> Result<Self, Error> {
+        let count = input.read_varint("edit count")?;
+        Ok(EditList {
+            left: count,
+            count,
+            pos: 0,
+            len,
+            last_literal: 0,
+        })
+    }
+
+    /// The number of edits the list declares.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The next edit and the new-file position where it starts, or `None`
+    /// after the last. A literal edit's bytes follow in `input`: the caller
+    /// reads them before the next call. Every edit writes at least one
+    /// byte and must end inside the file, so the list is bounded by the
+    /// file as well as by the patch.
+    pub(crate) fn next<R: Read>(
+        &mut self,
+        input: &mut PatchInput<R>,
+    ) -> Result<Option<(EditHead, u64)>, Error> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let head = EditHead::read(input, self.last_literal)?;
+        let start = self
+            .pos
+            .checked_add(head.gap)
+            .ok_or_else(|| input.err("edit gap", FormatErrorKind::Overflow))?;
+        let end = start
+            .checked_add(head.len)
+            .ok_or_else(|| input.err("edit length", FormatErrorKind::Overflow))?;
+        if end > self.len {
+            return Err(input.err("edit length", FormatErrorKind::OutputOverrun));
+        }
+        if head.kind == EditKind::Literal {
+            // At most MAX_LITERAL_EDIT: `EditHead::read` checked it.
+            self.last_literal = usize::try_from(head.len).unwrap_or(MAX_LITERAL_EDIT);
+        }
+        self.left -= 1;
+        self.pos = end;
+        Ok(Some((head, start)))
+    }
+}
+
+/// Writes the lowercase hex digits of `bytes` into `out`, two per byte;
+/// returns the digits written (`out` may be shorter than needed).
+pub(crate) fn hex_digits(bytes: &[u8], out: &mut [u8]) -> usize {
+    let mut n = 0;
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair.copy_from_slice(&[
+            HEX_DIGITS[usize::from(b >> 4)],
+            HEX_DIGITS[usize::from(b & 15)],
+        ]);
+        n += 2;
+    }
+    n
+}
+
+/// The byte two lowercase hex digits spell, if they are such digits.
+#[cfg(feature = "diff")]
+pub(crate) fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some(digit(hi)? << 4 | digit(lo)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(head: EditHead, last_literal: usize) -> Result<EditHead, Error> {
+        let mut bytes = Vec::new();
+        head.encode(&mut bytes);
+        let mut input = PatchInput::new(&bytes[..]);
+        let read = EditHead::read(&mut input, last_literal)?;
+        input.expect_end()?;
+        Ok(read)
+    }
+
+    #[test]
+    fn heads_round_trip() {
+        for head in [
+            EditHead {
+                gap: 0,
+                len: 1,
+                kind: EditKind::Literal,
+            },
+            EditHead {
+                gap: u64::MAX,
+                len: MAX_LITERAL_EDIT as u64,
+                kind: EditKind::Literal,
+            },
+            EditHead {
+                gap: 92_215_780,
+                len: 38,
+                kind: EditKind::Hex { from: 1 },
+            },
+        ] {
+            assert_eq!(round_trip(head, 20).unwrap(), head);
+        }
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        let kind = |e: Error| match e {
+            Error::Format(f) => f.kind(),
+            other => panic!("not a format error: {other}"),
+        };
+        let literal = |len| EditHead {
+            gap: 3,
+            len,
+            kind: EditKind::Literal,
+        };
+        let hex = |len, from| EditHead {
+            gap: 3,
+            len,
+            kind: EditKind::Hex { from },
+        };
+        assert_eq!(
+            kind(round_trip(literal(0), 0).unwrap_err()),
+            FormatErrorKind::EmptyOperation
+        );
+        assert_eq!(
+            kind(round_trip(literal(MAX_LITERAL_EDIT as u64 + 1), 0).unwrap_err()),
+            FormatErrorKind::OutOfRange
+        );
+        // Odd digit counts, sources past the last literal, or no literal.
+        for (len, from, last) in [(3, 0, 20), (40, 1, 20), (2, 0, 0), (2, usize::MAX, 20)] {
+            assert_eq!(
+                kind(round_trip(hex(len, from), last).unwrap_err()),
+                FormatErrorKind::OutOfRange,
+                "len {len} from {from} last {last}"
+            );
+        }
+        assert_eq!(round_trip(hex(40, 0), 20).unwrap(), hex(40, 0));
+    }
+
+    #[test]
+    fn hex_digits_and_bytes_agree() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut digits = vec![0u8; 512];
+        assert_eq!(hex_digits(&bytes, &mut digits), 512);
+        assert_eq!(&digits[..8], b"00010203");
+        assert_eq!(&digits[510..], b"ff");
+        // A short output takes whole pairs only.
+        let mut short = [0u8; 5];
+        assert_eq!(hex_digits(&[0xab, 0xcd, 0xef], &mut short), 4);
+        assert_eq!(&short[..4], b"abcd");
+        #[cfg(feature = "diff")]
+        for (i, pair) in digits.chunks_exact(2).enumerate() {
+            assert_eq!(hex_byte(pair[0], pair[1]), Some(i as u8));
+        }
+        #[cfg(feature = "diff")]
+        for bad in [b'A', b'g', b' ', b'/', b':'] {
+            assert_eq!(hex_byte(bad, b'0'), None);
+            assert_eq!(hex_byte(b'0', bad), None);
+        }
+    }
+}
