@@ -16,8 +16,9 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{Error, FormatErrorKind, Subject};
 use crate::format::{
     hex_digits, read_segment_header, zigzag_decode, Codec, EditKind, EditList, PatchHeader,
-    PatchInput, SliceReader, StreamDesc, TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS,
-    MAX_LITERAL_EDIT, STREAMS, STREAM_NAMES, TRANSFORM_A64_LITERALS, TRANSFORM_X86, ZERO_RUNS,
+    PatchInput, SliceReader, StreamDesc, TakeCounted, CONTROL, DELTA_BYTES, DELTA_LENS,
+    HEX_SOURCES, LITERALS, MAX_LITERAL_EDIT, STREAMS, STREAM_NAMES, TRANSFORM_A64_LITERALS,
+    TRANSFORM_X86, ZERO_RUNS,
 };
 use crate::hash::{Hasher, HashingWriter, PipedHashingWriter, Sha256Digest, PIPE_MIN};
 use crate::limits::Limits;
@@ -777,8 +778,9 @@ fn copy_old<S: Source + ?Sized, W: Write + ?Sized>(
 
 /// Applies the body of a patch in the edit layout (docs/FORMAT.md, "Edit
 /// layout"): the old file, `new_len` bytes like the new one, with the
-/// edits' bytes in place of its own. Holds the last literal edit (at most
-/// [`MAX_LITERAL_EDIT`] bytes) for the hex edits that follow it.
+/// edits' bytes in place of its own. Holds the last [`HEX_SOURCES`] literal
+/// edits (at most [`MAX_LITERAL_EDIT`] bytes each) for the hex edits that
+/// follow them.
 fn apply_edits<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     input: &mut PatchInput<R>,
     st: &mut ApplyState<'_, S>,
@@ -786,27 +788,40 @@ fn apply_edits<R: Read, S: Source + ?Sized, W: Write + ?Sized>(
     out: &mut W,
 ) -> Result<(), Error> {
     let mut list = EditList::start(input, new_len)?;
-    let mut last = [0u8; MAX_LITERAL_EDIT];
+    // The last HEX_SOURCES literal edits, one slot each (16 KiB).
+    let mut ring = vec![0u8; HEX_SOURCES * MAX_LITERAL_EDIT];
     let mut pos = 0u64;
     while let Some((head, start)) = list.next(input)? {
         copy_old(st, pos, start, out)?;
         match head.kind {
             EditKind::Literal => {
-                // At most MAX_LITERAL_EDIT: `EditHead::read` checked it.
+                // At most MAX_LITERAL_EDIT: `EditHead::read` checked it, and
+                // `next` has given it the newest slot.
                 let len = usize::try_from(head.len).unwrap_or(usize::MAX);
-                let bytes = last
-                    .get_mut(..len)
-                    .ok_or(Error::Bug("literal edit over its bound"))?;
+                let at = list
+                    .recent()
+                    .slot(0)
+                    .ok_or(Error::Bug("literal edit without a slot"))?
+                    * MAX_LITERAL_EDIT;
+                let bytes = ring
+                    .get_mut(at..at.saturating_add(len))
+                    .ok_or(Error::Bug("literal edit over its slot"))?;
                 input.read_exact(bytes, "literal edit")?;
                 out.write_all(bytes)
                     .map_err(Error::io("writing the new file"))?;
             }
-            EditKind::Hex { from } => {
-                // Inside the last literal edit: `EditHead::read` checked it.
+            EditKind::Hex { back, from } => {
+                // Inside that literal edit: `EditHead::read` checked it.
+                let at = list
+                    .recent()
+                    .slot(back)
+                    .ok_or(Error::Bug("hex edit without a source"))?
+                    * MAX_LITERAL_EDIT;
+                let first = at.saturating_add(from);
                 let source = usize::try_from(head.len / 2)
                     .ok()
-                    .and_then(|n| last.get(from..from.checked_add(n)?))
-                    .ok_or(Error::Bug("hex edit outside the last literal"))?;
+                    .and_then(|n| ring.get(first..first.checked_add(n)?))
+                    .ok_or(Error::Bug("hex edit outside its literal edit"))?;
                 let digits = st
                     .buf
                     .get_mut(..source.len().saturating_mul(2))

@@ -6,12 +6,12 @@
 //! [`find`] compares the two files and lists the changed stretches: two
 //! stretches less than [`MERGE_GAP`] apart are one edit (a gap costs at
 //! least two bytes of framing). A stretch of lowercase hex digits that spell
-//! bytes of the last literal edit becomes a hex edit: Debian and Fedora name
-//! a library's detached debug file after its build ID, so a rebuild changes
-//! the 20 bytes of the ID and 38 digits of the name, and the digits cost
-//! three bytes instead of 38.
+//! bytes of one of the last four literal edits becomes a hex edit: Debian
+//! and Fedora name a library's detached debug file after its build ID, so a
+//! rebuild changes the 20 bytes of the ID and 38 digits of the name, and the
+//! digits cost three bytes instead of 38.
 
-use crate::format::{hex_byte, put_varint, EditHead, EditKind, MAX_LITERAL_EDIT};
+use crate::format::{hex_byte, put_varint, EditHead, EditKind, HEX_SOURCES, MAX_LITERAL_EDIT};
 
 /// An edit list of at most this many bytes (count and edits) is written
 /// without running the matcher: the segment layout's own framing (a segment
@@ -42,19 +42,27 @@ pub(super) fn find(old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
     let mut edits = Vec::new();
     let mut count = 0u64;
     let mut pos = 0usize;
-    // The last literal edit, as a range of `new`.
-    let mut last: Option<(usize, usize)> = None;
+    // The last HEX_SOURCES literal edits, as ranges of `new`, newest last.
+    let mut recent: Vec<(usize, usize)> = Vec::with_capacity(HEX_SOURCES + 1);
     for (start, end) in stretches {
-        let literal_cost = framing(start - pos, end - start, false, 0) + (end - start);
-        let hex = last
-            .and_then(|(a, b)| new.get(a..b))
-            .and_then(|lit| hex_edit(new, pos, start, end, lit));
+        let literal_cost = framing(start - pos, end - start, None) + (end - start);
+        // The cheapest hex edit from any of the recent literal edits.
+        let hex = recent
+            .iter()
+            .rev()
+            .enumerate()
+            .filter_map(|(back, &(a, b))| {
+                let (hs, he, from) = hex_edit(new, pos, start, end, new.get(a..b)?)?;
+                let kind = EditKind::Hex { back, from };
+                Some((framing(hs - pos, he - hs, Some(kind)), hs, he, kind))
+            })
+            .min_by_key(|&(cost, ..)| cost);
         match hex {
-            Some((hs, he, from)) if framing(hs - pos, he - hs, true, from) < literal_cost => {
+            Some((cost, hs, he, kind)) if cost < literal_cost => {
                 EditHead {
                     gap: (hs - pos) as u64,
                     len: (he - hs) as u64,
-                    kind: EditKind::Hex { from },
+                    kind,
                 }
                 .encode(&mut edits);
                 count += 1;
@@ -72,7 +80,10 @@ pub(super) fn find(old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
                     .encode(&mut edits);
                     edits.extend_from_slice(new.get(at..at + piece)?);
                     count += 1;
-                    last = Some((at, at + piece));
+                    if recent.len() == HEX_SOURCES {
+                        recent.remove(0);
+                    }
+                    recent.push((at, at + piece));
                     at += piece;
                     pos = at;
                 }
@@ -88,14 +99,10 @@ pub(super) fn find(old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
     (body.len() <= MAX_BODY).then_some(body)
 }
 
-/// The bytes of an edit's fixed part.
-fn framing(gap: usize, len: usize, hex: bool, from: usize) -> usize {
+/// The bytes of an edit's fixed part (a literal edit with `None`).
+fn framing(gap: usize, len: usize, hex: Option<EditKind>) -> usize {
     let mut v = Vec::with_capacity(30);
-    let kind = if hex {
-        EditKind::Hex { from }
-    } else {
-        EditKind::Literal
-    };
+    let kind = hex.unwrap_or(EditKind::Literal);
     EditHead {
         gap: gap as u64,
         len: len as u64,
@@ -234,6 +241,18 @@ mod tests {
         let body = find(&old, &new).unwrap();
         // count, a literal edit of 20 bytes, a hex edit, a literal of 1.
         assert_eq!(body.len(), 1 + (2 + 1 + 20) + (2 + 1 + 1) + (1 + 1 + 1));
+        // Changes between the ID and the name: the name still refers to the
+        // ID, three literal edits back.
+        let mut between = new.clone();
+        for p in [1000, 2000, 3000] {
+            between[p] ^= 0x10;
+        }
+        let body = find(&old, &between).unwrap();
+        assert_eq!(body.len(), 1 + 23 + 3 * 4 + 4 + 3);
+        // Four are too many: the name is written out.
+        between[3500] ^= 0x10;
+        let body = find(&old, &between).unwrap();
+        assert!(body.len() > 1 + 23 + 4 * 4 + 38, "{}", body.len());
     }
 
     #[test]

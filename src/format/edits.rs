@@ -9,7 +9,8 @@
 //! `gap` bytes are copied unchanged from the old file at the same position,
 //! then `tag >> 1` bytes are replaced: by the next bytes of the patch
 //! (`tag & 1 == 0`, a *literal* edit), or by the lowercase hexadecimal digits
-//! of `(tag >> 1) / 2` bytes of the last literal edit, from its byte `from`
+//! of `(tag >> 1) / 2` bytes of one of the last four literal edits
+//! (`from & 3` of them back, 0 for the last), from its byte `from >> 2`
 //! (`tag & 1 == 1`, a *hex* edit). After the last edit the rest of the old
 //! file is copied.
 
@@ -21,8 +22,12 @@ use crate::error::{Error, FormatErrorKind};
 /// Header flag bit of the edit layout.
 pub(crate) const FLAG_EDITS: u8 = 1;
 
-/// The most bytes one literal edit carries; a reader holds the last one.
+/// The most bytes one literal edit carries.
 pub(crate) const MAX_LITERAL_EDIT: usize = 4096;
+
+/// A hex edit takes its bytes from one of the last this many literal
+/// edits: a reader holds them (16 KiB).
+pub(crate) const HEX_SOURCES: usize = 4;
 
 /// The lowercase hexadecimal digits a hex edit writes.
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -32,9 +37,9 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 pub(crate) enum EditKind {
     /// The next `len` bytes of the patch.
     Literal,
-    /// The hex digits of `len / 2` bytes of the last literal edit, from
-    /// byte `from` of it.
-    Hex { from: usize },
+    /// The hex digits of `len / 2` bytes of the literal edit `back` literal
+    /// edits before the last (0: the last), from its byte `from`.
+    Hex { back: usize, from: usize },
 }
 
 /// One edit's fixed part: what precedes its literal bytes.
@@ -54,17 +59,16 @@ impl EditHead {
         put_varint(out, self.gap);
         let kind_bit = u64::from(matches!(self.kind, EditKind::Hex { .. }));
         put_varint(out, self.len << 1 | kind_bit);
-        if let EditKind::Hex { from } = self.kind {
-            put_varint(out, from as u64);
+        if let EditKind::Hex { back, from } = self.kind {
+            put_varint(out, (from as u64) << 2 | (back as u64 & 3));
         }
     }
 
-    /// Reads one edit's fixed part. `last_literal` is the length of the last
-    /// literal edit before it (0 if there is none): a hex edit must lie
-    /// inside it.
+    /// Reads one edit's fixed part. `recent` holds the lengths of the
+    /// literal edits before it: a hex edit must lie inside one of them.
     pub(crate) fn read<R: Read>(
         input: &mut PatchInput<R>,
-        last_literal: usize,
+        recent: &RecentLiterals,
     ) -> Result<EditHead, Error> {
         let gap = input.read_varint("edit gap")?;
         let tag = input.read_varint("edit length")?;
@@ -85,10 +89,14 @@ impl EditHead {
         if len % 2 != 0 {
             return Err(input.err("edit length", FormatErrorKind::OutOfRange));
         }
-        let from = input.read_varint("hex edit source")?;
-        let inside = from
-            .checked_add(len / 2)
-            .is_some_and(|end| end <= last_literal as u64);
+        let source = input.read_varint("hex edit source")?;
+        // At most 3: two bits.
+        let back = (source & 3) as usize;
+        let from = source >> 2;
+        let inside = recent.len_back(back).is_some_and(|lit_len| {
+            from.checked_add(len / 2)
+                .is_some_and(|end| end <= lit_len as u64)
+        });
         let from = usize::try_from(from)
             .ok()
             .filter(|_| inside)
@@ -96,8 +104,43 @@ impl EditHead {
         Ok(EditHead {
             gap,
             len,
-            kind: EditKind::Hex { from },
+            kind: EditKind::Hex { back, from },
         })
+    }
+}
+
+/// The lengths of the last [`HEX_SOURCES`] literal edits, and where a
+/// reader that holds them in a ring of as many slots keeps each.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RecentLiterals {
+    /// By ring slot: the length of the literal edit held there.
+    lens: [usize; HEX_SOURCES],
+    /// Literal edits seen so far.
+    count: u64,
+}
+
+impl RecentLiterals {
+    /// Records a literal edit of `len` bytes; returns its ring slot.
+    pub(crate) fn push(&mut self, len: usize) -> usize {
+        let slot = (self.count % HEX_SOURCES as u64) as usize;
+        if let Some(l) = self.lens.get_mut(slot) {
+            *l = len;
+        }
+        self.count += 1;
+        slot
+    }
+
+    /// The ring slot of the literal edit `back` before the last (0: the
+    /// last), if there is one.
+    pub(crate) fn slot(&self, back: usize) -> Option<usize> {
+        let back = back as u64;
+        (back < HEX_SOURCES as u64 && back < self.count)
+            .then(|| ((self.count - 1 - back) % HEX_SOURCES as u64) as usize)
+    }
+
+    /// The length of the literal edit `back` before the last, if there is one.
+    pub(crate) fn len_back(&self, back: usize) -> Option<usize> {
+        self.slot(back).and_then(|s| self.lens.get(s).copied())
     }
 }
 
@@ -112,8 +155,8 @@ pub(crate) struct EditList {
     pos: u64,
     /// Length of the new file.
     len: u64,
-    /// Length of the last literal edit read (0 before the first).
-    last_literal: usize,
+    /// The literal edits read so far.
+    recent: RecentLiterals,
 }
 
 impl EditList {
@@ -125,13 +168,19 @@ impl EditList {
             count,
             pos: 0,
             len,
-            last_literal: 0,
+            recent: RecentLiterals::default(),
         })
     }
 
     /// The number of edits the list declares.
     pub(crate) fn count(&self) -> u64 {
         self.count
+    }
+
+    /// The literal edits read so far: where a reader holding them in a
+    /// ring of [`HEX_SOURCES`] slots finds each.
+    pub(crate) fn recent(&self) -> &RecentLiterals {
+        &self.recent
     }
 
     /// The next edit and the new-file position where it starts, or `None`
@@ -146,7 +195,7 @@ impl EditList {
         if self.left == 0 {
             return Ok(None);
         }
-        let head = EditHead::read(input, self.last_literal)?;
+        let head = EditHead::read(input, &self.recent)?;
         let start = self
             .pos
             .checked_add(head.gap)
@@ -159,7 +208,8 @@ impl EditList {
         }
         if head.kind == EditKind::Literal {
             // At most MAX_LITERAL_EDIT: `EditHead::read` checked it.
-            self.last_literal = usize::try_from(head.len).unwrap_or(MAX_LITERAL_EDIT);
+            self.recent
+                .push(usize::try_from(head.len).unwrap_or(MAX_LITERAL_EDIT));
         }
         self.left -= 1;
         self.pos = end;
@@ -196,11 +246,16 @@ pub(crate) fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn round_trip(head: EditHead, last_literal: usize) -> Result<EditHead, Error> {
+    /// Encodes and reads `head` after literal edits of `literals` bytes.
+    fn round_trip(head: EditHead, literals: &[usize]) -> Result<EditHead, Error> {
+        let mut recent = RecentLiterals::default();
+        for &len in literals {
+            recent.push(len);
+        }
         let mut bytes = Vec::new();
         head.encode(&mut bytes);
         let mut input = PatchInput::new(&bytes[..]);
-        let read = EditHead::read(&mut input, last_literal)?;
+        let read = EditHead::read(&mut input, &recent)?;
         input.expect_end()?;
         Ok(read)
     }
@@ -221,11 +276,40 @@ mod tests {
             EditHead {
                 gap: 92_215_780,
                 len: 38,
-                kind: EditKind::Hex { from: 1 },
+                kind: EditKind::Hex { back: 0, from: 1 },
+            },
+            EditHead {
+                gap: 5,
+                len: 2,
+                kind: EditKind::Hex { back: 3, from: 4 },
             },
         ] {
-            assert_eq!(round_trip(head, 20).unwrap(), head);
+            assert_eq!(round_trip(head, &[5, 6, 7, 20]).unwrap(), head);
         }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_four_literals() {
+        let mut recent = RecentLiterals::default();
+        assert_eq!(recent.slot(0), None);
+        for (k, len) in [10, 20, 30, 40, 50, 60].into_iter().enumerate() {
+            assert_eq!(recent.push(len), k % HEX_SOURCES);
+            assert_eq!(recent.len_back(0), Some(len));
+        }
+        // 60 in slot 1, 50 in slot 0, 40 in slot 3, 30 in slot 2.
+        let backs: Vec<_> = (0..5)
+            .map(|b| (recent.slot(b), recent.len_back(b)))
+            .collect();
+        assert_eq!(
+            backs,
+            [
+                (Some(1), Some(60)),
+                (Some(0), Some(50)),
+                (Some(3), Some(40)),
+                (Some(2), Some(30)),
+                (None, None)
+            ]
+        );
     }
 
     #[test]
@@ -239,28 +323,42 @@ mod tests {
             len,
             kind: EditKind::Literal,
         };
-        let hex = |len, from| EditHead {
+        let hex = |len, back, from| EditHead {
             gap: 3,
             len,
-            kind: EditKind::Hex { from },
+            kind: EditKind::Hex { back, from },
         };
         assert_eq!(
-            kind(round_trip(literal(0), 0).unwrap_err()),
+            kind(round_trip(literal(0), &[]).unwrap_err()),
             FormatErrorKind::EmptyOperation
         );
         assert_eq!(
-            kind(round_trip(literal(MAX_LITERAL_EDIT as u64 + 1), 0).unwrap_err()),
+            kind(round_trip(literal(MAX_LITERAL_EDIT as u64 + 1), &[]).unwrap_err()),
             FormatErrorKind::OutOfRange
         );
-        // Odd digit counts, sources past the last literal, or no literal.
-        for (len, from, last) in [(3, 0, 20), (40, 1, 20), (2, 0, 0), (2, usize::MAX, 20)] {
+        // Odd digit counts, sources past the literal edit, or a literal
+        // edit further back than there are.
+        let literals = [8, 20];
+        for (len, back, from) in [
+            (3, 0, 0),
+            (40, 0, 1),
+            (18, 1, 0),
+            (2, 2, 0),
+            (2, 0, 1 << 40),
+        ] {
             assert_eq!(
-                kind(round_trip(hex(len, from), last).unwrap_err()),
+                kind(round_trip(hex(len, back, from), &literals).unwrap_err()),
                 FormatErrorKind::OutOfRange,
-                "len {len} from {from} last {last}"
+                "len {len} back {back} from {from}"
             );
         }
-        assert_eq!(round_trip(hex(40, 0), 20).unwrap(), hex(40, 0));
+        assert_eq!(
+            kind(round_trip(hex(2, 0, 0), &[]).unwrap_err()),
+            FormatErrorKind::OutOfRange
+        );
+        for ok in [hex(40, 0, 0), hex(16, 1, 0), hex(2, 1, 7)] {
+            assert_eq!(round_trip(ok, &literals).unwrap(), ok);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod varint;
 
 #[cfg(feature = "diff")]
 pub(crate) use edits::hex_byte;
-pub(crate) use edits::{hex_digits, EditHead, EditKind, EditList, MAX_LITERAL_EDIT};
+pub(crate) use edits::{hex_digits, EditHead, EditKind, EditList, HEX_SOURCES, MAX_LITERAL_EDIT};
 pub use header::PatchHeader;
 pub(crate) use header::{
     read_segment_header, write_segment_header, write_stream_desc, Codec, LzmaParams, ModelParams,

@@ -1975,26 +1975,30 @@ fn edit_patch(old: &[u8], new: &[u8], body: &[u8]) -> Vec<u8> {
     [&h.bytes()[..], body].concat()
 }
 
-/// One edit: gap, tag (length and kind), and the source of a hex edit or
-/// the bytes of a literal one.
-fn edit(gap: u64, len: u64, hex_from: Option<u64>, bytes: &[u8]) -> Vec<u8> {
+/// One edit: gap, tag (length and kind), and the source of a hex edit
+/// (`(back, from)`: from byte `from` of the literal edit `back` before the
+/// last) or the bytes of a literal one.
+fn edit(gap: u64, len: u64, hex: Option<(u64, u64)>, bytes: &[u8]) -> Vec<u8> {
     let mut e = varint(gap);
-    e.extend(varint(len << 1 | u64::from(hex_from.is_some())));
-    if let Some(from) = hex_from {
-        e.extend(varint(from));
+    e.extend(varint(len << 1 | u64::from(hex.is_some())));
+    if let Some((back, from)) = hex {
+        e.extend(varint(from << 2 | back));
     }
     e.extend_from_slice(bytes);
     e
 }
 
 /// An old file of 10,000 bytes and, from it, a new one with a literal edit
-/// of 20 bytes at 100, their hex digits 4-13 at 5,000 (a hex edit), and a
-/// literal edit of the last byte; the body that says so.
+/// of 20 bytes at 100, one of 2 bytes at 200, the hex digits of bytes 4-13
+/// of the first at 5,000 (a hex edit), and a literal edit of the last byte;
+/// the body that says so.
 fn edit_sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let old = random_bytes(77, 10_000);
     let mut new = old.clone();
     let id = random_bytes(78, 20);
     new[100..120].copy_from_slice(&id);
+    new[200] ^= 1;
+    new[201] ^= 1;
     let digits: Vec<u8> = id[4..14]
         .iter()
         .flat_map(|b| format!("{b:02x}").into_bytes())
@@ -2002,9 +2006,10 @@ fn edit_sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     new[5000..5020].copy_from_slice(&digits);
     new[9999] ^= 0xff;
     let body = [
-        varint(3),
+        varint(4),
         edit(100, 20, None, &id),
-        edit(5000 - 120, 20, Some(4), &[]),
+        edit(80, 2, None, &new[200..202]),
+        edit(5000 - 202, 20, Some((1, 4)), &[]),
         edit(9999 - 5020, 1, None, &[new[9999]]),
     ]
     .concat();
@@ -2017,7 +2022,7 @@ fn edit_layout_applies_and_every_truncation_is_refused() {
     let patch = edit_patch(&old, &new, &body);
     assert_eq!(apply_all(&old, &patch).unwrap(), new);
     let info = deltaswap::inspect(&patch[..]).unwrap();
-    assert_eq!(info.edits(), Some(3));
+    assert_eq!(info.edits(), Some(4));
     assert_eq!(info.segments(), 0);
     assert_eq!(info.header().new_len(), 10_000);
     assert!(naive::header(&patch).unwrap().edits);
@@ -2040,7 +2045,7 @@ fn edit_layout_applies_and_every_truncation_is_refused() {
     // A byte after the last edit, or a count one short.
     assert_eq!(kind(&old, &[&patch[..], &[0]].concat()), K::TrailingBytes);
     let mut short = body.clone();
-    short[0] = 2;
+    short[0] = 3;
     assert_eq!(
         kind(&old, &edit_patch(&old, &new, &short)),
         K::TrailingBytes
@@ -2068,30 +2073,47 @@ fn edit_layout_faults() {
     // An edit of no bytes, literal or hex.
     assert_eq!(with(&[edit(3, 0, None, &[])]), K::EmptyOperation);
     assert_eq!(
-        with(&[lit.clone(), edit(3, 0, Some(0), &[])]),
+        with(&[lit.clone(), edit(3, 0, Some((0, 0)), &[])]),
         K::EmptyOperation
     );
     // A literal edit over 4,096 bytes.
     assert_eq!(with(&[edit(0, 4097, None, &old[..4097])]), K::OutOfRange);
-    // Hex edits: an odd number of digits, a source past the last literal
-    // edit, or no literal edit before it.
+    // Hex edits: an odd number of digits, a source past its literal edit,
+    // a literal edit further back than there are, or none before it.
+    for (len, source) in [
+        (3, (0, 0)),
+        (4, (0, 19)),
+        (42, (0, 0)),
+        (2, (0, 1 << 60)),
+        (2, (1, 0)),
+    ] {
+        assert_eq!(
+            with(&[lit.clone(), edit(1, len, Some(source), &[])]),
+            K::OutOfRange,
+            "{len} digits from {source:?}"
+        );
+    }
+    assert_eq!(with(&[edit(1, 2, Some((0, 0)), &[])]), K::OutOfRange);
+    // After five literal edits, the one three before the last is the
+    // second: the ring of four holds it, and every applier agrees.
+    let mut rebuilt = old.clone();
+    let mut edits = Vec::new();
+    for k in 0..5usize {
+        let bytes = random_bytes(200 + k as u64, 20);
+        rebuilt[100 + 30 * k..120 + 30 * k].copy_from_slice(&bytes);
+        edits.push(edit(if k == 0 { 100 } else { 10 }, 20, None, &bytes));
+    }
+    let digits: Vec<u8> = rebuilt[130..140]
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    rebuilt[5000..5020].copy_from_slice(&digits);
+    edits.push(edit(5000 - 240, 20, Some((3, 0)), &[]));
+    let body = [&varint(6)[..], &edits.concat()].concat();
     assert_eq!(
-        with(&[lit.clone(), edit(1, 3, Some(0), &[])]),
-        K::OutOfRange
+        apply_all(&old, &edit_patch(&old, &rebuilt, &body)).unwrap(),
+        rebuilt
     );
-    assert_eq!(
-        with(&[lit.clone(), edit(1, 4, Some(19), &[])]),
-        K::OutOfRange
-    );
-    assert_eq!(
-        with(&[lit.clone(), edit(1, 42, Some(0), &[])]),
-        K::OutOfRange
-    );
-    assert_eq!(
-        with(&[lit.clone(), edit(1, 2, Some(u64::MAX), &[])]),
-        K::OutOfRange
-    );
-    assert_eq!(with(&[edit(1, 2, Some(0), &[])]), K::OutOfRange);
     // Past the end of the file, or past 2^64.
     assert_eq!(with(&[edit(9_999, 2, None, &[1, 2])]), K::OutputOverrun);
     assert_eq!(with(&[edit(10_000, 1, None, &[1])]), K::OutputOverrun);

@@ -628,7 +628,8 @@ fn apply_edits(old: &[u8], c: &mut Cursor<'_>, h: &NaiveHeader) -> NaiveResult<V
     let mut out = old.to_vec();
     let count = c.varint("edit count")?;
     let mut pos: u128 = 0;
-    let mut last: &[u8] = &[];
+    // Every literal edit so far; a hex edit may use the last four.
+    let mut literals: Vec<&[u8]> = Vec::new();
     for _ in 0..count {
         let gap = c.varint("edit gap")?;
         let tag = c.varint("edit tag")?;
@@ -646,17 +647,23 @@ fn apply_edits(old: &[u8], c: &mut Cursor<'_>, h: &NaiveHeader) -> NaiveResult<V
             if len > 4096 {
                 return Err("literal edit over 4096 bytes".into());
             }
-            last = c.bytes(len, "literal edit")?;
-            out[start..end].copy_from_slice(last);
+            let bytes = c.bytes(len, "literal edit")?;
+            out[start..end].copy_from_slice(bytes);
+            literals.push(bytes);
         } else {
             if len % 2 == 1 {
                 return Err("odd hex edit".into());
             }
-            let from = c.varint("hex edit source")?;
-            if u128::from(from) + u128::from(len / 2) > last.len() as u128 {
-                return Err("hex edit outside the last literal edit".into());
+            let source = c.varint("hex edit source")?;
+            let (back, from) = ((source & 3) as usize, source >> 2);
+            if back >= literals.len() {
+                return Err("hex edit from a literal edit that is not there".into());
             }
-            let source = &last[from as usize..from as usize + len as usize / 2];
+            let lit = literals[literals.len() - 1 - back];
+            if u128::from(from) + u128::from(len / 2) > lit.len() as u128 {
+                return Err("hex edit outside its literal edit".into());
+            }
+            let source = &lit[from as usize..from as usize + len as usize / 2];
             let digits: Vec<u8> = source
                 .iter()
                 .flat_map(|b| format!("{b:02x}").into_bytes())
