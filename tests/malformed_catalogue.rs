@@ -1,5 +1,6 @@
 //! The malformed-input catalogue of RELIABILITY.md §5.2, classes 1–17 (the
-//! single-patch classes), as committed vector files.
+//! single-patch classes) and 20 (the edit layout, added with it), as
+//! committed vector files.
 //!
 //! `tests/fixtures/malformed/<nn>-<class>/<vector>.patch`, with `<vector>.old`
 //! when the vector needs another old file than `tests/fixtures/malformed/old.bin`,
@@ -18,7 +19,7 @@
 //! `cargo test --test malformed_catalogue -- --ignored write_catalogue`
 //! regenerates the files, and `committed_files_match_the_generator` checks
 //! that they are up to date. Classes 18 (signature / manifest) and 19 (bundle
-//! paths) concern bundles and are not here yet.
+//! paths) concern bundles: `tests/malformed_bundles.rs`.
 
 #[path = "codec/builder.rs"]
 #[allow(dead_code)]
@@ -47,7 +48,7 @@ struct Vector {
     expect: String,
 }
 
-const CLASSES: [&str; 17] = [
+const CLASSES: [&str; 18] = [
     "01-magic-version",
     "02-truncation",
     "03-negative-header-sizes",
@@ -65,6 +66,7 @@ const CLASSES: [&str; 17] = [
     "15-trailing-garbage",
     "16-wrong-base",
     "17-result-mismatch",
+    "20-edit-layout",
 ];
 
 fn fixtures() -> PathBuf {
@@ -1288,6 +1290,94 @@ fn catalogue() -> Vec<Vector> {
             None,
             &old[1..11],
         ),
+        "HashMismatch:target".into(),
+    );
+
+    // 20. The edit layout (header flag bit 0; 18 and 19 are the bundle
+    // classes): every edit checked before it is applied.
+    let c = CLASSES[17];
+    let mut new = old.clone();
+    new[10..14].copy_from_slice(b"\x01\x02\x03\x04");
+    new[100..108].copy_from_slice(b"01020304");
+    let edits = |new: &[u8], edits: &[&[u8]]| {
+        let mut h = Header::for_files(&old, new);
+        h.flags = 1;
+        h.new_len.clear();
+        let mut p = h.bytes();
+        p.extend(varint(edits.len() as u64));
+        for e in edits {
+            p.extend_from_slice(e);
+        }
+        p
+    };
+    // gap 10, 4 literal bytes; then gap 86, 8 hex digits of them.
+    let literal: &[u8] = &[10, 8, 1, 2, 3, 4];
+    let hex: &[u8] = &[86, 17, 0];
+    add(
+        c,
+        "edit-past-end",
+        edits(&new, &[literal, &[0x8f, 0x03, 2, 7]]),
+        fmt("OutputOverrun"),
+    );
+    add(
+        c,
+        "gap-overflow",
+        edits(
+            &new,
+            &[
+                literal,
+                &[
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 2, 7,
+                ],
+            ],
+        ),
+        fmt("Overflow"),
+    );
+    add(
+        c,
+        "hex-before-any-literal",
+        edits(&new, &[hex]),
+        fmt("OutOfRange"),
+    );
+    add(
+        c,
+        "hex-past-its-literal",
+        edits(&new, &[literal, &[86, 17, 4]]),
+        fmt("OutOfRange"),
+    );
+    add(
+        c,
+        "hex-odd-digits",
+        edits(&new, &[literal, &[86, 15, 0]]),
+        fmt("OutOfRange"),
+    );
+    add(
+        c,
+        "empty-edit",
+        edits(&new, &[&[10, 0]]),
+        fmt("EmptyOperation"),
+    );
+    add(
+        c,
+        "literal-over-4096",
+        edits(&new, &[&[0, 0x82, 0x40]]),
+        fmt("OutOfRange"),
+    );
+    let mut three = edits(&new, &[literal, hex]);
+    three[74] = 3;
+    add(c, "count-past-the-edits", three, fmt("Truncated"));
+    let mut after = edits(&new, &[literal, hex]);
+    after.push(0);
+    add(c, "byte-after-the-edits", after, fmt("TrailingBytes"));
+    let mut transform = edits(&new, &[literal, hex]);
+    transform[6] = 2;
+    add(c, "with-a-transform", transform, fmt("UnknownTransform(2)"));
+    let mut other = new.clone();
+    other[105] = b'f';
+    add(
+        c,
+        "valid-edits-other-bytes",
+        edits(&other, &[literal, hex]),
         "HashMismatch:target".into(),
     );
 
