@@ -6,6 +6,10 @@
 //!   later address, so the displacements that cross an edit change, which is
 //!   what makes real executable deltas hard.
 //! * `unrelated-512KiB`: two unrelated 512 KiB random buffers (the worst case: no match).
+//! * `rebuild-16MiB`: a 16 MiB file and its rebuild, which differs only in
+//!   a 20-byte build ID and, near the end, the 38 hex digits of a debug
+//!   file's name that spell it and a 4-byte checksum (the edit layout,
+//!   docs/FORMAT.md: the diff is a comparison and two hashes).
 //!
 //! Group `diff` measures `DiffOptions::diff` (suffix-array index + matching +
 //! stream compression) at the default settings and single-threaded; group
@@ -174,6 +178,25 @@ fn unrelated_pair(size: usize) -> (Vec<u8>, Vec<u8>) {
     (Rng(1).bytes(size), Rng(2).bytes(size))
 }
 
+fn rebuild_pair(size: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng(3);
+    let mut old = rng.bytes(size);
+    let mut new = old.clone();
+    for (file, id) in [(&mut old, rng.bytes(20)), (&mut new, rng.bytes(20))] {
+        file[0x280..0x294].copy_from_slice(&id);
+        let name: Vec<u8> = id[1..]
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect();
+        let at = size - 4096;
+        file[at..at + 38].copy_from_slice(&name);
+        file[at + 38..at + 44].copy_from_slice(b".debug");
+        let crc = rng.bytes(4);
+        file[at + 48..at + 52].copy_from_slice(&crc);
+    }
+    (old, new)
+}
+
 struct Case {
     name: &'static str,
     old: Vec<u8>,
@@ -186,6 +209,7 @@ fn cases() -> Vec<Case> {
     for (name, (old, new)) in [
         ("library", library_pair(4 << 20)),
         ("unrelated-512KiB", unrelated_pair(512 << 10)),
+        ("rebuild-16MiB", rebuild_pair(16 << 20)),
     ] {
         let patch = DiffOptions::new().diff(&old, &new).expect("diff");
         // Correctness, once, outside the timed loops.
