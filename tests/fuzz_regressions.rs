@@ -702,6 +702,17 @@ fn write_seed_corpus() {
     n2[7] = 0;
     n2.extend_from_slice(b"tail");
     put("apply_any_old", "diff", &any(&o2, &diff(&o2, &n2), true));
+    // The edit layout: an ID and, further on, its hex digits.
+    let mut n3 = o2.clone();
+    n3[10..30].copy_from_slice(&random_bytes(11, 20));
+    let digits: Vec<u8> = n3[11..30]
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    n3[200..238].copy_from_slice(&digits);
+    let edited = diff(&o2, &n3);
+    assert_eq!(deltaswap::inspect(&edited[..]).unwrap().edits(), Some(2));
+    put("apply_any_old", "diff-rebuilt", &any(&o2, &edited, true));
     put(
         "apply_any_old",
         "empty-old",
