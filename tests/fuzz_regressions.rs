@@ -595,7 +595,7 @@ fn a64_code(inserted: usize) -> Vec<u8> {
 #[test]
 #[ignore = "writes fuzz/corpus; run explicitly to regenerate the seeds"]
 fn write_seed_corpus() {
-    use builder::{assemble, op, plan, random_bytes, sample, Codec};
+    use builder::{assemble, op, plan, random_bytes, rebuilt, sample, Codec};
     let corpus = root().join("fuzz/corpus");
     let put = |target: &str, name: &str, data: &[u8]| {
         let dir = corpus.join(target);
@@ -658,15 +658,7 @@ fn write_seed_corpus() {
     put("apply_fixed_old", "diff-identity", &diff(&old, &old));
     // A rebuild: a new 20-byte ID, and a name spelling it in hex (the edit
     // layout, with a literal and a hex edit).
-    let mut rebuilt = old.clone();
-    let id = random_bytes(10, 20);
-    rebuilt[100..120].copy_from_slice(&id);
-    let digits: Vec<u8> = id[1..]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
-    rebuilt[3000..3038].copy_from_slice(&digits);
-    let rebuild_patch = diff(&old, &rebuilt);
+    let rebuild_patch = diff(&old, &rebuilt(&old, 100, 3000, 10));
     assert_eq!(
         deltaswap::inspect(&rebuild_patch[..]).unwrap().edits(),
         Some(2)
@@ -703,14 +695,7 @@ fn write_seed_corpus() {
     n2.extend_from_slice(b"tail");
     put("apply_any_old", "diff", &any(&o2, &diff(&o2, &n2), true));
     // The edit layout: an ID and, further on, its hex digits.
-    let mut n3 = o2.clone();
-    n3[10..30].copy_from_slice(&random_bytes(11, 20));
-    let digits: Vec<u8> = n3[11..30]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
-    n3[200..238].copy_from_slice(&digits);
-    let edited = diff(&o2, &n3);
+    let edited = diff(&o2, &rebuilt(&o2, 10, 200, 11));
     assert_eq!(deltaswap::inspect(&edited[..]).unwrap().edits(), Some(2));
     put("apply_any_old", "diff-rebuilt", &any(&o2, &edited, true));
     put(

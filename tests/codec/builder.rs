@@ -409,6 +409,26 @@ pub fn assemble(old: &[u8], new: &[u8], segs: &[SegmentData], codec: Codec) -> P
 }
 
 /// Deterministic pseudo-random bytes (splitmix64).
+/// The lowercase hex digits of `bytes`, two per byte (what a hex edit of
+/// the edit layout writes).
+pub fn hex_digits(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect()
+}
+
+/// `old` rebuilt: a new 20-byte ID (from `seed`) at `id_at`, and at
+/// `name_at` the 38 hex digits of all but its first byte, as Debian names a
+/// detached debug file after a build ID.
+pub fn rebuilt(old: &[u8], id_at: usize, name_at: usize, seed: u64) -> Vec<u8> {
+    let mut new = old.to_vec();
+    let id = random_bytes(seed, 20);
+    new[id_at..id_at + 20].copy_from_slice(&id);
+    new[name_at..name_at + 38].copy_from_slice(&hex_digits(&id[1..]));
+    new
+}
+
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut s = seed;
     let mut out = Vec::with_capacity(len + 8);

@@ -6,9 +6,9 @@ use deltaswap::{Error, FormatErrorKind as K, Limits, PatchReader, Sha256Digest, 
 use proptest::prelude::*;
 
 use crate::builder::{
-    assemble, copied_olds, op, plan, random_bytes, sample, sha256, to_plain, varint, window_cap,
-    zigzag, zstd_frame, Codec, Header, Op, Patch, Sample, Segment, SegmentData, Stream, CONTROL,
-    DELTA_BYTES, DELTA_LENS, LITERALS, ZERO_RUNS,
+    assemble, copied_olds, hex_digits, op, plan, random_bytes, sample, sha256, to_plain, varint,
+    window_cap, zigzag, zstd_frame, Codec, Header, Op, Patch, Sample, Segment, SegmentData, Stream,
+    CONTROL, DELTA_BYTES, DELTA_LENS, LITERALS, ZERO_RUNS,
 };
 use crate::{apply_all, naive, stream_apply, OneByteWriter};
 
@@ -1999,10 +1999,7 @@ fn edit_sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     new[100..120].copy_from_slice(&id);
     new[200] ^= 1;
     new[201] ^= 1;
-    let digits: Vec<u8> = id[4..14]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
+    let digits = hex_digits(&id[4..14]);
     new[5000..5020].copy_from_slice(&digits);
     new[9999] ^= 0xff;
     let body = [
@@ -2103,10 +2100,7 @@ fn edit_layout_faults() {
         rebuilt[100 + 30 * k..120 + 30 * k].copy_from_slice(&bytes);
         edits.push(edit(if k == 0 { 100 } else { 10 }, 20, None, &bytes));
     }
-    let digits: Vec<u8> = rebuilt[130..140]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
+    let digits = hex_digits(&rebuilt[130..140]);
     rebuilt[5000..5020].copy_from_slice(&digits);
     edits.push(edit(5000 - 240, 20, Some((3, 0)), &[]));
     let body = [&varint(6)[..], &edits.concat()].concat();

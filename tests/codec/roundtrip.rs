@@ -4,7 +4,7 @@
 use deltaswap::{DiffOptions, PatchReader, Sha256Digest};
 use proptest::prelude::*;
 
-use crate::builder::{random_bytes, sha256};
+use crate::builder::{random_bytes, rebuilt, sha256};
 use crate::{apply_all, naive};
 
 /// Diffs, then checks every applier against the oracle and the header against
@@ -400,6 +400,54 @@ fn identical_files_give_tiny_patches() {
             patch.len()
         );
     }
+}
+
+/// Identical files are an edit list of no edits: the header and a count.
+#[test]
+fn identical_files_are_no_edits() {
+    let data = random_bytes(5, 50_000);
+    let patch = check_roundtrip(&data, &data, &DiffOptions::new());
+    assert_eq!(deltaswap::inspect(&patch[..]).unwrap().edits(), Some(0));
+    // magic to reserved (8), old_len (3), two digests (64), the count (1).
+    assert_eq!(patch.len(), 8 + 3 + 64 + 1);
+}
+
+/// A rebuild (a new build ID and the hex digits of a debug file's name
+/// spelling it) is an edit list: a literal edit and a hex edit, also with
+/// up to three other changes between them, at every level and thread count;
+/// a patch with more changes than an edit list holds, or of files of other
+/// lengths, is in segments.
+#[test]
+fn rebuilt_files_are_edit_lists() {
+    let old = random_bytes(6, 300_000);
+    let new = rebuilt(&old, 640, 250_000, 7);
+    let mut patches = Vec::new();
+    for opts in [DiffOptions::new(), fast(), DiffOptions::new().threads(2)] {
+        let patch = check_roundtrip(&old, &new, &opts);
+        assert_eq!(deltaswap::inspect(&patch[..]).unwrap().edits(), Some(2));
+        // Header (8 + 3 + 64), count, the ID (3 + 20), the name (gap 3,
+        // tag 1, source 1).
+        assert_eq!(patch.len(), 75 + 1 + 23 + 5);
+        patches.push(patch);
+    }
+    assert!(patches.windows(2).all(|w| w[0] == w[1]));
+    let mut between = new.clone();
+    for p in [1_000, 2_000, 3_000] {
+        between[p] ^= 0x20;
+    }
+    let patch = check_roundtrip(&old, &between, &fast());
+    assert_eq!(deltaswap::inspect(&patch[..]).unwrap().edits(), Some(5));
+    assert_eq!(patch.len(), 75 + 1 + 23 + 3 * 4 + 5);
+    // 20 KiB of scattered changes: more than an edit list may hold.
+    let mut busy = new.clone();
+    for p in (10_000..210_000).step_by(10) {
+        busy[p] ^= 1;
+    }
+    let patch = check_roundtrip(&old, &busy, &fast());
+    assert_eq!(deltaswap::inspect(&patch[..]).unwrap().edits(), None);
+    // One byte longer: segments.
+    let patch = check_roundtrip(&old, &[&new[..], b"!"].concat(), &fast());
+    assert_eq!(deltaswap::inspect(&patch[..]).unwrap().edits(), None);
 }
 
 #[test]
