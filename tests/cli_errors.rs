@@ -266,6 +266,40 @@ fn info_names_each_stream_and_its_codec() {
     }
 }
 
+/// `info` on a patch in the edit layout (a file of the same length with
+/// one changed byte): the edit count instead of streams, in text and JSON;
+/// the patch applies.
+#[test]
+fn info_names_the_edit_layout() {
+    let f = Fixture::new();
+    let old = fs::read(f.dir.join("old")).expect("read");
+    let mut same_len = old.clone();
+    same_len[30_000] ^= 0x80;
+    fs::write(f.dir.join("same"), &same_len).expect("write");
+    let r = f.run(&["diff", "old", "same", "e"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = f.run(&["info", "e"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("edit layout, 1 edit(s)\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("stream "), "{}", r.stdout);
+    let r = f.run(&["info", "--json", "e"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(r#""segments":0,"edits":1,"#),
+        "{}",
+        r.stdout
+    );
+    let r = f.run(&["info", "--json", "p"]);
+    assert!(r.stdout.contains(r#""edits":null,"#), "{}", r.stdout);
+    let r = f.run(&["apply", "old", "e", "out"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(fs::read(f.dir.join("out")).expect("read"), same_len);
+}
+
 #[test]
 fn bundle_mistakes() {
     let f = Fixture::new();
