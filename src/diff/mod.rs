@@ -112,6 +112,23 @@ impl DiffOptions {
 
     /// Computes a patch that turns `old` into `new`.
     ///
+    /// When `new` has the length of `old` and differs from it in few bytes
+    /// (a rebuild, a re-signing), the patch may be in the edit layout
+    /// (docs/FORMAT.md): a list of the changed stretches, made without
+    /// running the matcher when it takes at most 128 bytes, and kept over
+    /// the segments when it is the smaller patch.
+    ///
+    /// ```
+    /// let old: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    /// let mut new = old.clone();
+    /// new[640..660].copy_from_slice(&[0x5a; 20]);
+    /// let patch = deltaswap::DiffOptions::new().diff(&old, &new)?;
+    /// assert_eq!(deltaswap::inspect(&patch[..])?.edits(), Some(1));
+    /// assert!(patch.len() < 110);
+    /// assert_eq!(deltaswap::apply(&old, &patch)?, new);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// Only [`Error::Io`] from the compressor in practice.
