@@ -17,8 +17,9 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::format::{
-    write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
+    write_segment_header, write_stream_desc, PatchHeader, PatchInput, SegmentHeader, StreamDesc,
+    DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG,
+    ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
 use crate::transform::Literals;
@@ -273,9 +274,10 @@ fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
     out
 }
 
-/// Builds the patch. A new file of the old one's length that differs in few bytes may be
-/// written in the edit layout instead (`edits`): without running the
-/// matcher when its edit list is tiny, else when it is the smaller patch.
+/// Builds the patch. A new file of the old one's length that differs in few
+/// bytes may be written in the edit layout instead (`edits`): without
+/// running the matcher when its edit list is tiny, else when it is the
+/// smaller patch.
 fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Error> {
     let body = if new.is_empty() {
         None
@@ -297,7 +299,9 @@ fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Erro
         }
         Some(body) => {
             let patch = build_patch_with_budget(old, new, packing, WRITER_SEGMENT_BUDGET)?;
-            let header = crate::PatchReader::new(&patch[..])?.header().clone();
+            // The digests the segment patch's header carries (read without
+            // a reader's limits: this is our own patch).
+            let header = PatchHeader::read(&mut PatchInput::new(&patch[..]))?;
             let edited = edit_patch(&header.old_sha256, &header.new_sha256, &body);
             Ok(if edited.len() < patch.len() {
                 edited
