@@ -9,7 +9,7 @@
 //! bytes of one of the last four literal edits becomes a hex edit: Debian
 //! and Fedora name a library's detached debug file after its build ID, so a
 //! rebuild changes the 20 bytes of the ID and 38 digits of the name, and the
-//! digits cost three bytes instead of 38.
+//! name's edit takes six bytes (gap, tag, source) instead of 43.
 
 use crate::format::{hex_byte, put_varint, EditHead, EditKind, HEX_SOURCES, MAX_LITERAL_EDIT};
 
