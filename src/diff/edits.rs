@@ -7,7 +7,7 @@
 //! stretches less than [`MERGE_GAP`] apart are one edit (a gap costs at
 //! least two bytes of framing). A stretch of lowercase hex digits that spell
 //! bytes of one of the last four literal edits becomes a hex edit: Debian
-//! and Fedora name a library's detached debug file after its build ID, so a
+//! and Ubuntu name a library's detached debug file after its build ID, so a
 //! rebuild changes the 20 bytes of the ID and 38 digits of the name, and the
 //! name's edit takes six bytes (gap, tag, source) instead of 43.
 
