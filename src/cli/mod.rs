@@ -741,8 +741,16 @@ fn cmd_info(patch: &Path, json: bool) -> Result<(), Failure> {
                 "reference map: {breaks} breaks, {stored} bytes stored\n"
             ));
         }
-        let streams = info.streams().into_iter().zip(info.stream_codecs());
-        for ((n, r, st), codecs) in streams.filter(|_| info.edits().is_none()) {
+        // An edit list has no streams.
+        let streams = match info.edits() {
+            Some(_) => Vec::new(),
+            None => info
+                .streams()
+                .into_iter()
+                .zip(info.stream_codecs())
+                .collect(),
+        };
+        for ((n, r, st), codecs) in streams {
             let with = if codecs.is_empty() {
                 String::new()
             } else {

@@ -148,7 +148,8 @@ fn is_hex_digit(c: u8) -> bool {
 
 /// A hex edit `(start, end, from)` that covers the changed stretch
 /// `new[c0..c1]`, starting at or after `pos`: the digits of `new[start..end]`
-/// spell `lit[from..from + (end - start) / 2]`.
+/// spell `lit[from..from + (end - start) / 2]` (the shortest, if both
+/// pairings of the digits do).
 fn hex_edit(
     new: &[u8],
     pos: usize,
@@ -156,27 +157,17 @@ fn hex_edit(
     c1: usize,
     lit: &[u8],
 ) -> Option<(usize, usize, usize)> {
-    if !new.get(c0..c1)?.iter().all(|&c| is_hex_digit(c)) {
+    let digit_at = |i: usize| new.get(i).is_some_and(|&c| is_hex_digit(c));
+    if !(c0..c1).all(digit_at) {
         return None;
     }
-    // The run of digits around the stretch, never before `pos`.
-    let reach = 2 * MAX_LITERAL_EDIT;
-    let mut a = c0;
-    while a > pos && c0 - a < reach && new.get(a - 1).is_some_and(|&c| is_hex_digit(c)) {
-        a -= 1;
-    }
-    let mut b = c1;
-    while b - c1 < reach && new.get(b).is_some_and(|&c| is_hex_digit(c)) {
-        b += 1;
-    }
+    // Digits come in pairs: the edit starts at the stretch or one digit
+    // before it (never before `pos`), and ends at it or one digit after.
+    let starts = [Some(c0), (c0 > pos && digit_at(c0 - 1)).then(|| c0 - 1)];
     let mut best: Option<(usize, usize, usize)> = None;
-    for parity in [a, a + 1] {
-        if parity > c0 {
-            continue;
-        }
-        let start = parity + (c0 - parity) / 2 * 2;
+    for start in starts.into_iter().flatten() {
         let end = start + (c1 - start).div_ceil(2) * 2;
-        if end > b || (end - start) / 2 > lit.len() {
+        if (end > c1 && !digit_at(c1)) || (end - start) / 2 > lit.len() {
             continue;
         }
         let bytes: Option<Vec<u8>> = new
@@ -186,8 +177,7 @@ fn hex_edit(
             .collect();
         let bytes = bytes?;
         if let Some(from) = lit.windows(bytes.len()).position(|w| w == bytes) {
-            let better = best.is_none_or(|(s, e, _)| end - start < e - s);
-            if better {
+            if best.is_none_or(|(s, e, _)| end - start < e - s) {
                 best = Some((start, end, from));
             }
         }

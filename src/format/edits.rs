@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! edits := count edit*count
-//! edit  := gap tag (bytes | from)
+//! edit  := gap tag (bytes | source)
 //! ```
 //!
 //! `gap` bytes are copied unchanged from the old file at the same position,
 //! then `tag >> 1` bytes are replaced: by the next bytes of the patch
 //! (`tag & 1 == 0`, a *literal* edit), or by the lowercase hexadecimal digits
 //! of `(tag >> 1) / 2` bytes of one of the last four literal edits
-//! (`from & 3` of them back, 0 for the last), from its byte `from >> 2`
+//! (`source & 3` of them back, 0 for the last), from its byte `source >> 2`
 //! (`tag & 1 == 1`, a *hex* edit). After the last edit the rest of the old
 //! file is copied.
 
@@ -120,14 +120,14 @@ pub(crate) struct RecentLiterals {
 }
 
 impl RecentLiterals {
-    /// Records a literal edit of `len` bytes; returns its ring slot.
-    pub(crate) fn push(&mut self, len: usize) -> usize {
+    /// Records a literal edit of `len` bytes, in the slot after the last
+    /// one's (`slot(0)` from now on).
+    pub(crate) fn push(&mut self, len: usize) {
         let slot = (self.count % HEX_SOURCES as u64) as usize;
         if let Some(l) = self.lens.get_mut(slot) {
             *l = len;
         }
         self.count += 1;
-        slot
     }
 
     /// The ring slot of the literal edit `back` before the last (0: the
@@ -217,18 +217,15 @@ impl EditList {
     }
 }
 
-/// Writes the lowercase hex digits of `bytes` into `out`, two per byte;
-/// returns the digits written (`out` may be shorter than needed).
-pub(crate) fn hex_digits(bytes: &[u8], out: &mut [u8]) -> usize {
-    let mut n = 0;
+/// Writes the lowercase hex digits of `bytes` into `out`, two per byte, as
+/// many as fit in whole pairs.
+pub(crate) fn hex_digits(bytes: &[u8], out: &mut [u8]) {
     for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
         pair.copy_from_slice(&[
             HEX_DIGITS[usize::from(b >> 4)],
             HEX_DIGITS[usize::from(b & 15)],
         ]);
-        n += 2;
     }
-    n
 }
 
 /// The byte two lowercase hex digits spell, if they are such digits.
@@ -293,7 +290,8 @@ mod tests {
         let mut recent = RecentLiterals::default();
         assert_eq!(recent.slot(0), None);
         for (k, len) in [10, 20, 30, 40, 50, 60].into_iter().enumerate() {
-            assert_eq!(recent.push(len), k % HEX_SOURCES);
+            recent.push(len);
+            assert_eq!(recent.slot(0), Some(k % HEX_SOURCES));
             assert_eq!(recent.len_back(0), Some(len));
         }
         // 60 in slot 1, 50 in slot 0, 40 in slot 3, 30 in slot 2.
@@ -365,13 +363,13 @@ mod tests {
     fn hex_digits_and_bytes_agree() {
         let bytes: Vec<u8> = (0..=255).collect();
         let mut digits = vec![0u8; 512];
-        assert_eq!(hex_digits(&bytes, &mut digits), 512);
+        hex_digits(&bytes, &mut digits);
         assert_eq!(&digits[..8], b"00010203");
         assert_eq!(&digits[510..], b"ff");
         // A short output takes whole pairs only.
         let mut short = [0u8; 5];
-        assert_eq!(hex_digits(&[0xab, 0xcd, 0xef], &mut short), 4);
-        assert_eq!(&short[..4], b"abcd");
+        hex_digits(&[0xab, 0xcd, 0xef], &mut short);
+        assert_eq!(&short, b"abcd\0");
         #[cfg(feature = "diff")]
         for (i, pair) in digits.chunks_exact(2).enumerate() {
             assert_eq!(hex_byte(pair[0], pair[1]), Some(i as u8));

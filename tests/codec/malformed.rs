@@ -2111,10 +2111,16 @@ fn edit_layout_faults() {
     // Past the end of the file, or past 2^64.
     assert_eq!(with(&[edit(9_999, 2, None, &[1, 2])]), K::OutputOverrun);
     assert_eq!(with(&[edit(10_000, 1, None, &[1])]), K::OutputOverrun);
-    assert_eq!(
-        with(&[lit.clone(), edit(u64::MAX, 1, None, &[1])]),
-        K::Overflow
-    );
+    // Which sum overflows: the gap's, or (the gap reaching 2^64 - 1
+    // exactly) the edit's length.
+    for (gap, what) in [(u64::MAX, "edit gap"), (u64::MAX - 120, "edit length")] {
+        let body = [&varint(2)[..], &lit, &edit(gap, 1, None, &[1])].concat();
+        let e = reject(&old, &edit_patch(&old, &new, &body));
+        let Error::Format(f) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((f.kind(), f.what()), (K::Overflow, what));
+    }
     // Flag bit 0 excludes every transform.
     for t in [1u8, 2, 4, 16] {
         let mut h = Header::for_files(&old, &new);
