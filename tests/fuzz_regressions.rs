@@ -167,20 +167,25 @@ fn structured_seeds_are_current() {
             let info = deltaswap::inspect(&case.patch[..]).unwrap();
             assert_eq!(info.stream_codecs()[3], [want], "{name}: codec");
         }
-        let codec = if name.starts_with("codec2-") {
-            Some(2)
-        } else if name.starts_with("model-on-") || name == "model-in-run-layout" {
-            Some(3)
-        } else if name.starts_with("model5-on-") || name == "model5-in-run-layout" {
-            Some(5)
-        } else {
-            None
+        use deltaswap::FormatErrorKind as K;
+        let want = match name {
+            _ if name.starts_with("codec2-") => Some(K::UnknownCodec(2)),
+            _ if name.starts_with("model-on-") || name == "model-in-run-layout" => {
+                Some(K::UnknownCodec(3))
+            }
+            _ if name.starts_with("model5-on-") || name == "model5-in-run-layout" => {
+                Some(K::UnknownCodec(5))
+            }
+            "edits-count-over" => Some(K::Truncated),
+            "edits-count-under" | "edits-trailer" => Some(K::TrailingBytes),
+            "edits-transform" => Some(K::UnknownTransform(3)),
+            _ => None,
         };
-        assert_eq!(
-            case.expected_error,
-            codec.map(deltaswap::FormatErrorKind::UnknownCodec),
-            "{name}: expected error"
-        );
+        assert_eq!(case.expected_error, want, "{name}: expected error");
+        if valid && name.starts_with("edits") {
+            let info = deltaswap::inspect(&case.patch[..]).unwrap();
+            assert!(info.edits().is_some(), "{name}: read as an edit list");
+        }
         let committed = fs::read(dir.join(format!("seed-{name}"))).unwrap_or_default();
         assert!(
             committed == bytes,
@@ -231,6 +236,7 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         stream_faults,
         trailer: Vec::new(),
         refs: None,
+        edits: None,
     };
     // A stored-byte fault (or, with `stored` false, a decoded-byte one) on
     // stream `stream` of the first segment.
@@ -316,7 +322,55 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         i
     };
     let three = vec![(0, 0), (500, 40), (400, -47)];
+    // The edit layout: literal edits (one with no gap), hex edits of the
+    // last one and of one three back (after five literal edits), placed
+    // inside the 4 KiB old file; then its faults.
+    let edit = |gap: u16, len: u16, hex: bool, source: u16| structured::FuzzEdit {
+        gap,
+        len,
+        hex,
+        source,
+    };
+    let edit_list = || {
+        vec![
+            edit(100, 19, false, 0),
+            edit(0, 30, false, 0),
+            edit(700, 9, true, 1 << 2),
+            edit(50, 7, false, 0),
+            edit(20, 40, false, 0),
+            edit(10, 2, false, 0),
+            edit(300, 5, true, (2 << 2) | 3),
+            edit(5, 11, false, 0),
+        ]
+    };
+    let edits = |count_skew: i8, transform: u8| {
+        let mut i = input(vec![], vec![]);
+        i.edits = Some(structured::EditList {
+            edits: edit_list(),
+            count_skew,
+            transform,
+        });
+        i
+    };
+    let mut edits_trailer = edits(0, 0);
+    edits_trailer.trailer = vec![0];
+    let mut edits_unclamped = edits(0, 0);
+    edits_unclamped.clamp = false;
+    let mut edits_wrong_new = edits(0, 0);
+    edits_wrong_new.wrong_new_hash = true;
+    let mut edits_none = edits(0, 0);
+    if let Some(l) = edits_none.edits.as_mut() {
+        l.edits.clear();
+    }
     vec![
+        ("edits", true, edits(0, 0)),
+        ("edits-empty", true, edits_none),
+        ("edits-count-over", false, edits(1, 0)),
+        ("edits-count-under", false, edits(-2, 0)),
+        ("edits-trailer", false, edits_trailer),
+        ("edits-transform", false, edits(0, 0xf2)),
+        ("edits-unclamped", false, edits_unclamped),
+        ("edits-wrong-new-hash", false, edits_wrong_new),
         (
             "refs-run-layout",
             true,

@@ -13,6 +13,10 @@
 //! the compressed frames and the model's coded bytes; length faults hit the
 //! descriptors. Rare codec faults put the model on a stream where it is not
 //! defined (`UnknownCodec(3)` or `(5)`) or write the undefined codec byte 2.
+//!
+//! With `edits`, the patch is in the edit layout (header flag bit 0) instead:
+//! literal and hex edits placed inside the old file, or written raw, with
+//! a skewed count and a forbidden transform byte as faults.
 
 use arbitrary::Arbitrary;
 use sha2::{Digest, Sha256};
@@ -45,6 +49,36 @@ pub struct Input {
     /// pointers into it in every fifth 8-byte word of its second half, so
     /// that predictions change bytes. `None`: none of them.
     pub refs: Option<Refs>,
+    /// The edit layout: `Some` writes an edit list over the old file instead
+    /// of segments (`segments`, `stream_faults`, `new_len_skew` and `refs`
+    /// are then unused).
+    pub edits: Option<EditList>,
+}
+
+/// An edit list (docs/FORMAT.md, "Edit layout").
+#[derive(Arbitrary, Debug)]
+pub struct EditList {
+    pub edits: Vec<FuzzEdit>,
+    /// Added to the edit count written (0 keeps it right): more than there
+    /// are is `Truncated`, fewer leaves `TrailingBytes`.
+    pub count_skew: i8,
+    /// From 0xf0 up, a nonzero transform byte is written with the flag
+    /// (`UnknownTransform`).
+    pub transform: u8,
+}
+
+/// One edit. Clamped (`Input::clamp`), it is placed inside the old file: a
+/// literal edit of `1 + len % 4096` pool bytes at most, or, when `hex` and a
+/// literal edit came before, a hex edit of the digits of `1 + len % n` bytes
+/// of literal edit `source & 3` back (modulo those held) from byte
+/// `(source >> 2) % its length`; the gap is `gap` modulo the room left.
+/// Unclamped, `gap`, `len`, `hex` and `source` are written as they are.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct FuzzEdit {
+    pub gap: u16,
+    pub len: u16,
+    pub hex: bool,
+    pub source: u16,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -217,7 +251,8 @@ pub struct Case {
     pub expected: Option<Vec<u8>>,
     /// The refusal the patch must meet when its first fault is a codec one:
     /// `UnknownCodec(3)` or `(5)` for the model where it is not defined,
-    /// `UnknownCodec(2)` for codec byte 2.
+    /// `UnknownCodec(2)` for codec byte 2; in the edit layout, the refusal
+    /// of its count and transform faults (see `build_edits`).
     pub expected_error: Option<deltaswap::FormatErrorKind>,
     /// Streams written with the delta model (codec 3 or 5), valid or not.
     pub model_streams: usize,
@@ -288,6 +323,9 @@ pub fn build(inp: &Input) -> Case {
     } else {
         crate::checks::splitmix_bytes(inp.old_seed, old_len)
     };
+    if let Some(list) = &inp.edits {
+        return build_edits(inp, list, old);
+    }
     let mut valid = inp.clamp && inp.stream_faults.is_empty();
     // Transform 2: calls planted in the old file, and the map's breaks.
     let mut map_bytes: Vec<u8> = Vec::new();
@@ -586,6 +624,141 @@ pub fn build(inp: &Input) -> Case {
     }
 }
 
+/// Literal edits a hex edit may refer back to (the reader's ring).
+const HEX_SOURCES: usize = 4;
+/// The longest literal edit.
+const MAX_LITERAL_EDIT: u64 = 4096;
+
+/// [`build`] for the edit layout: the patch, and the new file when the list
+/// is valid. The refusal is known for the faults a list without other
+/// faults meets first: a transform byte, a count too large or too small,
+/// bytes after the list.
+fn build_edits(inp: &Input, list: &EditList, old: Vec<u8>) -> Case {
+    let pool = literal_pool();
+    let mut new = old.clone();
+    let mut body = Vec::new();
+    // The last literal edits, oldest first.
+    let mut literals: Vec<Vec<u8>> = Vec::new();
+    let mut lit_counter = inp.old_seed % 4096;
+    let mut p = 0u64;
+    let mut written = 0u64;
+    for e in list.edits.iter().take(64) {
+        let room = (old.len() as u64).saturating_sub(p);
+        if !inp.clamp {
+            varint(&mut body, u64::from(e.gap));
+            varint(&mut body, (u64::from(e.len) << 1) | u64::from(e.hex));
+            if e.hex {
+                varint(&mut body, u64::from(e.source));
+            } else {
+                // Past 4096 the reader refuses the length before the bytes.
+                let n = u64::from(e.len).min(MAX_LITERAL_EDIT + 1);
+                body.extend((0..n).map(|i| pool[((lit_counter + i) as usize) % pool.len()]));
+                lit_counter += n;
+            }
+            written += 1;
+            continue;
+        }
+        if room == 0 {
+            break;
+        }
+        let source = (e.hex && room >= 2)
+            .then(|| {
+                let back = usize::from(e.source & 3) % literals.len().max(1);
+                let lit = literals
+                    .len()
+                    .checked_sub(1 + back)
+                    .and_then(|i| literals.get(i))?;
+                let from = usize::from(e.source >> 2) % lit.len();
+                Some((back, from, lit))
+            })
+            .flatten();
+        let (len, bytes) = match source {
+            Some((back, from, lit)) => {
+                let avail = (lit.len() - from).min((room / 2) as usize);
+                let n = 1 + usize::from(e.len) % avail;
+                let digits: Vec<u8> = lit[from..from + n]
+                    .iter()
+                    .flat_map(|b| [b >> 4, b & 15])
+                    .map(|d| b"0123456789abcdef"[usize::from(d)])
+                    .collect();
+                let len = digits.len() as u64;
+                let gap = u64::from(e.gap) % (room - len + 1);
+                varint(&mut body, gap);
+                varint(&mut body, (len << 1) | 1);
+                varint(&mut body, ((from as u64) << 2) | back as u64);
+                p += gap;
+                (len, digits)
+            }
+            None => {
+                let len = 1 + u64::from(e.len) % room.min(MAX_LITERAL_EDIT);
+                let gap = u64::from(e.gap) % (room - len + 1);
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| pool[((lit_counter + i) as usize) % pool.len()])
+                    .collect();
+                lit_counter += len;
+                varint(&mut body, gap);
+                varint(&mut body, len << 1);
+                body.extend_from_slice(&bytes);
+                literals.push(bytes.clone());
+                if literals.len() > HEX_SOURCES {
+                    literals.remove(0);
+                }
+                p += gap;
+                (len, bytes)
+            }
+        };
+        new[p as usize..(p + len) as usize].copy_from_slice(&bytes);
+        p += len;
+        written += 1;
+    }
+    let count = written.saturating_add_signed(i64::from(list.count_skew));
+    let transform = if list.transform >= 0xf0 {
+        list.transform & 0x0f | 1
+    } else {
+        0
+    };
+    let mut old_hash: [u8; 32] = Sha256::digest(&old).into();
+    let mut new_hash: [u8; 32] = Sha256::digest(&new).into();
+    if inp.wrong_old_hash {
+        old_hash[0] ^= 1;
+    }
+    if inp.wrong_new_hash {
+        new_hash[31] ^= 0x80;
+    }
+    let mut patch = vec![b'D', b'S', b'W', b'P', 1, 1, transform, 0];
+    varint(&mut patch, old.len() as u64);
+    patch.extend_from_slice(&old_hash);
+    patch.extend_from_slice(&new_hash);
+    varint(&mut patch, count);
+    patch.extend_from_slice(&body);
+    patch.extend_from_slice(&inp.trailer);
+    // What a list that is right but for these meets first.
+    let sound = inp.clamp && !inp.wrong_old_hash;
+    use deltaswap::FormatErrorKind as K;
+    let expected_error = if transform != 0 {
+        Some(K::UnknownTransform(transform))
+    } else if sound && count > written && inp.trailer.is_empty() {
+        Some(K::Truncated)
+    } else if sound && count <= written && (count < written || !inp.trailer.is_empty()) {
+        Some(K::TrailingBytes)
+    } else {
+        None
+    };
+    let valid = inp.clamp
+        && transform == 0
+        && count == written
+        && inp.trailer.is_empty()
+        && !inp.wrong_old_hash
+        && !inp.wrong_new_hash;
+    Case {
+        old,
+        patch,
+        expected: valid.then_some(new),
+        expected_error,
+        model_streams: 0,
+    }
+}
+
 /// The codec refusal the reader meets first among a segment's descriptors:
 /// codec 2 anywhere and the model on any stream but the delta bytes, refused
 /// at their descriptor, then the model on the delta bytes of a segment that is
@@ -799,11 +972,11 @@ pub fn check(inp: &Input) {
     if let Some(kind) = case.expected_error {
         match &applied {
             Err(deltaswap::Error::Format(f)) => {
-                assert_eq!(f.kind(), kind, "a codec fault is refused as {f:?}")
+                assert_eq!(f.kind(), kind, "a fault is refused as {f:?}")
             }
             // A model window over the fuzzing limit in an earlier segment.
             Err(deltaswap::Error::LimitExceeded { .. }) => {}
-            other => panic!("a codec fault gives {other:?}, not {kind:?}"),
+            other => panic!("a fault gives {other:?}, not {kind:?}"),
         }
     }
     if let Some(want) = &case.expected {
@@ -920,6 +1093,24 @@ impl Emit for Input {
         self.stream_faults.emit(out);
         self.trailer.emit(out);
         self.refs.emit(out);
+        self.edits.emit(out);
+    }
+}
+
+impl Emit for EditList {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.edits.emit(out);
+        self.count_skew.emit(out);
+        self.transform.emit(out);
+    }
+}
+
+impl Emit for FuzzEdit {
+    fn emit(&self, out: &mut Vec<u8>) {
+        self.gap.emit(out);
+        self.len.emit(out);
+        self.hex.emit(out);
+        self.source.emit(out);
     }
 }
 
