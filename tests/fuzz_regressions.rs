@@ -198,8 +198,9 @@ fn structured_seeds_are_current() {
 /// The `apply_structured` seeds that exercise the plain layout: raw, zstd and
 /// model-coded deltas (codec 3, and codec 5 in the `model5` seeds; windows 2^10 to 2^16: at most what each
 /// stream needs, as the format requires), and the faults the
-/// target can put on them. Each with whether the case is valid (applies, or
-/// is over the fuzzing limits only).
+/// target can put on them; the references of transforms 2, 4 and 8; and the
+/// edit layout (`edits*`) with its faults. Each with whether the case is
+/// valid (applies, or is over the fuzzing limits only).
 fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
     use structured::{FaultKind, FuzzOp, Input, Layout, ModelSpec, Refs, Seg, StreamFault};
     let op = |copy: u16, lit: u16, seek: i32, delta: u8, delta_stride: u8| FuzzOp {

@@ -596,20 +596,8 @@ pub fn build(inp: &Input) -> Case {
     let expected_error = codec_error
         .filter(|_| header_ok)
         .map(deltaswap::FormatErrorKind::UnknownCodec);
-    let mut old_hash: [u8; 32] = Sha256::digest(&old).into();
-    let mut new_hash: [u8; 32] = Sha256::digest(&new).into();
-    if inp.wrong_old_hash {
-        old_hash[0] ^= 1;
-    }
-    if inp.wrong_new_hash {
-        new_hash[31] ^= 0x80;
-    }
     let transform = inp.refs.as_ref().map_or(0, Refs::bits);
-    let mut patch = vec![b'D', b'S', b'W', b'P', 1, 0, transform, 0];
-    varint(&mut patch, old.len() as u64);
-    varint(&mut patch, new_len);
-    patch.extend_from_slice(&old_hash);
-    patch.extend_from_slice(&new_hash);
+    let mut patch = header(inp, transform, &old, &new, Some(new_len));
     patch.extend_from_slice(&map_bytes);
     for s in &encoded_segments {
         patch.extend_from_slice(s);
@@ -622,6 +610,29 @@ pub fn build(inp: &Input) -> Case {
         expected_error,
         model_streams,
     }
+}
+
+/// The patch header: segments with `new_len`, the edit layout (flag bit 0)
+/// without it; the digests of `old` and `new`, one bit flipped in each
+/// that `inp` asks to be wrong.
+fn header(inp: &Input, transform: u8, old: &[u8], new: &[u8], new_len: Option<u64>) -> Vec<u8> {
+    let mut old_hash: [u8; 32] = Sha256::digest(old).into();
+    let mut new_hash: [u8; 32] = Sha256::digest(new).into();
+    if inp.wrong_old_hash {
+        old_hash[0] ^= 1;
+    }
+    if inp.wrong_new_hash {
+        new_hash[31] ^= 0x80;
+    }
+    let flags = u8::from(new_len.is_none());
+    let mut patch = vec![b'D', b'S', b'W', b'P', 1, flags, transform, 0];
+    varint(&mut patch, old.len() as u64);
+    if let Some(n) = new_len {
+        varint(&mut patch, n);
+    }
+    patch.extend_from_slice(&old_hash);
+    patch.extend_from_slice(&new_hash);
+    patch
 }
 
 /// Literal edits a hex edit may refer back to (the reader's ring).
@@ -717,18 +728,7 @@ fn build_edits(inp: &Input, list: &EditList, old: Vec<u8>) -> Case {
     } else {
         0
     };
-    let mut old_hash: [u8; 32] = Sha256::digest(&old).into();
-    let mut new_hash: [u8; 32] = Sha256::digest(&new).into();
-    if inp.wrong_old_hash {
-        old_hash[0] ^= 1;
-    }
-    if inp.wrong_new_hash {
-        new_hash[31] ^= 0x80;
-    }
-    let mut patch = vec![b'D', b'S', b'W', b'P', 1, 1, transform, 0];
-    varint(&mut patch, old.len() as u64);
-    patch.extend_from_slice(&old_hash);
-    patch.extend_from_slice(&new_hash);
+    let mut patch = header(inp, transform, &old, &new, None);
     varint(&mut patch, count);
     patch.extend_from_slice(&body);
     patch.extend_from_slice(&inp.trailer);
@@ -1072,92 +1072,33 @@ impl<T: Emit> Emit for Option<T> {
     }
 }
 
-impl Emit for Refs {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.breaks.emit(out);
-        self.call_every.emit(out);
-        self.kinds.emit(out);
-    }
+/// [`Emit`] for a struct: its fields in declaration order, as `arbitrary`'s
+/// derive reads them.
+macro_rules! emit_fields {
+    ($($t:ty: $($f:ident),+;)*) => {$(
+        impl Emit for $t {
+            fn emit(&self, out: &mut Vec<u8>) {
+                $(self.$f.emit(out);)+
+            }
+        }
+    )*};
 }
 
-impl Emit for Input {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.old_len.emit(out);
-        self.old_seed.emit(out);
-        self.old_periodic.emit(out);
-        self.segments.emit(out);
-        self.clamp.emit(out);
-        self.wrong_old_hash.emit(out);
-        self.wrong_new_hash.emit(out);
-        self.new_len_skew.emit(out);
-        self.stream_faults.emit(out);
-        self.trailer.emit(out);
-        self.refs.emit(out);
-        self.edits.emit(out);
-    }
-}
-
-impl Emit for EditList {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.edits.emit(out);
-        self.count_skew.emit(out);
-        self.transform.emit(out);
-    }
-}
-
-impl Emit for FuzzEdit {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.gap.emit(out);
-        self.len.emit(out);
-        self.hex.emit(out);
-        self.source.emit(out);
-    }
-}
-
-impl Emit for Seg {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.ops.emit(out);
-        self.zstd.emit(out);
-        self.level.emit(out);
-        self.seg_len_skew.emit(out);
-        self.layout.emit(out);
-        self.model.emit(out);
-        self.model_elsewhere.emit(out);
-        self.codec2.emit(out);
-    }
+emit_fields! {
+    Refs: breaks, call_every, kinds;
+    Input: old_len, old_seed, old_periodic, segments, clamp, wrong_old_hash,
+        wrong_new_hash, new_len_skew, stream_faults, trailer, refs, edits;
+    EditList: edits, count_skew, transform;
+    FuzzEdit: gap, len, hex, source;
+    Seg: ops, zstd, level, seg_len_skew, layout, model, model_elsewhere, codec2;
+    ModelSpec: window, declare, declared;
+    FuzzOp: copy, lit, seek, delta, delta_stride;
+    StreamFault: segment, stream, pos, kind, stored;
 }
 
 impl Emit for Layout {
     fn emit(&self, out: &mut Vec<u8>) {
         variant(out, *self as u64, 4);
-    }
-}
-
-impl Emit for ModelSpec {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.window.emit(out);
-        self.declare.emit(out);
-        self.declared.emit(out);
-    }
-}
-
-impl Emit for FuzzOp {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.copy.emit(out);
-        self.lit.emit(out);
-        self.seek.emit(out);
-        self.delta.emit(out);
-        self.delta_stride.emit(out);
-    }
-}
-
-impl Emit for StreamFault {
-    fn emit(&self, out: &mut Vec<u8>) {
-        self.segment.emit(out);
-        self.stream.emit(out);
-        self.pos.emit(out);
-        self.kind.emit(out);
-        self.stored.emit(out);
     }
 }
 
