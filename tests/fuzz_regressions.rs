@@ -182,6 +182,19 @@ fn structured_seeds_are_current() {
             _ => None,
         };
         assert_eq!(case.expected_error, want, "{name}: expected error");
+        let overflow = match name {
+            "edits-length-overflow" => Some("edit length"),
+            "edits-gap-overflow" => Some("edit gap"),
+            _ => None,
+        };
+        if let Some(what) = overflow {
+            match deltaswap::apply(&case.old, &case.patch) {
+                Err(deltaswap::Error::Format(f)) => {
+                    assert_eq!((f.kind(), f.what()), (K::Overflow, what), "{name}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
         if valid && name.starts_with("edits") {
             let info = deltaswap::inspect(&case.patch[..]).unwrap();
             assert!(info.edits().is_some(), "{name}: read as an edit list");
@@ -357,6 +370,18 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
     edits_trailer.trailer = vec![0];
     let mut edits_unclamped = edits(0, 0);
     edits_unclamped.clamp = false;
+    // Raw gaps near 2^64: the first edit's gap plus its length overflows,
+    // the gap of an edit after it overflows by itself.
+    let mut edits_overflow = edits(0, 0);
+    edits_overflow.clamp = false;
+    if let Some(l) = edits_overflow.edits.as_mut() {
+        l.edits = vec![edit(u16::MAX, 20, false, 3)];
+    }
+    let mut edits_gap_overflow = edits(0, 0);
+    edits_gap_overflow.clamp = false;
+    if let Some(l) = edits_gap_overflow.edits.as_mut() {
+        l.edits = vec![edit(10, 2, false, 0), edit(u16::MAX, 1, false, 0)];
+    }
     let mut edits_wrong_new = edits(0, 0);
     edits_wrong_new.wrong_new_hash = true;
     let mut edits_none = edits(0, 0);
@@ -371,6 +396,8 @@ fn structured_seeds() -> Vec<(&'static str, bool, structured::Input)> {
         ("edits-trailer", false, edits_trailer),
         ("edits-transform", false, edits(0, 0xf2)),
         ("edits-unclamped", false, edits_unclamped),
+        ("edits-length-overflow", false, edits_overflow),
+        ("edits-gap-overflow", false, edits_gap_overflow),
         ("edits-wrong-new-hash", false, edits_wrong_new),
         (
             "refs-run-layout",

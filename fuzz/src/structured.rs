@@ -72,7 +72,8 @@ pub struct EditList {
 /// literal edit came before, a hex edit of the digits of `1 + len % n` bytes
 /// of literal edit `source & 3` back (modulo those held) from byte
 /// `(source >> 2) % its length`; the gap is `gap` modulo the room left.
-/// Unclamped, `gap`, `len`, `hex` and `source` are written as they are.
+/// Unclamped, `gap`, `len`, `hex` and `source` are written as they are,
+/// but for a `gap` of 0xffff, written as `2^64 - 1 - (source & 0xff)`.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub struct FuzzEdit {
     pub gap: u16,
@@ -656,7 +657,13 @@ fn build_edits(inp: &Input, list: &EditList, old: Vec<u8>) -> Case {
     for e in list.edits.iter().take(64) {
         let room = (old.len() as u64).saturating_sub(p);
         if !inp.clamp {
-            varint(&mut body, u64::from(e.gap));
+            // A gap of 0xffff stands for one near 2^64, so that the sums of
+            // positions can overflow: at the gap, or at the length after it.
+            let gap = match e.gap {
+                u16::MAX => u64::MAX - u64::from(e.source & 0xff),
+                g => u64::from(g),
+            };
+            varint(&mut body, gap);
             varint(&mut body, (u64::from(e.len) << 1) | u64::from(e.hex));
             if e.hex {
                 varint(&mut body, u64::from(e.source));
