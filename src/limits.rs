@@ -56,7 +56,7 @@ const DEFAULT_SEGMENT_BUFFER: u64 = 16 << 20;
 const DEFAULT_WINDOW_LOG: u32 = 24;
 /// Default cap on the deltas one patch codes with the delta model: 64 MiB,
 /// the most the writer ever codes with it (files with at most 32 MiB of
-/// copies at the default level, 64 MiB at levels 20-22). The model decodes
+/// copies at level 20, 64 MiB at levels 21-22). The model decodes
 /// 12-27x slower per byte than a run-layout apply on real patches and up to
 /// about 0.65 us per delta on a hostile stream, so
 /// this cap, not the output length, bounds the CPU a small hostile patch can
@@ -135,20 +135,20 @@ impl Limits {
     /// 8 Mi deltas) at about 0.5-0.65 us per delta: without this cap a small
     /// patch could declare gigabytes of model-coded deltas and hold a core for
     /// hours. With the default it gets about 45 s. Every patch the writer makes
-    /// stays within the default (it uses the model for at most 32 MiB of
-    /// copies at the default level, 64 MiB at levels 20-22); a bundle's
+    /// stays within the default (it uses the model only from level 20, for
+    /// at most 32 MiB of copies, 64 MiB at levels 21-22); a bundle's
     /// components are patches of their own, each with this budget.
     ///
     /// ```
     /// # use deltaswap::{Error, Limits};
     /// let old: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     /// // The byte after every 0xe8 changes: where, the old bytes tell, and the
-    /// // writer codes the deltas with the model.
+    /// // writer codes the deltas with the model from level 20.
     /// let mut new = old.clone();
     /// for i in 1..new.len() {
     ///     if old[i - 1] == 0xe8 { new[i] = new[i].wrapping_add(16); }
     /// }
-    /// let patch = deltaswap::diff(&old, &new)?;
+    /// let patch = deltaswap::DiffOptions::new().level(20).diff(&old, &new)?;
     /// assert_eq!(deltaswap::apply(&old, &patch)?, new);
     /// let err = deltaswap::apply_with_limits(&old, &patch, Limits::default().max_model_len(1000)).unwrap_err();
     /// assert!(matches!(err, Error::LimitExceeded { what: "delta-model deltas", .. }));

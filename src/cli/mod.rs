@@ -132,14 +132,13 @@ enum Command {
         new: PathBuf,
         /// Where to write the patch (created or replaced).
         patch: PathBuf,
-        /// Level 1..22 (default 19): the zstd level of the patch streams; from 19
-        /// up the delta stream is also tried with the delta model and the
-        /// smaller kept (library patches 8-56% smaller, about 0.1 s per MiB
-        /// copied to make and to apply), for files of up to 32 MiB copied, 64 MiB
-        /// from 20 (smallest patches of large files, slower apply), and literal
-        /// streams of 64 KiB or more also with LZMA; 18 or lower is zstd only
-        /// (level 3: 0.55-0.64x the default's diff time on libraries of 1.7-7.4
-        /// MiB, patches 1.5-1.8x larger, applied at zstd's speed).
+        /// Level 1..22 (default 19): 1-18 code every stream at that zstd
+        /// level; 19 codes literals and control at level 19 (long literal
+        /// streams also with LZMA) and the run streams at level 3: patches
+        /// 0.5-0.9x the best peer's on libraries, in about half qbsdiff's
+        /// diff time; 20-22 also try the delta model, for files of up to 32
+        /// MiB copied (64 MiB from 21): patches 23-43% smaller than 19's,
+        /// about 0.1 s per MiB copied more to make and to apply.
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: Option<i32>,
         /// Worker threads (default: all cores). The patch does not depend on it.

@@ -280,13 +280,30 @@ pub(crate) struct Packing {
 
 impl Packing {
     /// Whether segments are also tried in plain layout with the delta model:
-    /// at the levels tuned for size (the default and above).
+    /// from [`PLAIN_MIN_LEVEL`] up, above the default.
     pub(crate) fn tries_plain(&self) -> bool {
         self.level >= PLAIN_MIN_LEVEL
     }
 
+    /// Whether long literal streams are also tried with LZMA: at the levels
+    /// tuned for size, the default ([`SIZE_MIN_LEVEL`]) and above.
+    pub(crate) fn tries_lzma(&self) -> bool {
+        self.level >= SIZE_MIN_LEVEL
+    }
+
+    /// The zstd level of the run streams (zero runs, delta lengths, delta
+    /// bytes) when they are not tried against the model: [`RUNS_LEVEL`] at
+    /// the default level, else the level itself.
+    pub(crate) fn runs_level(&self) -> i32 {
+        if (SIZE_MIN_LEVEL..PLAIN_MIN_LEVEL).contains(&self.level) {
+            RUNS_LEVEL
+        } else {
+            self.level
+        }
+    }
+
     /// Files whose copies add up to more than this are not tried in plain
-    /// layout: [`PLAIN_MAX_COPIED`] at the default level, [`PLAIN_MAX_COPIED_ULTRA`]
+    /// layout: [`PLAIN_MAX_COPIED`] at level 20, [`PLAIN_MAX_COPIED_ULTRA`]
     /// from [`ULTRA_MIN_LEVEL`] up.
     pub(crate) fn plain_max_copied(&self) -> usize {
         if self.level >= ULTRA_MIN_LEVEL {
@@ -297,10 +314,25 @@ impl Packing {
     }
 }
 
-/// The lowest zstd level at which the plain layout is tried.
-pub(crate) const PLAIN_MIN_LEVEL: i32 = 19;
+/// The lowest level tuned for size, and the default: the literal and
+/// control streams at zstd's level 19, long literal streams also tried with
+/// LZMA, the run streams at [`RUNS_LEVEL`].
+pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 
-/// Files whose copies add up to more than this are not tried in plain layout:
+/// The zstd level of the run streams at the default level. They are as long
+/// as the copies and mostly zeros: at level 19 they took 0.62-0.63x
+/// qbsdiff's diff time on libxml2 and libcrypto against 0.39-0.51x at
+/// level 3, for patches 5-12% smaller (2026-12-02, docs/BENCHMARKS.md).
+pub(crate) const RUNS_LEVEL: i32 = 3;
+
+/// The lowest zstd level at which the plain layout is tried with the delta
+/// model. It was the default (19) until 2026-12-02: the model makes library
+/// patches 23-43% smaller, but on libraries of 1-2 MiB it doubles the diff
+/// time, which issue 2 bounds at half of qbsdiff's (docs/BENCHMARKS.md).
+pub(crate) const PLAIN_MIN_LEVEL: i32 = 20;
+
+/// Files whose copies add up to more than this are not tried in plain layout
+/// at level 20:
 /// the delta model decodes at 11-24 MB/s where zstd decodes the run layout at
 /// hundreds of MB/s, so this bounds what the model adds to an apply to about
 /// 1.5-3 s (16-21 MiB/s measured on files of 18-51 MiB copied), and large
@@ -314,7 +346,7 @@ pub(crate) const PLAIN_MAX_COPIED: usize = 32 << 20;
 /// [`PLAIN_MAX_COPIED_ULTRA`] copied: the smallest patches of large files, at
 /// the price of the model's apply speed (libnode: 285 KB instead of 680 KB,
 /// 2.1 s to apply instead of 0.11 s).
-pub(crate) const ULTRA_MIN_LEVEL: i32 = 20;
+pub(crate) const ULTRA_MIN_LEVEL: i32 = 21;
 
 /// The most copies the writer codes with the model, from [`ULTRA_MIN_LEVEL`]:
 /// the default [`Limits::max_model_len`](crate::Limits::max_model_len), so a
@@ -414,7 +446,7 @@ const LZMA_MAX_DICT_LOG: u32 = 24;
 /// seconds for nothing). The writer runs the trial as a job of its own,
 /// beside the stream's zstd job, and keeps whichever [`lzma_wins`].
 pub(crate) fn tries_lzma(raw: &[u8], packing: Packing) -> bool {
-    if raw.len() < LZMA_MIN || !packing.tries_plain() {
+    if raw.len() < LZMA_MIN || !packing.tries_lzma() {
         return false;
     }
     let probe = raw.get(..LZMA_PROBE).unwrap_or(raw);

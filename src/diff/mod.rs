@@ -33,7 +33,8 @@ use matcher::{scan_chunk, Index, Op};
 /// patch does not depend on the thread count.
 const CHUNK: usize = 2 << 20;
 
-/// Default zstd level: the strongest, tuned for size (windows stay capped).
+/// Default level: the strongest of zstd's regular levels for the literal
+/// and control streams, tuned for size; see [`DiffOptions::level`].
 const DEFAULT_LEVEL: i32 = 19;
 
 /// Settings for [`diff`]: compression level and thread count.
@@ -63,8 +64,9 @@ impl Default for DiffOptions {
 }
 
 impl DiffOptions {
-    /// The defaults: level 19 (zstd level 19, plain layout with the delta model
-    /// tried), all available cores.
+    /// The defaults: level 19 (literal and control streams at zstd level 19,
+    /// long literal streams also tried with LZMA, run streams at level 3; no
+    /// delta model), all available cores.
     pub fn new() -> DiffOptions {
         DiffOptions {
             level: DEFAULT_LEVEL,
@@ -74,23 +76,45 @@ impl DiffOptions {
     }
 
     /// Compression level, 1 (fast) to 22 (smallest); values outside that range
-    /// are clamped. It is the zstd level of the streams; from 19 (the default)
-    /// up, when the copies of the file add up to at most 32 MiB (64 MiB from
-    /// level 20), each segment (cut into pieces of at most 4 MiB copied, coded
-    /// in parallel) is also coded in the plain layout with the delta model
-    /// (docs/MODEL.md), and the smaller of the two is kept (docs/FORMAT.md).
-    /// That makes patches of shared libraries 8-56% smaller (58% on libnode's
-    /// 45 MiB at level 20); it costs about 0.05-0.1 s of one core per MiB
-    /// copied to make and as much to apply, which is why the default stops at
-    /// 32 MiB and larger files keep the apply speed of `zstd --patch-from`.
-    /// Level 18 and below skip it: at level 3 a diff of a 1.7-7.4 MiB
-    /// library takes 0.55-0.64x the default's time and its patch is
-    /// 1.5-1.8x larger (docs/BENCHMARKS.md). (Readers of this crate before 2026-11-29
-    /// budget 32 Mi model deltas per patch by default: for them, a level
-    /// 20-22 patch of more than 32 MiB copied needs
-    /// [`Limits::max_model_len`](crate::Limits::max_model_len) raised.)
+    /// are clamped.
+    ///
+    /// * 1 to 18: every stream at that zstd level.
+    /// * 19, the default: the literal and control streams at zstd level 19,
+    ///   a literal stream of 64 KiB or more that compresses also with LZMA
+    ///   (the smaller kept), and the run streams (zero runs, delta lengths,
+    ///   delta bytes: as long as the copies, mostly zeros) at level 3. On the
+    ///   corpus's libraries the patches are 0.51-0.89x the best peer's, and
+    ///   the diff takes about 0.35-0.5x qbsdiff's time (docs/BENCHMARKS.md).
+    /// * 20 to 22: the smallest patches. Each segment is also coded in the
+    ///   plain layout with the delta model (docs/MODEL.md; cut into pieces of
+    ///   at most 4 MiB copied, coded in parallel), and the smaller of the two
+    ///   layouts is kept (docs/FORMAT.md), when the copies add up to at most
+    ///   32 MiB (64 MiB from level 21). That makes library patches 23-43%
+    ///   smaller than the default's; it costs about 0.05-0.1 s of one core
+    ///   per MiB copied to make and as much to apply (the default's patches
+    ///   apply at about the speed of `zstd --patch-from`), and on libraries
+    ///   of 1-2 MiB it doubles the diff time. (Readers of this crate before
+    ///   2026-11-29 budget 32 Mi model deltas per patch by default: for them,
+    ///   a level 21-22 patch of more than 32 MiB copied needs
+    ///   [`Limits::max_model_len`](crate::Limits::max_model_len) raised.)
+    ///
     /// The zstd window and the model's history stay capped at 8 MiB whatever
-    /// the level, so apply memory does not depend on it.
+    /// the level, so apply memory does not depend on it. Until 2026-12-02 the
+    /// default (19) included the delta model, as level 20 does now.
+    ///
+    /// ```
+    /// use deltaswap::DiffOptions;
+    /// let old: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    /// let mut new = old.clone();
+    /// for i in 1..new.len() {
+    ///     if old[i - 1] == 0xe8 { new[i] = new[i].wrapping_add(16); }
+    /// }
+    /// let default = DiffOptions::new().diff(&old, &new)?;
+    /// let smallest = DiffOptions::new().level(20).diff(&old, &new)?;
+    /// assert!(smallest.len() < default.len());
+    /// assert_eq!(deltaswap::apply(&old, &smallest)?, new);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn level(mut self, level: i32) -> DiffOptions {
         self.level = level.clamp(1, 22);
         self
@@ -377,7 +401,16 @@ fn build_patch_with_budget(
         .map(|(s, k)| PackJob::Stream {
             segment: s,
             stream: k,
-            packing: if tried(s, k) { fast } else { packing },
+            packing: if tried(s, k) {
+                fast
+            } else if RUN_STREAMS.contains(&k) {
+                Packing {
+                    level: packing.runs_level(),
+                    ..packing
+                }
+            } else {
+                packing
+            },
             jobs: false,
         })
         .collect();
@@ -730,20 +763,20 @@ fn choose_layout(
 mod tests {
     use super::*;
 
-    /// The model is tried up to 32 MiB of copies at the default level and
-    /// up to 64 MiB from level 20; no level makes a patch that a reader with
-    /// the default limits refuses for its model budget.
+    /// The model is not tried at the default level, up to 32 MiB of copies
+    /// at level 20 and up to 64 MiB from level 21; no level makes a patch
+    /// that a reader with the default limits refuses for its model budget.
     #[test]
     fn model_size_bound_follows_the_level() {
-        let at = |level| {
-            Packing {
-                level,
-                window_log: WRITER_WINDOW_LOG,
-            }
-            .plain_max_copied()
+        let packing = |level| Packing {
+            level,
+            window_log: WRITER_WINDOW_LOG,
         };
-        assert_eq!(at(DEFAULT_LEVEL), 32 << 20);
-        assert_eq!(at(20), 64 << 20);
+        let at = |level| packing(level).plain_max_copied();
+        assert!(!packing(DEFAULT_LEVEL).tries_plain());
+        assert!(packing(20).tries_plain());
+        assert_eq!(at(20), 32 << 20);
+        assert_eq!(at(21), 64 << 20);
         let budget = crate::Limits::default().max_model_len;
         for level in 1..=22 {
             assert!(at(level) as u64 <= budget, "level {level}");
@@ -768,6 +801,25 @@ mod tests {
         assert!(!tries_lzma(&table, packing(18)), "below the size levels");
         assert!(!tries_lzma(&table[..60_000], packing(19)), "short");
         assert!(!tries_lzma(&noise, packing(19)), "incompressible");
+    }
+
+    /// The run streams are coded at a fast level at the default level only:
+    /// below it every stream takes the level given, above it the model's
+    /// trial decides (and they take the level given where it is not run).
+    #[test]
+    fn run_streams_are_fast_at_the_default_level_only() {
+        let runs = |level| {
+            Packing {
+                level,
+                window_log: WRITER_WINDOW_LOG,
+            }
+            .runs_level()
+        };
+        assert_eq!(runs(DEFAULT_LEVEL), 3);
+        assert_eq!(runs(18), 18);
+        assert_eq!(runs(9), 9);
+        assert_eq!(runs(20), 20);
+        assert_eq!(runs(22), 22);
     }
 
     #[test]

@@ -65,6 +65,11 @@ fn fast() -> DiffOptions {
     DiffOptions::new().level(3).threads(1)
 }
 
+/// Level 20: the default's streams, and the delta model tried as well.
+fn smallest() -> DiffOptions {
+    DiffOptions::new().level(20)
+}
+
 // ---- synthetic "executables" -------------------------------------------------
 
 /// An instruction of a toy machine: calls and jumps carry a 4-byte target
@@ -569,8 +574,8 @@ fn crossing_the_2mib_chunk_boundary() {
 /// Old files from 512 KiB up are indexed in two halves (or more parts, from
 /// 128 MiB), here one of about 0.9 MiB: matches must be
 /// found in either half and across the middle, and the patch must not depend
-/// on the thread count (the default level, so the model's halves and the
-/// scan's halves run too).
+/// on the thread count (at level 20, so the model's halves and the scan's
+/// halves run too).
 #[test]
 fn old_file_indexed_in_two_halves() {
     // About 0.9 MiB of toy code.
@@ -596,12 +601,9 @@ fn old_file_indexed_in_two_halves() {
     new.splice(0..0, moved);
     new.extend_from_slice(&old[mid - 20_000..mid + 20_000]);
 
-    let patch = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let patch = check_roundtrip(&old, &new, &smallest().threads(1));
     for threads in [2, 4] {
-        let p = DiffOptions::new()
-            .threads(threads)
-            .diff(&old, &new)
-            .unwrap();
+        let p = smallest().threads(threads).diff(&old, &new).unwrap();
         assert!(p == patch, "threads({threads}) gave a different patch");
     }
     // The moved and copied blocks cost a few operations, not their bytes.
@@ -645,10 +647,10 @@ fn delta_streams(patch: &[u8]) -> Vec<(bool, u8, Option<u8>)> {
 /// an instruction inserted early shifts every later branch target, so the
 /// four bytes after most call opcodes change, by amounts that repeat. The
 /// model predicts each delta from the old bytes it is added to (the opcode
-/// before it); the run layout spends two varints per changed run. The default
-/// settings choose the plain layout with the model, with the smallest history
-/// window that holds the stream; level 18 keeps the run layout. Both apply
-/// exactly, and the choice does not depend on the thread count.
+/// before it); the run layout spends two varints per changed run. Level 20
+/// chooses the plain layout with the model, with the smallest history window
+/// that holds the stream; the default (19) and level 18 keep the run layout.
+/// All apply exactly, and the choice does not depend on the thread count.
 #[test]
 fn plain_layout_is_chosen_when_smaller_and_round_trips() {
     let (old, new) = small_recompile();
@@ -656,7 +658,7 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
         let info = deltaswap::inspect(p).unwrap();
         info.streams().map(|(_, raw, _)| raw)
     };
-    let plain = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    let plain = check_roundtrip(&old, &new, &smallest().threads(1));
     let s = streams(&plain);
     assert_eq!((s[1], s[2]), (0, 0), "run streams absent: {s:?}");
     assert_eq!(
@@ -667,14 +669,11 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
     // 75,185 deltas: a window of 2^17 holds them.
     assert!(s[3] > 1 << 16 && s[3] <= 1 << 17, "{s:?}");
     assert_eq!(delta_streams(&plain), [(true, 5, Some(17))]);
-    assert_eq!(
-        DiffOptions::new().threads(2).diff(&old, &new).unwrap(),
-        plain
-    );
+    assert_eq!(smallest().threads(2).diff(&old, &new).unwrap(), plain);
     // A smaller window_log caps the model's window (2^10 is the smallest for
     // both zstd and the model); a larger one changes nothing.
     for (log, want) in [(10, 10), (12, 12), (16, 16), (17, 17), (24, 17)] {
-        let p = check_roundtrip(&old, &new, &DiffOptions::new().window_log(log).threads(1));
+        let p = check_roundtrip(&old, &new, &smallest().window_log(log).threads(1));
         assert_eq!(
             delta_streams(&p),
             [(true, 5, Some(want))],
@@ -693,9 +692,13 @@ fn plain_layout_is_chosen_when_smaller_and_round_trips() {
         plain.len(),
         runs.len()
     );
+    // The default keeps the run layout, with its run streams at a fast level.
+    let default = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
+    assert_eq!(delta_streams(&default), [(false, 1, None)]);
+    assert!(streams(&default)[1] > 0);
 }
 
-/// Over 4 MiB of copies, the default level cuts segments into equal pieces
+/// Over 4 MiB of copies, level 20 cuts segments into equal pieces
 /// whose plain-layout trials (model encodings) run in parallel: the pieces,
 /// and so the patch bytes, must not depend on the thread count. Here the plain
 /// layout wins in both pieces, so both model streams are checked too.
@@ -713,8 +716,8 @@ fn plain_pieces_do_not_depend_on_thread_count() {
         ],
     ));
     assert!(old.len() > 4 << 20 && new.len() > 4 << 20);
-    let one = check_roundtrip(&old, &new, &DiffOptions::new().threads(1));
-    let two = DiffOptions::new().threads(2).diff(&old, &new).unwrap();
+    let one = check_roundtrip(&old, &new, &smallest().threads(1));
+    let two = smallest().threads(2).diff(&old, &new).unwrap();
     assert!(one == two, "patches differ with the thread count");
     let info = deltaswap::inspect(&one[..]).unwrap();
     assert_eq!(
