@@ -12,9 +12,11 @@
 //!   docs/FORMAT.md: the diff is a comparison and two hashes).
 //!
 //! Group `diff` measures `DiffOptions::diff` (suffix-array index + matching +
-//! stream compression) at the default settings and single-threaded; group
-//! `apply` measures the in-memory `apply` and the streaming
-//! `PatchReader::apply_to` into a sink. Throughput is bytes of the new file.
+//! stream compression) at the default settings, single-threaded, and at
+//! level 20 (the delta model tried: the smallest patches); group `apply`
+//! measures the in-memory `apply` and the streaming `PatchReader::apply_to`
+//! into a sink, and the in-memory `apply` of the level-20 patch. Throughput
+//! is bytes of the new file.
 //! Every patch is checked once (apply == new) outside the timed loops.
 
 use std::hint::black_box;
@@ -202,6 +204,8 @@ struct Case {
     old: Vec<u8>,
     new: Vec<u8>,
     patch: Vec<u8>,
+    /// The level-20 patch.
+    smallest: Vec<u8>,
 }
 
 fn cases() -> Vec<Case> {
@@ -227,18 +231,23 @@ fn cases() -> Vec<Case> {
             .diff(&old, &new)
             .expect("diff");
         assert!(single == patch, "{name}: patch depends on the thread count");
+        let smallest = DiffOptions::new().level(20).diff(&old, &new).expect("diff");
+        let out = deltaswap::apply(&old, &smallest).expect("apply");
+        assert!(out == new, "{name}: apply(diff at level 20) != new");
         eprintln!(
-            "{name}: old {} B, new {} B, patch {} B ({:.2}% of new)",
+            "{name}: old {} B, new {} B, patch {} B ({:.2}% of new), {} B at level 20",
             old.len(),
             new.len(),
             patch.len(),
-            100.0 * patch.len() as f64 / new.len() as f64
+            100.0 * patch.len() as f64 / new.len() as f64,
+            smallest.len()
         );
         v.push(Case {
             name,
             old,
             new,
             patch,
+            smallest,
         });
     }
     v
@@ -264,6 +273,13 @@ fn benches(c: &mut Criterion) {
                     .diff(black_box(&case.old), black_box(&case.new))
             })
         });
+        g.bench_with_input(BenchmarkId::new("level-20", case.name), case, |b, case| {
+            b.iter(|| {
+                DiffOptions::new()
+                    .level(20)
+                    .diff(black_box(&case.old), black_box(&case.new))
+            })
+        });
     }
     g.finish();
 
@@ -285,6 +301,11 @@ fn benches(c: &mut Criterion) {
                         .apply_to(black_box(&case.old[..]), io::sink())
                 })
             },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("in-memory-level-20", case.name),
+            case,
+            |b, case| b.iter(|| deltaswap::apply(black_box(&case.old), black_box(&case.smallest))),
         );
     }
     g.finish();

@@ -414,8 +414,8 @@ pub fn fix_old_fields(patch: &[u8], old: &[u8]) -> Vec<u8> {
 /// `roundtrip`: the first byte chooses how to read the rest. Bit 0 clear: old
 /// and new are the two halves around a split point given by the next two
 /// bytes. Bit 0 set: old is the next `len` bytes and new is old edited by the
-/// rest, read as 4-byte edits (position, kind, value). Bits 1-2 pick the zstd
-/// level (1, 3, 9 or 19). Bit 3 puts the first 20 bytes of an AArch64 ELF
+/// rest, read as 4-byte edits (position, kind, value). Bits 1-2 pick the
+/// level (1, 3, 19 or 20: the default, and the delta model's lowest). Bit 3 puts the first 20 bytes of an AArch64 ELF
 /// header before both files, so that the writer tries transform 8's sites.
 /// `diff` must succeed and every applier must rebuild new.
 pub fn check_roundtrip(data: &[u8]) {
@@ -440,7 +440,7 @@ pub fn check_roundtrip(data: &[u8]) {
     } else {
         (old, new)
     };
-    let level = [1, 3, 9, 19][usize::from((mode >> 1) & 3)];
+    let level = [1, 3, 19, 20][usize::from((mode >> 1) & 3)];
     let patch = deltaswap::DiffOptions::new()
         .level(level)
         // The global rayon pool: `threads(n)` builds a pool per call, whose

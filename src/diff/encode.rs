@@ -69,10 +69,93 @@ pub(crate) struct SegmentBuilder<'a> {
     copied: usize,
     done: Vec<RawSegment>,
     cur: RawSegment,
-    // Delta-run state within the current segment.
+    /// Delta-run state within the current segment.
+    runs: Runs,
+}
+
+/// How the run layout cuts the deltas of copied bytes into its streams:
+/// zero runs and delta lengths (a varint each per run of changed bytes),
+/// and the changed bytes. Shared by the segment builder and the writer's
+/// trial of reference kinds (`references::choose`), so that the trial
+/// measures the streams the patch would hold.
+#[derive(Default)]
+pub(crate) struct Runs {
+    /// Unchanged bytes before the run under way.
     pending_zeros: u64,
+    /// Length of the run under way (0: none).
     pending_delta: u64,
+    /// Unchanged bytes since the last changed one.
     gap: u64,
+}
+
+impl Runs {
+    /// Counts `n` more unchanged bytes.
+    #[inline]
+    pub(crate) fn unchanged(&mut self, n: u64) {
+        self.gap += n;
+    }
+
+    /// Adds a changed byte's nonzero delta `d` to `streams`.
+    #[inline]
+    pub(crate) fn changed(&mut self, d: u8, streams: &mut [Vec<u8>; STREAMS]) {
+        if self.pending_delta > 0 && self.gap <= MERGE_GAP {
+            streams[DELTA_BYTES].extend(std::iter::repeat_n(0u8, self.gap as usize));
+            self.pending_delta += self.gap;
+        } else if self.pending_delta > 0 {
+            put_varint(&mut streams[ZERO_RUNS], self.pending_zeros);
+            put_varint(&mut streams[DELTA_LENS], self.pending_delta);
+            self.pending_zeros = self.gap;
+            self.pending_delta = 0;
+        } else {
+            self.pending_zeros += self.gap;
+        }
+        self.gap = 0;
+        streams[DELTA_BYTES].push(d);
+        self.pending_delta += 1;
+    }
+
+    /// Ends the runs: writes the one under way and the unchanged bytes after it.
+    pub(crate) fn flush(&mut self, streams: &mut [Vec<u8>; STREAMS]) {
+        let mut pair = |zeros: u64, deltas: u64| {
+            put_varint(&mut streams[ZERO_RUNS], zeros);
+            put_varint(&mut streams[DELTA_LENS], deltas);
+        };
+        if self.pending_delta > 0 {
+            pair(self.pending_zeros, self.pending_delta);
+            if self.gap > 0 {
+                pair(self.gap, 0);
+            }
+        } else {
+            let z = self.pending_zeros + self.gap;
+            if z > 0 {
+                pair(z, 0);
+            }
+        }
+        *self = Runs::default();
+    }
+
+    /// The deltas of `new` against `old` (equal lengths), unchanged bytes
+    /// skipped eight at a time.
+    pub(crate) fn push_all(&mut self, old: &[u8], new: &[u8], streams: &mut [Vec<u8>; STREAMS]) {
+        let mut i = 0usize;
+        while i < old.len() {
+            if old
+                .get(i..i + 8)
+                .is_some_and(|o| Some(o) == new.get(i..i + 8))
+            {
+                self.unchanged(8);
+                i += 8;
+                continue;
+            }
+            let d = new.get(i).map_or(0, |&b| b.wrapping_sub(old[i]));
+            if d == 0 {
+                self.unchanged(1);
+            } else {
+                self.changed(d, streams);
+            }
+            i += 1;
+        }
+    }
 }
 
 impl<'a> SegmentBuilder<'a> {
@@ -88,9 +171,7 @@ impl<'a> SegmentBuilder<'a> {
             copied: 0,
             done: Vec::new(),
             cur: RawSegment::default(),
-            pending_zeros: 0,
-            pending_delta: 0,
-            gap: 0,
+            runs: Runs::default(),
         }
     }
 
@@ -119,30 +200,8 @@ impl<'a> SegmentBuilder<'a> {
         self.cur.streams[..LITERALS].iter().map(Vec::len).sum()
     }
 
-    fn put_pair(&mut self, zeros: u64, deltas: u64) {
-        put_varint(&mut self.cur.streams[ZERO_RUNS], zeros);
-        put_varint(&mut self.cur.streams[DELTA_LENS], deltas);
-    }
-
-    fn flush_runs(&mut self) {
-        if self.pending_delta > 0 {
-            self.put_pair(self.pending_zeros, self.pending_delta);
-            if self.gap > 0 {
-                self.put_pair(self.gap, 0);
-            }
-        } else {
-            let z = self.pending_zeros + self.gap;
-            if z > 0 {
-                self.put_pair(z, 0);
-            }
-        }
-        self.pending_zeros = 0;
-        self.pending_delta = 0;
-        self.gap = 0;
-    }
-
     fn close_segment(&mut self) {
-        self.flush_runs();
+        self.runs.flush(&mut self.cur.streams);
         self.copied = 0;
         if self.cur.new_len > 0 {
             self.done.push(std::mem::take(&mut self.cur));
@@ -189,31 +248,17 @@ impl<'a> SegmentBuilder<'a> {
         while i < len {
             // Skip equal bytes eight at a time.
             if i + 8 <= len && old[i..i + 8] == new[i..i + 8] {
-                self.gap += 8;
+                self.runs.unchanged(8);
                 i += 8;
                 continue;
             }
             let d = new[i].wrapping_sub(old[i]);
             i += 1;
             if d == 0 {
-                self.gap += 1;
+                self.runs.unchanged(1);
                 continue;
             }
-            let bytes = &mut self.cur.streams[DELTA_BYTES];
-            if self.pending_delta > 0 && self.gap <= MERGE_GAP {
-                bytes.extend(std::iter::repeat_n(0u8, self.gap as usize));
-                self.pending_delta += self.gap;
-            } else if self.pending_delta > 0 {
-                put_varint(&mut self.cur.streams[ZERO_RUNS], self.pending_zeros);
-                put_varint(&mut self.cur.streams[DELTA_LENS], self.pending_delta);
-                self.pending_zeros = self.gap;
-                self.pending_delta = 0;
-            } else {
-                self.pending_zeros += self.gap;
-            }
-            self.gap = 0;
-            self.cur.streams[DELTA_BYTES].push(d);
-            self.pending_delta += 1;
+            self.runs.changed(d, &mut self.cur.streams);
             if self.cur.streams[DELTA_BYTES].len() % BUDGET_CHECK == 0
                 && self.buffered() >= self.budget
             {

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
+use super::encode::Runs;
 use super::matcher::Op;
-use crate::format::{Codec, StreamDesc};
+use crate::format::{Codec, StreamDesc, DELTA_BYTES, DELTA_LENS, STREAMS, ZERO_RUNS};
 use crate::refs::{predict_into, predict_range, RefMap, A64, DISPLACEMENTS, MAP_MAX_RAW, POINTERS};
 
 /// Copies shorter than this do not shape the map: their shift is often a
@@ -153,46 +154,36 @@ pub(super) fn code_sites(old: &[u8]) -> Option<u8> {
     }
 }
 
-/// The level at which [`deltas_packed`] compresses: at level 1 tokenizers'
-/// deltas came out the wrong way round (2026-11-30).
-const TRIAL_LEVEL: i32 = 3;
+/// The level at which [`deltas_packed`] compresses: the run streams'
+/// level at the default ([`super::encode::RUNS_LEVEL`]).
+const TRIAL_LEVEL: i32 = super::encode::RUNS_LEVEL;
 
 /// The size of the copies' deltas (new bytes less the old ones as `kinds`
-/// predict them, one per copied byte, in operation order) compressed at
-/// [`TRIAL_LEVEL`], streamed in pieces so that no buffer holds them all.
+/// predict them, in operation order) in the run layout's three streams
+/// (`encode::Runs`), each compressed at [`TRIAL_LEVEL`]: what the default
+/// patch stores of them. The copies are predicted in pieces, so that no
+/// buffer holds them all.
+///
+/// Until 2026-12-02 the trial compressed every delta, zeros included; the
+/// run streams hold a few percent of those bytes, so the two trials took
+/// 6 of libxml2's 64 ms and now take about 1 (docs/BENCHMARKS.md).
 fn deltas_packed(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> u64 {
-    use std::io::Write;
-    let mut enc = match zstd::stream::write::Encoder::new(Counter(0), TRIAL_LEVEL) {
-        Ok(enc) => enc,
-        Err(_) => return u64::MAX,
-    };
-    let (mut pred, mut deltas) = (Vec::new(), Vec::new());
+    let mut pred = Vec::new();
+    let mut runs = Runs::default();
+    let mut streams: [Vec<u8>; STREAMS] = Default::default();
     for (o, n, len) in pieces(ops) {
         let shift = n as i64 - o as i64;
         predict_range(map, kinds, old, o, len, shift, &mut pred);
-        let Some(b) = new.get(n..n + len) else {
-            continue;
-        };
-        deltas.clear();
-        deltas.extend(pred.iter().zip(b).map(|(p, q)| q.wrapping_sub(*p)));
-        if enc.write_all(&deltas).is_err() {
-            return u64::MAX;
+        if let Some(b) = new.get(n..n + pred.len()) {
+            runs.push_all(&pred, b, &mut streams);
         }
     }
-    enc.finish().map_or(u64::MAX, |c| c.0)
-}
-
-/// A sink that counts what is written to it.
-struct Counter(u64);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    runs.flush(&mut streams);
+    [ZERO_RUNS, DELTA_LENS, DELTA_BYTES]
+        .iter()
+        .filter_map(|&k| streams.get(k))
+        .map(|s| zstd::bulk::compress(s, TRIAL_LEVEL).map_or(u64::MAX / 4, |c| c.len() as u64))
+        .sum()
 }
 
 /// Changed bytes the prediction must save per byte of the stored map. 4
