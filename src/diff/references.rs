@@ -58,7 +58,7 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Op
     // The code sites the header names; for a file whose header names
     // neither architecture, both are counted and the one that leaves fewer
     // changed bytes is tried.
-    let (code, [before, code_only, with_pointers]) = match code {
+    let (code, [before, code_tally, both_tally]) = match code {
         Some(code) => (
             code,
             changes(old, new, ops, &map, [0, code, code | POINTERS]),
@@ -72,13 +72,15 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Op
                 A64 | POINTERS,
             ];
             let [before, d, dp, a, ap] = changes(old, new, ops, &map, kinds);
-            if a.min(ap) < d.min(dp) {
+            if a.changed.min(ap.changed) < d.changed.min(dp.changed) {
                 (A64, [before, a, ap])
             } else {
                 (DISPLACEMENTS, [before, d, dp])
             }
         }
     };
+    let (before, code_only, with_pointers) =
+        (before.changed, code_tally.changed, both_tally.changed);
     let both = code | POINTERS;
     // Pointers can remove many changes that compressed well anyway (a table
     // whose entries all moved by one amount) and leave the rest less
@@ -90,8 +92,8 @@ pub(super) fn choose(old: &[u8], new: &[u8], ops: &[Op], code: Option<u8>) -> Op
         (false, true) => (both, with_pointers),
         (true, true) => {
             let (d, b) = rayon::join(
-                || deltas_packed(old, new, ops, &map, code),
-                || deltas_packed(old, new, ops, &map, both),
+                || packed_size(&code_tally.streams),
+                || packed_size(&both_tally.streams),
             );
             if b < d {
                 (both, with_pointers)
@@ -158,27 +160,15 @@ pub(super) fn code_sites(old: &[u8]) -> Option<u8> {
 /// level at the default ([`super::encode::RUNS_LEVEL`]).
 const TRIAL_LEVEL: i32 = super::encode::RUNS_LEVEL;
 
-/// The size of the copies' deltas (new bytes less the old ones as `kinds`
-/// predict them, in operation order) in the run layout's three streams
-/// (`encode::Runs`), each compressed at [`TRIAL_LEVEL`]: what the default
-/// patch stores of them. The copies are predicted in pieces, so that no
-/// buffer holds them all.
+/// The size of a kind's deltas in the run layout's three streams (from
+/// [`changes`]), each compressed at [`TRIAL_LEVEL`]: what the default patch
+/// stores of them.
 ///
-/// Until 2026-12-02 the trial compressed every delta, zeros included; the
-/// run streams hold a few percent of those bytes, so the two trials took
-/// 6 of libxml2's 64 ms and now take about 1 (docs/BENCHMARKS.md).
-fn deltas_packed(old: &[u8], new: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> u64 {
-    let mut pred = Vec::new();
-    let mut runs = Runs::default();
-    let mut streams: [Vec<u8>; STREAMS] = Default::default();
-    for (o, n, len) in pieces(ops) {
-        let shift = n as i64 - o as i64;
-        predict_range(map, kinds, old, o, len, shift, &mut pred);
-        if let Some(b) = new.get(n..n + pred.len()) {
-            runs.push_all(&pred, b, &mut streams);
-        }
-    }
-    runs.flush(&mut streams);
+/// Until 2026-12-02 the trial predicted the copies again and compressed
+/// every delta, zeros included; the run streams hold a few percent of those
+/// bytes, and [`changes`] makes them in the pass that counts the changes
+/// (docs/BENCHMARKS.md).
+fn packed_size(streams: &[Vec<u8>; STREAMS]) -> u64 {
     [ZERO_RUNS, DELTA_LENS, DELTA_BYTES]
         .iter()
         .filter_map(|&k| streams.get(k))
@@ -241,39 +231,62 @@ fn build(ops: &[Op], min_copy: usize, old_len: u64) -> RefMap {
     RefMap::from_breaks(&breaks, old_len)
 }
 
-/// Copied bytes that differ from the new file when predicted with each of
-/// `kinds` (`0`: no prediction).
+/// What [`changes`] found under one prediction kind.
+#[derive(Default)]
+struct Tally {
+    /// Copied bytes that differ from the new file.
+    changed: u64,
+    /// The copies' deltas in the run layout's streams (`encode::Runs`), each
+    /// piece's runs started afresh; empty for kind 0 (no prediction), which
+    /// is never tried.
+    streams: [Vec<u8>; STREAMS],
+}
+
+/// What each of `kinds` (`0`: no prediction) leaves of the copies: the
+/// bytes that differ from the new file, and their runs. The pieces are
+/// predicted in parallel, once per kind.
 fn changes<const N: usize>(
     old: &[u8],
     new: &[u8],
     ops: &[Op],
     map: &RefMap,
     kinds: [u8; N],
-) -> [u64; N] {
+) -> [Tally; N] {
     let pieces: Vec<(usize, usize, usize)> = pieces(ops).collect();
-    pieces
+    let per_piece: Vec<[Tally; N]> = pieces
         .par_iter()
         .map_init(Vec::new, |pred, &(o, n, l)| {
-            let mut counts = [0u64; N];
+            let mut tallies: [Tally; N] = std::array::from_fn(|_| Tally::default());
             let Some(b) = new.get(n..n + l) else {
-                return counts;
+                return tallies;
             };
             let shift = n as i64 - o as i64;
-            for (slot, &kinds) in counts.iter_mut().zip(&kinds) {
+            for (tally, &kinds) in tallies.iter_mut().zip(&kinds) {
                 predict_range(map, kinds, old, o, l, shift, pred);
-                *slot = pred.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
-            }
-            counts
-        })
-        .reduce(
-            || [0; N],
-            |mut x, y| {
-                for (a, b) in x.iter_mut().zip(y) {
-                    *a += b;
+                tally.changed = pred.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
+                if kinds != 0 {
+                    let mut runs = Runs::default();
+                    runs.push_all(
+                        pred,
+                        b.get(..pred.len()).unwrap_or_default(),
+                        &mut tally.streams,
+                    );
+                    runs.flush(&mut tally.streams);
                 }
-                x
-            },
-        )
+            }
+            tallies
+        })
+        .collect();
+    let mut total: [Tally; N] = std::array::from_fn(|_| Tally::default());
+    for piece in per_piece {
+        for (sum, one) in total.iter_mut().zip(piece) {
+            sum.changed += one.changed;
+            for (a, b) in sum.streams.iter_mut().zip(&one.streams) {
+                a.extend_from_slice(b);
+            }
+        }
+    }
+    total
 }
 
 /// The copies of `ops` as (old start, new start, length), cut into pieces of
