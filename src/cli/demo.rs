@@ -203,7 +203,7 @@ fn run_demo(dir: &Path) -> Result<(), Failure> {
 
     step(
         &mut n,
-        "Diff each library against its fixed build (suffix array, delta model, zstd)",
+        "Diff each library against its fixed build (suffix-array matching, zstd)",
     );
     let mut patches = Vec::new();
     let (mut full, mut delta) = (0usize, 0usize);
