@@ -364,16 +364,17 @@ impl Packing {
 /// LZMA, the run streams at [`RUNS_LEVEL`].
 pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 
-/// The zstd level of the run streams at the default level. They are as long
-/// as the copies and mostly zeros: at level 19 they took 0.62-0.63x
-/// qbsdiff's diff time on libxml2 and libcrypto against 0.39-0.51x at
-/// level 3, for patches 5-12% smaller (2026-12-02, docs/BENCHMARKS.md).
+/// The zstd level of the run streams at the default level. Level 19 costs
+/// most where they are long: the diff took 0.62-0.63x qbsdiff's time on
+/// libxml2 and libcrypto with them at level 19, against 0.39-0.51x at
+/// level 3, for patches 8-13% smaller (2026-12-02, docs/BENCHMARKS.md).
 pub(crate) const RUNS_LEVEL: i32 = 3;
 
 /// The lowest zstd level at which the plain layout is tried with the delta
-/// model. It was the default (19) until 2026-12-02: the model makes library
-/// patches 23-43% smaller, but on libraries of 1-2 MiB it doubles the diff
-/// time, which issue 2 bounds at half of qbsdiff's (docs/BENCHMARKS.md).
+/// model. It was the default (19) until 2026-12-02: the model makes the
+/// patches of the corpus's libraries of 1 MB and more 34-42% smaller, but
+/// on libc and libxml2 it makes the diff 1.6-1.8x slower, and issue 2
+/// bounds the default's diff at half of qbsdiff's (docs/BENCHMARKS.md).
 pub(crate) const PLAIN_MIN_LEVEL: i32 = 20;
 
 /// Files whose copies add up to more than this are not tried in plain layout
@@ -658,6 +659,43 @@ pub(crate) struct PackedSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference trial's runs (`Runs::push_all`, piece by piece) are the
+    /// run streams the segment builder writes for the same copy: changed
+    /// bytes alone, in runs, one unchanged byte inside a run (merged), long
+    /// unchanged stretches, and a change in the last byte.
+    #[test]
+    fn trial_runs_are_the_segment_builders() {
+        let mut rnd = crate::test_rng(0x005E_ED0F_2024);
+        let old: Vec<u8> = (0..50_000).map(|_| rnd() as u8).collect();
+        let mut new = old.clone();
+        for at in [0, 1, 2, 4, 100, 101, 103, 9_000, 20_000, 20_001, 49_999] {
+            new[at] = new[at].wrapping_add(1);
+        }
+        for at in (30_000..31_000).step_by(7) {
+            new[at] ^= 0x40;
+        }
+        let op = Op {
+            new_start: 0,
+            old_start: 0,
+            add_len: old.len(),
+            extra_len: 0,
+        };
+        let mut builder = SegmentBuilder::with_budget(&old, &new, usize::MAX);
+        builder.push(&op, old.len());
+        let segments = builder.finish().unwrap();
+        assert_eq!(segments.len(), 1);
+        let mut runs = Runs::default();
+        let mut streams: [Vec<u8>; STREAMS] = Default::default();
+        for (from, to) in [(0, 101), (101, 20_000), (20_000, old.len())] {
+            runs.push_all(&old[from..to], &new[from..to], &mut streams);
+        }
+        runs.flush(&mut streams);
+        for k in [ZERO_RUNS, DELTA_LENS, DELTA_BYTES] {
+            assert!(!streams[k].is_empty(), "stream {k} empty");
+            assert_eq!(streams[k], segments[0].streams[k], "stream {k}");
+        }
+    }
 
     /// A stream compressed in jobs is the same frame whatever the number of
     /// libzstd's workers (so the patch does not depend on the thread count),

@@ -81,18 +81,19 @@ impl DiffOptions {
     /// * 19, the default: the literal and control streams at zstd level 19,
     ///   a literal stream of 64 KiB or more that compresses also with LZMA
     ///   (the smaller kept), and the run streams (zero runs, delta lengths,
-    ///   delta bytes: as long as the copies, mostly zeros) at level 3. On the
-    ///   corpus's libraries the patches are 0.51-0.89x the best peer's, and
-    ///   the diff takes about 0.35-0.5x qbsdiff's time (docs/BENCHMARKS.md).
+    ///   delta bytes) at level 3. On the corpus's libraries the patches are
+    ///   0.26-0.89x the best peer's, and on those of 1 MB and more the diff
+    ///   takes 0.27-0.52x qbsdiff's time (docs/BENCHMARKS.md).
     /// * 20 to 22: the smallest patches. Each segment is also coded in the
     ///   plain layout with the delta model (docs/MODEL.md; cut into pieces of
     ///   at most 4 MiB copied, coded in parallel), and the smaller of the two
     ///   layouts is kept (docs/FORMAT.md), when the copies add up to at most
-    ///   32 MiB (64 MiB from level 21). That makes library patches 23-43%
-    ///   smaller than the default's; it costs about 0.05-0.1 s of one core
-    ///   per MiB copied to make and as much to apply (the default's patches
-    ///   apply at about the speed of `zstd --patch-from`), and on libraries
-    ///   of 1-2 MiB it doubles the diff time. (Readers of this crate before
+    ///   32 MiB (64 MiB from level 21). That makes the patches of libraries
+    ///   of 1 MB and more 34-42% smaller than the default's; it costs about
+    ///   0.05-0.1 s of one core per MiB copied to make and as much to apply
+    ///   (the default's patches apply at about the speed of `zstd
+    ///   --patch-from`), and on libraries of 1-2 MiB it makes the diff
+    ///   1.6-1.8x slower. (Readers of this crate before
     ///   2026-11-29 budget 32 Mi model deltas per patch by default: for them,
     ///   a level 21-22 patch of more than 32 MiB copied needs
     ///   [`Limits::max_model_len`](crate::Limits::max_model_len) raised.)
