@@ -463,6 +463,80 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     i
 }
 
+/// How far the alignment of `old` and `new` (both from their starts) grows
+/// forwards: the length `i` that maximises `2 * agreeing - i`, the number
+/// of equal bytes among the first `i` counted twice against `i` (the first
+/// such length when several tie; 0 when none is positive). bsdiff's rule,
+/// taken a run of equal bytes at a time: along a run the measure rises by
+/// one per byte, so only a run's end can be a new best, and at a differing
+/// byte it falls.
+fn grow_forward(old: &[u8], new: &[u8]) -> usize {
+    let limit = old.len().min(new.len());
+    let (old, new) = (&old[..limit], &new[..limit]);
+    let (mut agree, mut i) = (0usize, 0usize);
+    let (mut best, mut best_len) = (0isize, 0usize);
+    while i < limit {
+        let run = common_prefix(&old[i..], &new[i..]);
+        if run > 0 {
+            agree += run;
+            i += run;
+            let score = 2 * agree as isize - i as isize;
+            if score > best {
+                best = score;
+                best_len = i;
+            }
+        }
+        // The byte at `i`, if any, differs: the measure falls by one.
+        i += 1;
+    }
+    best_len
+}
+
+/// [`grow_forward`] backwards: how far the alignment of the ends of `old`
+/// and `new` grows towards their starts.
+fn grow_backward(old: &[u8], new: &[u8]) -> usize {
+    let limit = old.len().min(new.len());
+    let (old, new) = (&old[old.len() - limit..], &new[new.len() - limit..]);
+    let (mut agree, mut i) = (0usize, 0usize);
+    let (mut best, mut best_len) = (0isize, 0usize);
+    while i < limit {
+        let run = common_suffix(&old[..limit - i], &new[..limit - i]);
+        if run > 0 {
+            agree += run;
+            i += run;
+            let score = 2 * agree as isize - i as isize;
+            if score > best {
+                best = score;
+                best_len = i;
+            }
+        }
+        i += 1;
+    }
+    best_len
+}
+
+/// Length of the common suffix of two slices.
+#[inline]
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut i = 0;
+    // Compare eight bytes at a time, from the ends.
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[n - i - 8..n - i].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[n - i - 8..n - i].try_into().unwrap_or([0; 8]));
+        let d = x ^ y;
+        if d != 0 {
+            return i + (d.leading_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[n - i - 1] == b[n - i - 1] {
+        i += 1;
+    }
+    i
+}
+
 #[inline]
 fn eq_at(old: &[u8], o: isize, new: &[u8], n: usize) -> bool {
     match (usize::try_from(o).ok().and_then(|o| old.get(o)), new.get(n)) {
@@ -546,8 +620,9 @@ pub(crate) fn scan_chunk(
 /// Chunks from this size up may be scanned in two halves.
 const SPLIT_SCAN_MIN: usize = 64 << 10;
 
-/// [`scan_chunk`], with the [`Known`] shortcut on or off (the tests check
-/// that it changes nothing).
+/// [`scan_chunk`], with its shortcuts on or off: the [`Known`] lookups
+/// and the scoring of a match at the current alignment in one addition (the
+/// tests check that they change nothing).
 fn scan(index: &Index<'_>, new: &[u8], start: usize, end: usize, shortcut: bool) -> Vec<Op> {
     let mut s = Scanner::new(index, new, start, end, shortcut);
     while s.step() {}
@@ -686,7 +761,6 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
     fn step(&mut self) -> bool {
         let (index, new, end, shortcut) = (self.index, self.new, self.end, self.shortcut);
         let old = index.old();
-        let old_len = old.len();
         let mut scan = self.scan;
         if scan >= end {
             return false;
@@ -731,6 +805,19 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
                     scsc = scan + 1;
                 }
             }
+            if shortcut && len > 0 && pos as isize == scan as isize + last_offset {
+                // The match is at the current alignment: every byte of it
+                // agrees there, so only bytes before `scan` not yet scored
+                // need a look (the byte loop below gives the same score).
+                while scsc < scan {
+                    if eq_at(old, scsc as isize + last_offset, new, scsc) {
+                        old_score += 1;
+                    }
+                    scsc += 1;
+                }
+                old_score += (scan + len).saturating_sub(scsc);
+                scsc = scsc.max(scan + len);
+            }
             while scsc < scan + len {
                 if eq_at(old, scsc as isize + last_offset, new, scsc) {
                     old_score += 1;
@@ -747,35 +834,20 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
         }
         if len != old_score || scan >= end {
             let scan_end = scan.min(end);
-            // Grow the previous alignment forwards while at least half agrees.
-            let (mut s, mut sf, mut lenf) = (0isize, 0isize, 0usize);
-            let mut i = 0usize;
-            while last_scan + i < scan_end && last_pos + i < old_len {
-                if old[last_pos + i] == new[last_scan + i] {
-                    s += 1;
-                }
-                i += 1;
-                if s * 2 - i as isize > sf * 2 - lenf as isize {
-                    sf = s;
-                    lenf = i;
-                }
-            }
-            // Grow the new match backwards likewise.
-            let mut lenb = 0usize;
-            if scan < end {
-                let (mut s, mut sb) = (0isize, 0isize);
-                let mut i = 1usize;
-                while scan >= last_scan + i && pos >= i {
-                    if old[pos - i] == new[scan - i] {
-                        s += 1;
-                    }
-                    if s * 2 - i as isize > sb * 2 - lenb as isize {
-                        sb = s;
-                        lenb = i;
-                    }
-                    i += 1;
-                }
-            }
+            // Grow the previous alignment forwards while at least half
+            // agrees, and the new match backwards likewise.
+            let mut lenf = grow_forward(
+                old.get(last_pos..).unwrap_or_default(),
+                new.get(last_scan..scan_end).unwrap_or_default(),
+            );
+            let mut lenb = if scan < end {
+                grow_backward(
+                    old.get(..pos).unwrap_or_default(),
+                    new.get(last_scan..scan).unwrap_or_default(),
+                )
+            } else {
+                0
+            };
             // Resolve an overlap between the two extensions at the best split.
             if last_scan + lenf > scan_end - lenb {
                 let overlap = (last_scan + lenf) - (scan_end - lenb);
@@ -1172,6 +1244,94 @@ mod tests {
             1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1,
         ];
         let idx = Index::build(&old).unwrap();
+        let fast = scan(&idx, &new, 0, new.len(), true);
+        let slow = scan(&idx, &new, 0, new.len(), false);
+        assert_eq!(fast, slow);
+        check_cover(&fast, &old, 0, new.len());
+    }
+
+    /// bsdiff's forward growth, a byte at a time.
+    fn grow_forward_naive(old: &[u8], new: &[u8]) -> usize {
+        let (mut s, mut sf, mut lenf) = (0isize, 0isize, 0usize);
+        let mut i = 0usize;
+        while i < new.len() && i < old.len() {
+            if old[i] == new[i] {
+                s += 1;
+            }
+            i += 1;
+            if s * 2 - i as isize > sf * 2 - lenf as isize {
+                sf = s;
+                lenf = i;
+            }
+        }
+        lenf
+    }
+
+    /// bsdiff's backward growth, a byte at a time.
+    fn grow_backward_naive(old: &[u8], new: &[u8]) -> usize {
+        let (mut s, mut sb, mut lenb) = (0isize, 0isize, 0usize);
+        let mut i = 1usize;
+        while new.len() >= i && old.len() >= i {
+            if old[old.len() - i] == new[new.len() - i] {
+                s += 1;
+            }
+            if s * 2 - i as isize > sb * 2 - lenb as isize {
+                sb = s;
+                lenb = i;
+            }
+            i += 1;
+        }
+        lenb
+    }
+
+    proptest::proptest! {
+        /// The run-at-a-time growth is bsdiff's byte loop, on pairs that
+        /// agree in runs of every length with stretches of noise between.
+        #[test]
+        fn growth_is_the_byte_loops(
+            old in proptest::collection::vec(0u8..4, 0..300),
+            flips in proptest::collection::vec((0usize..300, 0u8..4), 0..40),
+            cut in 0usize..40,
+        ) {
+            let mut new = old.clone();
+            for (at, b) in flips {
+                if let Some(x) = new.get_mut(at) {
+                    *x = b;
+                }
+            }
+            let new = new.get(cut.min(new.len())..).unwrap_or_default().to_vec();
+            proptest::prop_assert_eq!(grow_forward(&old, &new), grow_forward_naive(&old, &new));
+            proptest::prop_assert_eq!(grow_backward(&old, &new), grow_backward_naive(&old, &new));
+            let suffix = old.iter().rev().zip(new.iter().rev()).take_while(|(a, b)| a == b).count();
+            proptest::prop_assert_eq!(common_suffix(&old, &new), suffix);
+        }
+    }
+
+    /// A byte old does not hold, whose window the filter admits by chance,
+    /// is looked up and matches nothing; the scan then scores the bytes
+    /// after it one step late, and the shortcuts must score them alike.
+    #[test]
+    fn shortcut_changes_no_operation_after_an_absent_byte() {
+        let mut x = 7u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let old: Vec<u8> = (0..60_000).map(|_| (next() % 255) as u8).collect();
+        let mut new = old.clone();
+        for _ in 0..3_000 {
+            let at = next() as usize % new.len();
+            new[at] = 0xff;
+        }
+        let idx = Index::build(&old).unwrap();
+        // Some window starting with 0xff must pass the filter for the test
+        // to mean anything.
+        let admitted = (0..new.len() - GRAM)
+            .filter(|&i| new[i] == 0xff && idx.may_match(&new[i..]))
+            .count();
+        assert!(admitted > 10, "{admitted}");
         let fast = scan(&idx, &new, 0, new.len(), true);
         let slow = scan(&idx, &new, 0, new.len(), false);
         assert_eq!(fast, slow);
