@@ -513,3 +513,86 @@ fn large_results_fail_and_clean_up_like_small_ones() {
 fn sha256_of(data: &[u8]) -> [u8; 32] {
     *deltaswap::Sha256Digest::of(data).as_bytes()
 }
+
+/// Runs deltaswap in the fixture with its output argument a FIFO there,
+/// read by a thread, and TMPDIR a folder of the fixture's; returns the run,
+/// what the FIFO received, and what the run left in TMPDIR.
+fn run_into_fifo(f: &Fixture, args: &[&str], fifo: &str) -> (Run, Vec<u8>, usize) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = f.dir.join(fifo);
+    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(made.success());
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut fifo = fs::File::open(&path).expect("open fifo");
+        fifo.read_to_end(&mut got).expect("read fifo");
+        got
+    });
+    let tmp = f.dir.join(format!("tmp-{fifo}"));
+    fs::create_dir_all(&tmp).expect("mkdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_deltaswap"))
+        .current_dir(&f.dir)
+        .env("TMPDIR", &tmp)
+        .args(args)
+        .output()
+        .expect("run deltaswap");
+    // A FIFO renamed over cannot be opened again: fail before waiting for
+    // a reader that would never finish.
+    let kind = fs::symlink_metadata(f.dir.join(fifo))
+        .expect("fifo")
+        .file_type();
+    assert!(
+        !kind.is_file(),
+        "{fifo} was replaced by a file; stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The reader waits in its open until a writer comes: a run that wrote
+    // nothing never came, so open it once here, without waiting (if the
+    // run did write, the reader is gone and this open just fails).
+    let _ = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(f.dir.join(fifo));
+    let got = reader.join().expect("reader");
+    let left = fs::read_dir(&tmp).expect("tmp").count();
+    let r = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    (r, got, left)
+}
+
+/// A pipe or a device as PATCH or OUT (`/dev/stdout`, a FIFO) is written,
+/// not renamed over, and only with bytes that were made and checked in
+/// full; a link to a file stays a link, and the file it names is replaced.
+/// (A FIFO stands for the devices: a test that renamed over `/dev/null` by
+/// mistake would break the machine it runs on.)
+#[test]
+fn streams_and_links_as_outputs() {
+    let f = Fixture::new();
+    let patch = fs::read(f.dir.join("p")).expect("patch");
+    let new = fs::read(f.dir.join("new")).expect("new");
+
+    let (r, got, left) = run_into_fifo(&f, &["diff", "old", "new", "p.fifo"], "p.fifo");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((got, left), (patch, 0));
+    let (r, got, left) = run_into_fifo(&f, &["apply", "old", "p", "out.fifo"], "out.fifo");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((got, left), (new.clone(), 0));
+    // A wrong OLD: exit status 2, and the FIFO receives nothing.
+    let (r, got, left) = run_into_fifo(&f, &["apply", "new", "p", "bad.fifo"], "bad.fifo");
+    expect_error(&r, 2, &["SHA-256 mismatch"]);
+    assert!(got.is_empty(), "{} bytes reached the FIFO", got.len());
+    assert_eq!(left, 0);
+
+    // A link to a file: the link stays, the file it names gets the result.
+    fs::write(f.dir.join("target"), b"stale").expect("write");
+    std::os::unix::fs::symlink("target", f.dir.join("link")).expect("symlink");
+    let r = f.run(&["apply", "old", "p", "link"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let link = fs::symlink_metadata(f.dir.join("link")).expect("link");
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(fs::read(f.dir.join("target")).expect("target"), new);
+}

@@ -159,6 +159,14 @@ pub(super) fn parent_dir(path: &Path) -> PathBuf {
 /// in an existing directory that this process may write. Runs before any long
 /// work so that a mistake costs nothing.
 pub(super) fn output_file(role: &str, path: &Path) -> Result<(), Failure> {
+    let resolved;
+    let path = match output_target(path) {
+        Output::Stream => return Ok(()),
+        Output::File(p) => {
+            resolved = p;
+            resolved.as_path()
+        }
+    };
     if path.is_dir() {
         return Err(usage(format!(
             "{role} '{}' is a directory (give a file name, for example '{}')",
@@ -207,6 +215,39 @@ pub(super) fn output_file(role: &str, path: &Path) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// Where an output argument's bytes go.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Output {
+    /// A file written through a temporary file beside it and renamed into
+    /// place: the path itself, or the file a symbolic link names (so that
+    /// the link stays a link).
+    File(PathBuf),
+    /// Something that is not a file and cannot be renamed over: a pipe, a
+    /// terminal, a device (`/dev/stdout`, `/dev/null`), reached directly or
+    /// through links. Its bytes are written to it once complete and checked.
+    Stream,
+}
+
+/// Resolves an output argument (see [`Output`]). A path that does not
+/// exist yet, or a link to nothing, is a file at that path.
+pub(super) fn output_target(path: &Path) -> Output {
+    let Ok(own) = std::fs::symlink_metadata(path) else {
+        return Output::File(path.to_path_buf());
+    };
+    let Ok(followed) = std::fs::metadata(path) else {
+        return Output::File(path.to_path_buf());
+    };
+    if !followed.is_file() && !followed.is_dir() {
+        return Output::Stream;
+    }
+    if own.file_type().is_symlink() && followed.is_file() {
+        if let Ok(real) = std::fs::canonicalize(path) {
+            return Output::File(real);
+        }
+    }
+    Output::File(path.to_path_buf())
 }
 
 /// `apply`/`patch`/`info`: PATCH must be a deltaswap patch. `first` is the

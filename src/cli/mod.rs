@@ -148,8 +148,10 @@ enum Command {
     /// Apply PATCH to OLD and write the verified result to OUT.
     ///
     /// OUT appears only once the result's size and SHA-256 match the patch
-    /// (written to a temporary file beside OUT, synced, then renamed). OLD is
-    /// checked first: a patch made for another file is refused.
+    /// (written to a temporary file beside OUT, synced, then renamed; a pipe
+    /// or a device such as /dev/stdout gets the result copied from a
+    /// temporary file in $TMPDIR once verified). OLD is checked first: a
+    /// patch made for another file is refused.
     #[command(after_help = APPLY_HELP)]
     Apply {
         /// The old version of the file, the one the patch was made from.
@@ -607,8 +609,65 @@ pub(super) fn by_source_digest(
 
 /// Writes `dest` through a temporary file in the same directory, syncs it and
 /// renames it into place; on any error the temporary file is removed and `dest`
-/// is untouched.
+/// is untouched. A link to a file is followed (the file is replaced, the
+/// link stays). A pipe or a device (`/dev/stdout`) cannot be renamed over:
+/// its bytes are made in a temporary file in the system's temporary
+/// directory and copied to it only once `fill` has succeeded, so that it
+/// too receives nothing unless the whole output was made and checked.
 fn write_atomically(
+    dest: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match check::output_target(dest) {
+        check::Output::File(path) => write_replacing(&path, fill),
+        check::Output::Stream => write_streamed(dest, fill),
+    }
+}
+
+/// [`write_atomically`] to a pipe or a device.
+fn write_streamed(
+    dest: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let (tmp_path, file) = create_temp(&std::env::temp_dir(), "stream")?;
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 16, &file);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        let mut made = File::open(&tmp_path)?;
+        let mut out = std::fs::OpenOptions::new().write(true).open(dest)?;
+        std::io::copy(&mut made, &mut out)?;
+        out.flush()
+    })();
+    let _ = std::fs::remove_file(&tmp_path);
+    result
+}
+
+/// A new file `.deltaswap-tmp-NAME-PID-N` in `dir`, created exclusively.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
+    let mut attempt = 0u32;
+    loop {
+        let tmp = dir.join(format!(
+            ".deltaswap-tmp-{name}-{}-{attempt}",
+            std::process::id(),
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`write_atomically`] to a file: temporary file beside it, sync, rename.
+fn write_replacing(
     dest: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -619,26 +678,7 @@ fn write_atomically(
     let name = dest
         .file_name()
         .ok_or_else(|| std::io::Error::other("OUT has no file name"))?;
-    let mut attempt = 0u32;
-    let (tmp_path, file) = loop {
-        let tmp = dir.join(format!(
-            ".deltaswap-tmp-{}-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            attempt
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let (tmp_path, file) = create_temp(&dir, &name.to_string_lossy())?;
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 16, &file);
         fill(&mut w)?;
