@@ -243,8 +243,10 @@ struct Tally {
 }
 
 /// What each of `kinds` (`0`: no prediction) leaves of the copies: the
-/// bytes that differ from the new file, and their runs. The pieces are
-/// predicted in parallel, once per kind.
+/// bytes that differ from the new file, and their runs. Each piece is
+/// predicted once per kind, every (piece, kind) a job of its own on the
+/// thread pool: with the kinds of a piece in one job, the thread given the
+/// first (longest) piece of a file of 1-2 MiB copied kept the other waiting.
 fn changes<const N: usize>(
     old: &[u8],
     new: &[u8],
@@ -252,34 +254,34 @@ fn changes<const N: usize>(
     map: &RefMap,
     kinds: [u8; N],
 ) -> [Tally; N] {
-    let pieces: Vec<(usize, usize, usize)> = pieces(ops).collect();
-    let per_piece: Vec<[Tally; N]> = pieces
+    let jobs: Vec<((usize, usize, usize), usize)> = pieces(ops)
+        .flat_map(|piece| (0..N).map(move |k| (piece, k)))
+        .collect();
+    let per_job: Vec<Tally> = jobs
         .par_iter()
-        .map_init(Vec::new, |pred, &(o, n, l)| {
-            let mut tallies: [Tally; N] = std::array::from_fn(|_| Tally::default());
-            let Some(b) = new.get(n..n + l) else {
-                return tallies;
+        .map_init(Vec::new, |pred, &((o, n, l), k)| {
+            let mut tally = Tally::default();
+            let (Some(b), Some(&kinds)) = (new.get(n..n + l), kinds.get(k)) else {
+                return tally;
             };
             let shift = n as i64 - o as i64;
-            for (tally, &kinds) in tallies.iter_mut().zip(&kinds) {
-                predict_range(map, kinds, old, o, l, shift, pred);
-                tally.changed = pred.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
-                if kinds != 0 {
-                    let mut runs = Runs::default();
-                    runs.push_all(
-                        pred,
-                        b.get(..pred.len()).unwrap_or_default(),
-                        &mut tally.streams,
-                    );
-                    runs.flush(&mut tally.streams);
-                }
+            predict_range(map, kinds, old, o, l, shift, pred);
+            tally.changed = pred.iter().zip(b).filter(|(p, q)| p != q).count() as u64;
+            if kinds != 0 {
+                let mut runs = Runs::default();
+                runs.push_all(
+                    pred,
+                    b.get(..pred.len()).unwrap_or_default(),
+                    &mut tally.streams,
+                );
+                runs.flush(&mut tally.streams);
             }
-            tallies
+            tally
         })
         .collect();
     let mut total: [Tally; N] = std::array::from_fn(|_| Tally::default());
-    for piece in per_piece {
-        for (sum, one) in total.iter_mut().zip(piece) {
+    for (&(_, k), one) in jobs.iter().zip(per_job) {
+        if let Some(sum) = total.get_mut(k) {
             sum.changed += one.changed;
             for (a, b) in sum.streams.iter_mut().zip(&one.streams) {
                 a.extend_from_slice(b);
@@ -290,15 +292,21 @@ fn changes<const N: usize>(
 }
 
 /// The copies of `ops` as (old start, new start, length), cut into pieces of
-/// at most 1 MiB: the unit of the trials' predictions.
+/// at most 1 MiB: the unit of the trials' predictions (each piece's runs
+/// start afresh, so the cut is part of what the trial measures).
 fn pieces(ops: &[Op]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    const PIECE: usize = 1 << 20;
-    ops.iter().flat_map(|op| {
-        (0..op.add_len).step_by(PIECE).map(move |k| {
+    pieces_of(ops, 1 << 20)
+}
+
+/// The copies of `ops` as (old start, new start, length), cut into pieces of
+/// at most `piece` bytes.
+fn pieces_of(ops: &[Op], piece: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    ops.iter().flat_map(move |op| {
+        (0..op.add_len).step_by(piece).map(move |k| {
             (
                 op.old_start + k,
                 op.new_start + k,
-                PIECE.min(op.add_len - k),
+                piece.min(op.add_len - k),
             )
         })
     })
@@ -307,15 +315,16 @@ fn pieces(ops: &[Op]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
 /// The copied old bytes of `ops`, in order, as transforms 2 and 4 predict
 /// them with `map` and the site kinds `kinds`: what the segment builder
 /// takes the deltas against. The copies are predicted in pieces of at most
-/// 1 MiB on the thread pool (a byte's prediction depends only on old bytes,
-/// so any cut gives the same bytes): the builder's pass on one thread kept
-/// the other waiting (0.3-1.7% of the diff's wall time, docs/BENCHMARKS.md).
+/// 256 KiB on the thread pool (a byte's prediction depends only on old
+/// bytes, so any cut gives the same bytes): the builder's pass on one
+/// thread kept the other waiting (0.3-1.7% of the diff's wall time,
+/// docs/BENCHMARKS.md), and so did pieces of 1 MiB on files of 1-2 MiB.
 pub(super) fn predict_copies(old: &[u8], ops: &[Op], map: &RefMap, kinds: u8) -> Vec<u8> {
     let total: usize = ops.iter().map(|op| op.add_len).sum();
     let mut out = vec![0u8; total];
     let mut jobs = Vec::new();
     let mut rest: &mut [u8] = &mut out;
-    for (o, n, len) in pieces(ops) {
+    for (o, n, len) in pieces_of(ops, 256 << 10) {
         let cut = len.min(rest.len());
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(cut);
         jobs.push((o, n, head));
