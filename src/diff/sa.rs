@@ -26,6 +26,20 @@ fn free_space(len: usize) -> usize {
 /// most, given back once the array is sorted).
 const FREE_SPACE_MAX_TEXT: usize = 8 << 20;
 
+/// `len` zeros, written rather than allocated zeroed. A zeroed allocation
+/// of this size is fresh pages that the kernel maps to its shared zero page
+/// when first read; libsais reads much of its array before writing it, and
+/// each later write then replaces that mapping, which means a TLB flush on
+/// every other core running the process. On libgs's 10.6 MB halves that
+/// was a sixth of the diff's CPU time, most of it in the interrupts between
+/// cores (`perf`: `do_wp_page` → `flush_tlb_mm_range`). Written zeros fault
+/// each page in once, writable.
+fn written_zeros<T: Copy + Default>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, T::default());
+    v
+}
+
 /// A suffix array of the old file, 32-bit entries below 2^31 bytes, 64-bit above.
 pub(crate) enum SuffixArray {
     Small(Vec<i32>),
@@ -41,7 +55,7 @@ impl SuffixArray {
         if let Ok(n) = i32::try_from(text.len()) {
             let fs = free_space(text.len());
             let fs_i32 = i32::try_from(fs).map_err(|_| Error::Bug("free space"))?;
-            let mut sa = vec![0i32; text.len() + fs];
+            let mut sa = written_zeros::<i32>(text.len() + fs);
             // SAFETY: `text` has `n` readable bytes and `sa` has `n + fs`
             // writable i32 slots, `fs` of them the free space libsais is told
             // of; freq may be null.
@@ -64,7 +78,7 @@ impl SuffixArray {
             Ok(SuffixArray::Small(sa))
         } else {
             let n = i64::try_from(text.len()).map_err(|_| Error::Bug("old file length"))?;
-            let mut sa = vec![0i64; text.len()];
+            let mut sa = written_zeros::<i64>(text.len());
             // SAFETY: as above with 64-bit entries.
             let rc = unsafe {
                 libsais_sys::libsais64::libsais64(
