@@ -13,8 +13,13 @@ struct Run {
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Run {
+    run_with_env(dir, args, &[])
+}
+
+fn run_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
     let o: Output = Command::new(env!("CARGO_BIN_EXE_deltaswap"))
         .current_dir(dir)
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("run deltaswap");
@@ -531,12 +536,7 @@ fn run_into_fifo(f: &Fixture, args: &[&str], fifo: &str) -> (Run, Vec<u8>, usize
     });
     let tmp = f.dir.join(format!("tmp-{fifo}"));
     fs::create_dir_all(&tmp).expect("mkdir");
-    let o = Command::new(env!("CARGO_BIN_EXE_deltaswap"))
-        .current_dir(&f.dir)
-        .env("TMPDIR", &tmp)
-        .args(args)
-        .output()
-        .expect("run deltaswap");
+    let r = run_with_env(&f.dir, args, &[("TMPDIR", &tmp)]);
     // A FIFO renamed over cannot be opened again: fail before waiting for
     // a reader that would never finish.
     let kind = fs::symlink_metadata(f.dir.join(fifo))
@@ -545,7 +545,7 @@ fn run_into_fifo(f: &Fixture, args: &[&str], fifo: &str) -> (Run, Vec<u8>, usize
     assert!(
         !kind.is_file(),
         "{fifo} was replaced by a file; stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
+        r.stderr
     );
     // The reader waits in its open until a writer comes: a run that wrote
     // nothing never came, so open it once here, without waiting (if the
@@ -556,11 +556,6 @@ fn run_into_fifo(f: &Fixture, args: &[&str], fifo: &str) -> (Run, Vec<u8>, usize
         .open(f.dir.join(fifo));
     let got = reader.join().expect("reader");
     let left = fs::read_dir(&tmp).expect("tmp").count();
-    let r = Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
     (r, got, left)
 }
 

@@ -635,7 +635,9 @@ fn write_streamed(
         fill(&mut w)?;
         w.flush()?;
         drop(w);
-        let mut made = File::open(&tmp_path)?;
+        // Read back through the handle made with the file, not its name.
+        let mut made = &file;
+        std::io::Seek::seek(&mut made, std::io::SeekFrom::Start(0))?;
         let mut out = std::fs::OpenOptions::new().write(true).open(dest)?;
         std::io::copy(&mut made, &mut out)?;
         out.flush()
@@ -653,6 +655,7 @@ fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
             std::process::id(),
         ));
         match std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)

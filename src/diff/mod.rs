@@ -83,8 +83,8 @@ impl DiffOptions {
     ///   (the smaller kept), and the run streams (zero runs, delta lengths,
     ///   delta bytes) at level 3. On the corpus's libraries the patches are
     ///   0.26-0.89x the best peer's, and on those of 1 MB and more the diff
-    ///   takes about 0.33-0.46x qbsdiff's time (interleaved medians;
-    ///   docs/BENCHMARKS.md).
+    ///   takes about 0.33-0.44x qbsdiff's time (interleaved medians; single
+    ///   noisy runs up to 0.62, docs/BENCHMARKS.md).
     /// * 20 to 22: the smallest patches. Each segment is also coded in the
     ///   plain layout with the delta model (docs/MODEL.md; cut into pieces of
     ///   at most 4 MiB copied, coded in parallel), and the smaller of the two

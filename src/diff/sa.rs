@@ -34,8 +34,9 @@ const FREE_SPACE_MAX_TEXT: usize = 8 << 20;
 /// was a sixth of the diff's CPU time, most of it in the interrupts between
 /// cores (`perf`: `do_wp_page` → `flush_tlb_mm_range`). Written zeros fault
 /// each page in once, writable. (Used for arrays sorted without free space:
-/// on the smaller parts that get it, written zeros cost 4-6% more CPU time
-/// than the zeroed allocation, libxml2 and libc, 15 interleaved rounds.)
+/// on the smaller parts that get it, written zeros cost 4-6% more wall time
+/// and 4-9% more CPU time than the zeroed allocation, libxml2 and libc, 15
+/// interleaved rounds.)
 fn written_zeros<T: Copy + Default>(len: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     v.resize(len, T::default());
