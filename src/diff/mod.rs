@@ -348,7 +348,7 @@ fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Erro
     match body {
         Some(body) if body.len() <= edits::ALONE => Ok(edit_patch(old_hash, new_hash, &body)),
         Some(body) => {
-            let patch = build_patch_with_budget(old, new, &hashes, packing, WRITER_SEGMENT_BUDGET)?;
+            let patch = build_patch_with_budget(old, new, &hashes, packing, BUDGETS)?;
             let edited = edit_patch(old_hash, new_hash, &body);
             Ok(if edited.len() < patch.len() {
                 edited
@@ -356,9 +356,24 @@ fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Erro
                 patch
             })
         }
-        None => build_patch_with_budget(old, new, &hashes, packing, WRITER_SEGMENT_BUDGET),
+        None => build_patch_with_budget(old, new, &hashes, packing, BUDGETS),
     }
 }
+
+/// How a patch's segments are cut: at `bytes` of control and delta bytes,
+/// and at `literals` literal bytes (by default, `None`: in
+/// [`LITERAL_PIECES`] where [`literals_dominate`], else not).
+#[derive(Clone, Copy)]
+struct Budgets {
+    bytes: usize,
+    literals: Option<usize>,
+}
+
+/// The writer's budgets.
+const BUDGETS: Budgets = Budgets {
+    bytes: WRITER_SEGMENT_BUDGET,
+    literals: None,
+};
 
 /// The patch in segments; `hashes` are the SHA-256 digests of old and new.
 fn build_patch_with_budget(
@@ -366,7 +381,7 @@ fn build_patch_with_budget(
     new: &[u8],
     hashes: &(Sha256Digest, Sha256Digest),
     packing: Packing,
-    budget: usize,
+    budgets: Budgets,
 ) -> Result<Vec<u8>, Error> {
     let (old_hash, new_hash) = hashes;
     let ops = find_ops(old, new)?;
@@ -387,13 +402,15 @@ fn build_patch_with_budget(
         .as_ref()
         .map(|r| references::predict_copies(old, &ops, &r.map, r.kinds));
     let build = |piece: Option<usize>| {
-        let mut builder = SegmentBuilder::with_budget(old, new, budget)
+        let mut builder = SegmentBuilder::with_budget(old, new, budgets.bytes)
             .with_literals(literals)
             .with_predicted(predicted.as_deref());
         if let Some(bytes) = piece {
             builder = builder.with_copy_budget(bytes);
         }
-        if dominant {
+        if let Some(bytes) = budgets.literals {
+            builder = builder.with_literal_budget(bytes);
+        } else if dominant {
             // One more than the share, so that the last piece, never above
             // it, does not close a segment of its own.
             builder = builder.with_literal_budget(literal_bytes / LITERAL_PIECES + 1);
@@ -979,6 +996,47 @@ mod tests {
         assert!(none.is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Segments cut at any literal budget, inside literal runs or
+        /// between them, apply to the new file: x86-like code (calls whose
+        /// targets transform 1 rewrites) with new code inserted and bytes
+        /// changed.
+        #[test]
+        fn segments_cut_at_any_literal_budget_apply(
+            seed in proptest::prelude::any::<u64>(),
+            cut in 1usize..3000,
+            inserts in proptest::collection::vec((0usize..60_000, 1usize..4000), 1..8),
+        ) {
+            let mut rnd = crate::test_rng(seed | 1);
+            let mut old: Vec<u8> = Vec::with_capacity(60_000);
+            while old.len() < 60_000 {
+                if rnd() % 6 == 0 {
+                    old.push(0xe8);
+                    old.extend_from_slice(&((rnd() % 40_000) as u32).to_le_bytes());
+                } else {
+                    old.push((rnd() % 48) as u8);
+                }
+            }
+            let mut new = old.clone();
+            for b in new.iter_mut().step_by(97) {
+                *b = b.wrapping_add(1);
+            }
+            for &(at, len) in &inserts {
+                let code: Vec<u8> = (0..len).map(|_| (rnd() % 64) as u8 | 0x80).collect();
+                new.splice(at.min(new.len())..at.min(new.len()), code);
+            }
+            let hashes = (Sha256Digest::of(&old), Sha256Digest::of(&new));
+            let packing = Packing { level: 3, window_log: WRITER_WINDOW_LOG };
+            let budgets = Budgets { bytes: WRITER_SEGMENT_BUDGET, literals: Some(cut) };
+            let patch = build_patch_with_budget(&old, &new, &hashes, packing, budgets).unwrap();
+            let info = crate::inspect(&patch[..]).unwrap();
+            let literals = info.streams()[LITERALS].1;
+            proptest::prop_assert!(info.segments() as usize >= (literals as usize).div_ceil(cut));
+            proptest::prop_assert_eq!(crate::apply(&old, &patch).unwrap(), new);
+        }
+    }
+
     #[test]
     fn segments_split_under_a_small_budget_and_apply() {
         let old: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -996,7 +1054,10 @@ mod tests {
                 level: 3,
                 window_log: WRITER_WINDOW_LOG,
             },
-            1000,
+            Budgets {
+                bytes: 1000,
+                literals: None,
+            },
         )
         .unwrap();
         let info = crate::inspect(&patch[..]).unwrap();
