@@ -25,7 +25,7 @@ use crate::transform::Literals;
 use encode::{
     compresses, literals_dominate, lzma_cost, lzma_wins, pack_lzma, pack_plain, pack_stream,
     plain_piece, tries_lzma, PackedSegment, Packing, RawSegment, SegmentBuilder,
-    DOMINANT_LITERALS_LEVEL, LITERAL_PIECES, LZMA_PROBE, ZSTD_JOB,
+    DOMINANT_LITERALS_LEVEL, DOMINANT_RUNS_LEVEL, LITERAL_PIECES, LZMA_PROBE, ZSTD_JOB,
 };
 use matcher::{scan_chunk, Index, Op};
 
@@ -85,8 +85,10 @@ impl DiffOptions {
     ///   delta bytes) at level 3. Where the literals make more than a
     ///   sixteenth of old and new together (across a major version), they
     ///   are cut into two segments coded with LZMA side by side, zstd's
-    ///   level 19 run only where LZMA does not win: such diffs take 0.55-0.8x
-    ///   the time they took before, for patches up to 1.3% larger. On the corpus's libraries the patches are
+    ///   level 19 run on them only where LZMA does not win, and the run
+    ///   streams take level 15: such diffs take 0.58-0.71x the time they
+    ///   took before 2026-12-02 (evening), for patches 0.6-2.6% smaller.
+    ///   On the corpus's libraries the patches are
     ///   0.26-0.89x the best peer's, and on those of 1 MB and more the diff
     ///   takes about 0.33-0.44x qbsdiff's time (interleaved medians; single
     ///   noisy runs up to 0.62, docs/BENCHMARKS.md).
@@ -456,7 +458,11 @@ fn build_patch_with_budget(
                 fast
             } else if RUN_STREAMS.contains(&k) {
                 Packing {
-                    level: packing.runs_level(),
+                    level: if dominant {
+                        DOMINANT_RUNS_LEVEL
+                    } else {
+                        packing.runs_level()
+                    },
                     ..packing
                 }
             } else if dominant && k == LITERALS {
