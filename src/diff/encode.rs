@@ -400,7 +400,11 @@ pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 /// most where they are long: the diff took 0.62-0.63x qbsdiff's time on
 /// libxml2 and libcrypto with them at level 19, against 0.39-0.51x at
 /// level 3, for patches 8-13% smaller (2026-12-02, docs/BENCHMARKS.md).
-pub(crate) const RUNS_LEVEL: i32 = 3;
+/// Level 9 takes 4-13% off the patches against level 3 (libgio 11%, libnode
+/// 13%, libc 7%, libxml2 4%) for 0-2% more diff time on the libraries of
+/// 1-2 MB (15 interleaved rounds), 5% on libcrypto; it was 3 until
+/// 2026-12-02 (evening), when libxml2 had no margin left for it.
+pub(crate) const RUNS_LEVEL: i32 = 9;
 
 /// The lowest zstd level at which the plain layout is tried with the delta
 /// model. It was the default (19) until 2026-12-02: the model makes the
@@ -580,12 +584,13 @@ pub(crate) const DOMINANT_LITERALS_LEVEL: i32 = 3;
 /// The zstd level of the run streams (zero runs, delta lengths, delta
 /// bytes) where [`literals_dominate`], instead of [`RUNS_LEVEL`]: their
 /// jobs run beside the literals' LZMA, and across a major version, where
-/// the copies change in many bytes, the stronger level takes 1.8-2.7% off
-/// the patch (level 15, zstd's `btopt`, against level 3: cryptography
-/// 1,710,501 → 1,663,800 bytes, lxml 1,379,652 → 1,353,899, numpy
-/// 968,972 → 943,116, pydantic-core 1,343,859 → 1,319,347) for a diff time
-/// within −2.5% to +4.3% (7 interleaved rounds). Level 19 takes 0.1-1.3%
-/// more off at 2-14% more time.
+/// the copies change in many bytes, the stronger level takes 1-1.6% off
+/// the patch against level 9 (level 15, zstd's `btopt`: cryptography
+/// 1,690,960 → 1,663,800 bytes, lxml 1,367,854 → 1,353,899, numpy
+/// 957,922 → 943,116, pydantic-core 1,335,810 → 1,319,347; 1.8-2.7%
+/// against level 3) for a diff time within −2.5% to +4.3% of level 3's
+/// (7 interleaved rounds). Level 19 takes 0.1-1.3% more off at 2-14% more
+/// time.
 pub(crate) const DOMINANT_RUNS_LEVEL: i32 = 15;
 
 /// The bytes of a literal stream [`tries_lzma`] compresses to decide.

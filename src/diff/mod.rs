@@ -65,7 +65,7 @@ impl Default for DiffOptions {
 
 impl DiffOptions {
     /// The defaults: level 19 (literal and control streams at zstd level 19,
-    /// long literal streams also tried with LZMA, run streams at level 3; no
+    /// long literal streams also tried with LZMA, run streams at level 9; no
     /// delta model), all available cores.
     pub fn new() -> DiffOptions {
         DiffOptions {
@@ -82,14 +82,14 @@ impl DiffOptions {
     /// * 19, the default: the literal and control streams at zstd level 19,
     ///   a literal stream of 64 KiB or more that compresses also with LZMA
     ///   (the smaller kept), and the run streams (zero runs, delta lengths,
-    ///   delta bytes) at level 3. Where the literals make more than a
+    ///   delta bytes) at level 9. Where the literals make more than a
     ///   sixteenth of old and new together (across a major version), they
     ///   are cut into two segments coded with LZMA side by side, zstd's
     ///   level 19 run on them only where LZMA does not win, and the run
     ///   streams take level 15: such diffs take 0.58-0.71x the time they
     ///   took before 2026-12-02 (evening), for patches 0.6-2.6% smaller.
     ///   On the corpus's libraries the patches are
-    ///   0.26-0.89x the best peer's, and on those of 1 MB and more the diff
+    ///   0.25-0.89x the best peer's, and on those of 1 MB and more the diff
     ///   takes about 0.33-0.44x qbsdiff's time (interleaved medians; single
     ///   noisy runs up to 0.62, docs/BENCHMARKS.md).
     /// * 20 to 22: the smallest patches. Each segment is also coded in the
@@ -97,7 +97,7 @@ impl DiffOptions {
     ///   at most 4 MiB copied, coded in parallel), and the smaller of the two
     ///   layouts is kept (docs/FORMAT.md), when the copies add up to at most
     ///   32 MiB (64 MiB from level 21). That makes the patches of libraries
-    ///   of 1 MB and more 34-42% smaller than the default's; it costs about
+    ///   of 1 MB and more 29-39% smaller than the default's; it costs about
     ///   0.05-0.1 s of one core per MiB copied to make and as much to apply
     ///   (the default's patches apply at about the speed of `zstd
     ///   --patch-from`), and on libraries of 1-2 MiB it makes the diff
@@ -963,7 +963,7 @@ mod tests {
             }
             .runs_level()
         };
-        assert_eq!(runs(DEFAULT_LEVEL), 3);
+        assert_eq!(runs(DEFAULT_LEVEL), 9);
         assert_eq!(runs(18), 18);
         assert_eq!(runs(9), 9);
         assert_eq!(runs(20), 20);
