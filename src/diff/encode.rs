@@ -400,9 +400,9 @@ pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 /// most where they are long: the diff took 0.62-0.63x qbsdiff's time on
 /// libxml2 and libcrypto with them at level 19, against 0.39-0.51x at
 /// level 3, for patches 8-13% smaller (2026-12-02, docs/BENCHMARKS.md).
-/// Level 9 takes 4-13% off the patches against level 3 (libgio 11%, libnode
-/// 13%, libc 7%, libxml2 4%) for 0-2% more diff time on the libraries of
-/// 1-2 MB (15 interleaved rounds), 5% on libcrypto; it was 3 until
+/// Level 9 takes 1-13% off the patches against level 3 (libnode 13%, libgio
+/// 11%, libc 7%, libxml2 4%, expat 1%) for 0-2% more diff time on the
+/// libraries of 1-2 MB (15 interleaved rounds), 5% on libcrypto; it was 3 until
 /// 2026-12-02 (evening), when libxml2 had no margin left for it.
 pub(crate) const RUNS_LEVEL: i32 = 9;
 
@@ -589,8 +589,8 @@ pub(crate) const DOMINANT_LITERALS_LEVEL: i32 = 3;
 /// 1,690,960 → 1,663,800 bytes, lxml 1,367,854 → 1,353,899, numpy
 /// 957,922 → 943,116, pydantic-core 1,335,810 → 1,319,347; 1.8-2.7%
 /// against level 3) for a diff time within −2.5% to +4.3% of level 3's
-/// (7 interleaved rounds). Level 19 takes 0.1-1.3% more off at 2-14% more
-/// time.
+/// (7 interleaved rounds). Level 19 takes 0.0-1.3% more off than level 15,
+/// at 2-14% more time than level 3.
 pub(crate) const DOMINANT_RUNS_LEVEL: i32 = 15;
 
 /// The bytes of a literal stream [`tries_lzma`] compresses to decide.

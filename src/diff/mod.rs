@@ -17,8 +17,9 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::format::{
-    write_segment_header, write_stream_desc, PatchHeader, SegmentHeader, StreamDesc, DELTA_BYTES,
-    DELTA_LENS, LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG, ZERO_RUNS,
+    write_segment_header, write_stream_desc, Codec, PatchHeader, SegmentHeader, StreamDesc,
+    DELTA_BYTES, DELTA_LENS, LITERALS, STREAMS, WRITER_SEGMENT_BUDGET, WRITER_WINDOW_LOG,
+    ZERO_RUNS,
 };
 use crate::hash::Sha256Digest;
 use crate::transform::Literals;
@@ -306,23 +307,23 @@ fn merge_ops(ops: impl Iterator<Item = Op>) -> Vec<Op> {
     out
 }
 
-/// The first literal bytes of `ops`, as many as the compressibility probe
-/// of [`literals_dominate`] reads (untransformed: the branch transforms
-/// change a few bytes of an instruction, not whether the stream compresses).
-fn literal_probe(ops: &[Op], new: &[u8]) -> Vec<u8> {
-    let mut probe = Vec::new();
+/// The first `limit` literal bytes of `ops`, untransformed, end to end,
+/// and their runs as (offset in those bytes, position in new, length).
+fn gather_literals(ops: &[Op], new: &[u8], limit: usize) -> (Vec<u8>, Vec<(usize, usize, usize)>) {
+    let mut plain = Vec::new();
+    let mut runs = Vec::new();
     for op in ops {
-        let room = LZMA_PROBE.saturating_sub(probe.len());
-        if room == 0 {
+        if plain.len() >= limit {
             break;
         }
-        let at = op.new_start.saturating_add(op.add_len);
-        let end = at.saturating_add(op.extra_len.min(room));
-        if let Some(lit) = new.get(at..end) {
-            probe.extend_from_slice(lit);
+        let at = op.new_start + op.add_len;
+        let take = op.extra_len.min(limit - plain.len());
+        if let Some(lit) = new.get(at..at + take) {
+            runs.push((plain.len(), at, take));
+            plain.extend_from_slice(lit);
         }
     }
-    probe
+    (plain, runs)
 }
 
 /// Builds the patch. A new file of the old one's length that differs in few
@@ -393,7 +394,9 @@ fn build_patch_with_budget(
         packing,
         literal_bytes,
         old.len().saturating_add(new.len()),
-        || compresses(&literal_probe(&ops, new)),
+        // Untransformed: the branch transforms change a few bytes of an
+        // instruction, not whether the stream compresses.
+        || compresses(&gather_literals(&ops, new, LZMA_PROBE).0),
     );
     let code = references::code_sites(old);
     let (literals, refs) = rayon::join(
@@ -532,15 +535,11 @@ fn build_patch_with_budget(
     let packed: Result<Vec<_>, _> = packed.into_iter().collect();
     let mut packed = packed.map_err(Error::io("compressing a stream"))?;
     // LZMA literals replace zstd's where they are clearly smaller.
-    let mut lzma_won = vec![false; segments.len()];
     for (s, r) in lzma {
         let (desc, bytes) = r.map_err(Error::io("compressing the literal stream"))?;
         if let Some(slot) = packed.get_mut(s * STREAMS + LITERALS) {
             if lzma_wins(bytes.len(), &slot.0) {
                 *slot = (desc, bytes);
-                if let Some(won) = lzma_won.get_mut(s) {
-                    *won = true;
-                }
             }
         }
     }
@@ -548,7 +547,11 @@ fn build_patch_with_budget(
     // fallback: the streams LZMA did not replace get the level given.
     if dominant {
         let again: Vec<usize> = (0..segments.len())
-            .filter(|&s| lzma_won.get(s) != Some(&true))
+            .filter(|&s| {
+                packed
+                    .get(s * STREAMS + LITERALS)
+                    .is_some_and(|(desc, _)| desc.codec != Codec::Lzma)
+            })
             .collect();
         let strong = again
             .par_iter()
@@ -642,19 +645,7 @@ const LITERALS_PROBE: usize = 8 << 20;
 /// little elsewhere (OpenBLAS, forced: +0.3%), which is why it is measured,
 /// not assumed. The decision depends on the data only.
 fn choose_literals(ops: &[Op], new: &[u8], code: Option<u8>) -> Option<Literals> {
-    let mut plain = Vec::new();
-    let mut runs = Vec::new();
-    for op in ops {
-        if plain.len() >= LITERALS_PROBE {
-            break;
-        }
-        let at = op.new_start + op.add_len;
-        let take = op.extra_len.min(LITERALS_PROBE - plain.len());
-        if let Some(lit) = new.get(at..at + take) {
-            runs.push((plain.len(), at, take));
-            plain.extend_from_slice(lit);
-        }
-    }
+    let (plain, runs) = gather_literals(ops, new, LITERALS_PROBE);
     if plain.is_empty() {
         return None;
     }
