@@ -186,7 +186,7 @@ impl<'a> SegmentBuilder<'a> {
 
     /// Also closes a segment after the operation whose literals bring it to
     /// `bytes` or more, so that long literal streams are coded in parallel
-    /// (see [`literals_dominate`]).
+    /// (see [`literals_in_pieces`]).
     pub(crate) fn with_literal_budget(mut self, bytes: usize) -> Self {
         self.literal_budget = bytes.max(1);
         self
@@ -379,6 +379,17 @@ impl Packing {
         }
     }
 
+    /// The zstd level of the literal stream where it is not [cut into
+    /// pieces](literals_in_pieces): [`LITERALS_LEVEL`] at the default
+    /// level, else the level itself.
+    pub(crate) fn literals_level(&self) -> i32 {
+        if (SIZE_MIN_LEVEL..PLAIN_MIN_LEVEL).contains(&self.level) {
+            LITERALS_LEVEL
+        } else {
+            self.level
+        }
+    }
+
     /// Files whose copies add up to more than this are not tried in plain
     /// layout: [`PLAIN_MAX_COPIED`] at level 20, [`PLAIN_MAX_COPIED_ULTRA`]
     /// from [`ULTRA_MIN_LEVEL`] up.
@@ -391,9 +402,9 @@ impl Packing {
     }
 }
 
-/// The lowest level tuned for size, and the default: the literal and
-/// control streams at zstd's level 19, long literal streams also tried with
-/// LZMA, the run streams at [`RUNS_LEVEL`].
+/// The lowest level tuned for size, and the default: the control stream at
+/// zstd's level 19, the literal stream at [`LITERALS_LEVEL`] (long ones also
+/// tried with LZMA), the run streams at [`RUNS_LEVEL`].
 pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 
 /// The zstd level of the run streams at the default level. Level 19 costs
@@ -405,6 +416,17 @@ pub(crate) const SIZE_MIN_LEVEL: i32 = 19;
 /// libraries of 1-2 MB (15 interleaved rounds), 5% on libcrypto; it was 3 until
 /// 2026-12-02 (evening), when libxml2 had no margin left for it.
 pub(crate) const RUNS_LEVEL: i32 = 9;
+
+/// The zstd level of the literal stream at the default level. On the
+/// libraries of minor updates that stream is 7-40 KB, and level 19 coded it
+/// at 3-5 MB/s, the last job to finish: libunbound's 40 KB took 10-15 ms of
+/// a 55 ms diff. Level 16 (zstd's `btopt` on streams this short, where 19
+/// is `btultra2`, which codes the first block twice) is 1.7x as fast for
+/// 0-0.45% more on the stream (libunbound +71 bytes, libexpat +59,
+/// libcrypto +63; the libraries of 1-2 MB mostly 0): diff time 0.85x on
+/// libunbound, 0.96x on libavformat, 0.93x on libgnutls (11 interleaved
+/// rounds, 2026-12-02). Level 15 was no faster there for 0.1-0.4% more.
+pub(crate) const LITERALS_LEVEL: i32 = 16;
 
 /// The lowest zstd level at which the plain layout is tried with the delta
 /// model. It was the default (19) until 2026-12-02: the model makes the
@@ -516,6 +538,16 @@ const LZMA_GAIN: f64 = 0.98;
 /// best on two of the three and 0.3% behind (0,2,2) on libxul.
 const LZMA_PROPS: (u32, u32, u32) = (1, 2, 2);
 
+/// The match length at which LZMA's match finder stops looking for a
+/// longer one. lzma-rust2 on the literal streams of five pairs (best of
+/// three runs, 2026-12-02), against the maximum (273) used before:
+/// libMagickCore 56.0 → 48.2 ms (−12 bytes), pydantic-core 2.18.3 → 2.18.4
+/// 34.1 → 24.9 ms (+26 bytes), lxml 5.2.1 → 5.2.2 19.3 → 15.7 ms (+1 byte),
+/// OpenBLAS across numpy 2 354 → 299 ms (+160 bytes, 0.05%), half of
+/// lxml 4 → 5's literals 828 → 743 ms (+295 bytes, 0.06%). 32 loses more
+/// (0.1-0.2%) for little more speed.
+const LZMA_NICE_LEN: u32 = 64;
+
 /// Largest LZMA dictionary the writer uses (log2): 16 MiB, the default
 /// [`Limits::max_window_log`](crate::Limits::max_window_log) of readers.
 const LZMA_MAX_DICT_LOG: u32 = 24;
@@ -539,50 +571,54 @@ pub(crate) fn compresses(raw: &[u8]) -> bool {
         .is_ok_and(|c| (c.len() as f64) < probe.len() as f64 * INCOMPRESSIBLE)
 }
 
-/// Whether the literals dominate the diff's work, as across a major
-/// version, where much of the new file is new code: at the default level,
-/// at least [`LITERAL_PIECES`] × [`LZMA_MIN`] bytes that compress
-/// (`compresses`, the probe of [`tries_lzma`]) and more than a sixteenth of
-/// old and new together. LZMA codes about 1.5-2 MB a second on one core
-/// and the matcher about 28 MB of old and new on two (lxml 4 → 5: 14.1 MB
-/// in 0.5 s), so past that share the literals' LZMA on one core takes
-/// longer than the matching.
+/// Whether the literals are cut into [`LITERAL_PIECES`] segments, each
+/// with its own LZMA job: at the default level, when there are at least
+/// [`LITERAL_PIECES`] × [`LZMA_MIN`] of them and they compress
+/// (`compresses`, the probe of [`tries_lzma`]). LZMA codes 1.5-2 MB a
+/// second on one core, zstd's level 16 about four times as fast: one LZMA
+/// job on such a stream outlasts every other job of the patch and keeps the
+/// other core waiting. zstd, whose output LZMA replaces on such streams,
+/// codes them first at [`LZMA_FALLBACK_LEVEL`]; where LZMA does not win
+/// against that, the stream is coded again at [`Packing::literals_level`].
 ///
-/// The literals are then cut into [`LITERAL_PIECES`] segments whose LZMA
-/// jobs run side by side, and zstd, whose level-19 output LZMA replaces
-/// anyway, codes them first at [`DOMINANT_LITERALS_LEVEL`]; where LZMA does
-/// not win against that, the stream is coded again at the level given.
-/// The run streams are coded at [`DOMINANT_RUNS_LEVEL`]. Across four
-/// major versions (lxml 4 → 5, pydantic-core, numpy, cryptography) the
-/// diff takes 0.58-0.71x the time it took with one LZMA job beside zstd's
-/// level 19, and the patches are 0.6-2.6% smaller (the halves alone cost
-/// 0.1-1.3%: each half's LZMA starts without the other's data; the run
-/// streams' level gives back more). Minor updates have literals of
-/// 0.001-0.7 of that sixteenth: their patches are unchanged.
-pub(crate) fn literals_dominate(
+/// Across major versions (where [`literals_dominate`]: lxml 4 → 5,
+/// pydantic-core, numpy, cryptography) the diff took 0.58-0.71x the time
+/// it took with one LZMA job beside zstd's level 19 (2026-12-02). On minor
+/// updates with 128 KiB or more of literals, far under that share, the
+/// same cut takes ImageMagick's libMagickCore (208 KB of literals in 5.7
+/// MB of old and new) from 225 to 191 ms and pydantic-core 2.18.3 → 2.18.4
+/// (155 KB in 10 MB) from 200 to 194 ms, for patches 1.1% and 1.3% larger:
+/// each piece's LZMA starts without the other's data (7 interleaved
+/// rounds). Below that size, where most minor updates are, nothing is cut.
+pub(crate) fn literals_in_pieces(
     packing: Packing,
     literals: usize,
-    inputs: usize,
     compresses: impl FnOnce() -> bool,
 ) -> bool {
-    packing.level == SIZE_MIN_LEVEL
-        && literals >= LITERAL_PIECES * LZMA_MIN
-        && literals.saturating_mul(16) > inputs
-        && compresses()
+    packing.level == SIZE_MIN_LEVEL && literals >= LITERAL_PIECES * LZMA_MIN && compresses()
 }
 
-/// How many segments [`literals_dominate`] cuts the literals into: one
+/// Whether the literals dominate the diff, as across a major version,
+/// where much of the new file is new code: more than a sixteenth of old and
+/// new together. Where they are also [cut into pieces](literals_in_pieces)
+/// the run streams are coded at [`DOMINANT_RUNS_LEVEL`]. Minor updates
+/// have literals of 0.001-0.7 of that sixteenth.
+pub(crate) fn literals_dominate(literals: usize, inputs: usize) -> bool {
+    literals.saturating_mul(16) > inputs
+}
+
+/// How many segments [`literals_in_pieces`] cuts the literals into: one
 /// LZMA job for each of two cores. A fixed number, so that the patch does
 /// not depend on the thread count; a third piece made lxml's patch 1.3%
 /// larger again for no time on two cores.
 pub(crate) const LITERAL_PIECES: usize = 2;
 
-/// The zstd level of literal streams where [`literals_dominate`]: LZMA's
-/// result replaces zstd's on such streams, so zstd's is a fallback.
-pub(crate) const DOMINANT_LITERALS_LEVEL: i32 = 3;
+/// The zstd level of literal streams [cut into pieces](literals_in_pieces):
+/// LZMA's result replaces zstd's on such streams, so zstd's is a fallback.
+pub(crate) const LZMA_FALLBACK_LEVEL: i32 = 3;
 
 /// The zstd level of the run streams (zero runs, delta lengths, delta
-/// bytes) where [`literals_dominate`], instead of [`RUNS_LEVEL`]: their
+/// bytes) where [`literals_dominate`] (and they are cut into pieces), instead of [`RUNS_LEVEL`]: their
 /// jobs run beside the literals' LZMA, and across a major version, where
 /// the copies change in many bytes, the stronger level takes 1-1.6% off
 /// the patch against level 9 (level 15, zstd's `btopt`: cryptography
@@ -624,7 +660,7 @@ pub(crate) fn pack_lzma(raw: &[u8], window_log: u32) -> std::io::Result<(StreamD
     opts.lc = lc;
     opts.lp = lp;
     opts.pb = pb;
-    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
+    opts.nice_len = LZMA_NICE_LEN;
     opts.dict_size = 1 << dict_log;
     let mut w = LzmaWriter::new_no_header(Vec::new(), &opts, false)?;
     std::io::Write::write_all(&mut w, raw)?;

@@ -24,9 +24,9 @@ use crate::format::{
 use crate::hash::Sha256Digest;
 use crate::transform::Literals;
 use encode::{
-    compresses, literals_dominate, lzma_cost, lzma_wins, pack_lzma, pack_plain, pack_stream,
-    plain_piece, tries_lzma, PackedSegment, Packing, RawSegment, SegmentBuilder,
-    DOMINANT_LITERALS_LEVEL, DOMINANT_RUNS_LEVEL, LITERAL_PIECES, LZMA_PROBE, ZSTD_JOB,
+    compresses, literals_dominate, literals_in_pieces, lzma_cost, lzma_wins, pack_lzma, pack_plain,
+    pack_stream, plain_piece, tries_lzma, PackedSegment, Packing, RawSegment, SegmentBuilder,
+    DOMINANT_RUNS_LEVEL, LITERAL_PIECES, LZMA_FALLBACK_LEVEL, LZMA_PROBE, ZSTD_JOB,
 };
 use matcher::{scan_chunk, Index, Op};
 
@@ -365,7 +365,7 @@ fn build_patch(old: &[u8], new: &[u8], packing: Packing) -> Result<Vec<u8>, Erro
 
 /// How a patch's segments are cut: at `bytes` of control and delta bytes,
 /// and at `literals` literal bytes (by default, `None`: in
-/// [`LITERAL_PIECES`] where [`literals_dominate`], else not).
+/// [`LITERAL_PIECES`] where [`literals_in_pieces`], else not).
 #[derive(Clone, Copy)]
 struct Budgets {
     bytes: usize,
@@ -390,14 +390,14 @@ fn build_patch_with_budget(
     let ops = find_ops(old, new)?;
     let copied: usize = ops.iter().map(|op| op.add_len).sum();
     let literal_bytes: usize = ops.iter().map(|op| op.extra_len).sum();
-    let dominant = literals_dominate(
+    let pieces = literals_in_pieces(
         packing,
         literal_bytes,
-        old.len().saturating_add(new.len()),
         // Untransformed: the branch transforms change a few bytes of an
         // instruction, not whether the stream compresses.
         || compresses(&gather_literals(&ops, new, LZMA_PROBE).0),
     );
+    let dominant = pieces && literals_dominate(literal_bytes, old.len().saturating_add(new.len()));
     let code = references::code_sites(old);
     let (literals, refs) = rayon::join(
         || choose_literals(&ops, new, code),
@@ -415,7 +415,7 @@ fn build_patch_with_budget(
         }
         if let Some(bytes) = budgets.literals {
             builder = builder.with_literal_budget(bytes);
-        } else if dominant {
+        } else if pieces {
             // One more than the share, so that the last piece, never above
             // it, does not close a segment of its own.
             builder = builder.with_literal_budget(literal_bytes / LITERAL_PIECES + 1);
@@ -468,9 +468,13 @@ fn build_patch_with_budget(
                     },
                     ..packing
                 }
-            } else if dominant && k == LITERALS {
+            } else if k == LITERALS {
                 Packing {
-                    level: DOMINANT_LITERALS_LEVEL,
+                    level: if pieces {
+                        LZMA_FALLBACK_LEVEL
+                    } else {
+                        packing.literals_level()
+                    },
                     ..packing
                 }
             } else {
@@ -543,9 +547,10 @@ fn build_patch_with_budget(
             }
         }
     }
-    // Where the literals dominate, zstd coded them at a fast level as a
-    // fallback: the streams LZMA did not replace get the level given.
-    if dominant {
+    // Where the literals are cut into pieces, zstd coded them at a fast
+    // level as a fallback: the streams LZMA did not replace get the
+    // literals' level.
+    if pieces {
         let again: Vec<usize> = (0..segments.len())
             .filter(|&s| {
                 packed
@@ -555,7 +560,13 @@ fn build_patch_with_budget(
             .collect();
         let strong = again
             .par_iter()
-            .map(|&s| pack_stream(&segments[s].streams[LITERALS], packing, false))
+            .map(|&s| {
+                let strong = Packing {
+                    level: packing.literals_level(),
+                    ..packing
+                };
+                pack_stream(&segments[s].streams[LITERALS], strong, false)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::io("compressing the literal stream"))?;
         for (&s, p) in again.iter().zip(strong) {
@@ -877,40 +888,62 @@ mod tests {
         assert!(!tries_lzma(&noise, packing(19)), "incompressible");
     }
 
-    /// The literals dominate only at the default level, when long,
-    /// compressible and more than a sixteenth of old and new together.
+    /// The literals are cut into pieces only at the default level, when
+    /// long and compressible; they dominate when more than a sixteenth of
+    /// old and new together.
     #[test]
-    fn literals_dominate_across_major_versions_only() {
+    fn literals_are_cut_when_long_and_dominate_across_major_versions_only() {
         let packing = |level| Packing {
             level,
             window_log: WRITER_WINDOW_LOG,
         };
-        let dominate =
-            |level, literals, inputs| literals_dominate(packing(level), literals, inputs, || true);
+        let cut = |level, literals| literals_in_pieces(packing(level), literals, || true);
         let mib = 1 << 20;
         // lxml 4 -> 5: 3.05 MB of literals in 14.1 MB of old and new.
-        assert!(dominate(19, 3_052_600, 14_122_200));
-        assert!(!dominate(18, 3_052_600, 14_122_200), "no LZMA there");
-        assert!(!dominate(20, 3_052_600, 14_122_200), "the smallest");
+        assert!(cut(19, 3_052_600));
+        assert!(literals_dominate(3_052_600, 14_122_200));
+        assert!(!cut(18, 3_052_600), "no LZMA there");
+        assert!(!cut(20, 3_052_600), "the smallest");
+        // libMagickCore's 208 KB of literals in 5.7 MB: cut, not dominant.
+        assert!(cut(19, 208_510));
+        assert!(!literals_dominate(208_510, 5_705_776));
         // libxul's 5.1 MB of literals in 350 MB: a minor update.
-        assert!(!dominate(19, 5_136_446, 350 * mib));
-        assert!(
-            !dominate(19, 100_000, 300_000),
-            "each piece under LZMA's minimum"
-        );
-        assert!(!literals_dominate(packing(19), 4 * mib, 8 * mib, || false));
+        assert!(!literals_dominate(5_136_446, 350 * mib));
+        assert!(!cut(19, 100_000), "each piece under LZMA's minimum");
+        assert!(!literals_in_pieces(packing(19), 4 * mib, || false));
+    }
+
+    /// The literal stream takes level 16 at the default level only; the
+    /// control stream keeps the level given.
+    #[test]
+    fn literals_take_level_16_at_the_default_level_only() {
+        let literals = |level| {
+            Packing {
+                level,
+                window_log: WRITER_WINDOW_LOG,
+            }
+            .literals_level()
+        };
+        assert_eq!(literals(DEFAULT_LEVEL), 16);
+        assert_eq!(literals(18), 18);
+        assert_eq!(literals(3), 3);
+        assert_eq!(literals(20), 20);
     }
 
     /// End to end: across a "major version" (more than half the new file
     /// new, compressible data) the default patch cuts the literals into two
-    /// segments, each coded with LZMA; the same edit on a minor scale keeps
-    /// one segment.
+    /// segments, each coded with LZMA; so it does for a long insertion in a
+    /// file many times its size, where the literals do not dominate; the
+    /// same edit on a minor scale keeps one segment.
     #[test]
-    fn dominant_literals_are_coded_in_two_pieces() {
+    fn long_literals_are_coded_in_two_pieces() {
         let mut rnd = crate::test_rng(11);
-        let old: Vec<u8> = (0..300_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
-            .collect();
+        let table = |len: u32| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
+                .collect()
+        };
+        let old = table(300_000);
         let mut copied = old[..200_000].to_vec();
         for b in copied.iter_mut().step_by(40) {
             *b = b.wrapping_add(1 + (rnd() % 3) as u8);
@@ -918,17 +951,14 @@ mod tests {
         let fresh: Vec<u8> = (0..400_000u32)
             .map(|i| ((i / 4) * 24 + 0x4000).to_le_bytes()[(i % 4) as usize])
             .collect();
-        let layout = |new: &[u8]| {
-            let patch = crate::DiffOptions::new()
-                .threads(2)
-                .diff(&old, new)
-                .unwrap();
-            assert_eq!(crate::apply(&old, &patch).unwrap(), new);
+        let layout = |old: &[u8], new: &[u8]| {
+            let patch = crate::DiffOptions::new().threads(2).diff(old, new).unwrap();
+            assert_eq!(crate::apply(old, &patch).unwrap(), new);
             let info = crate::inspect(&patch[..]).unwrap();
             (info.segments(), info.stream_codecs()[LITERALS].clone())
         };
         let major = [copied.clone(), fresh.clone()].concat();
-        assert_eq!(layout(&major), (2, vec!["lzma"]));
+        assert_eq!(layout(&old, &major), (2, vec!["lzma"]));
         // The new data between copies: the cut falls inside a run or at
         // the end of one.
         let mut mixed = Vec::new();
@@ -937,9 +967,14 @@ mod tests {
             mixed.extend_from_slice(f);
             mixed.extend_from_slice(&fresh[..i * 7]);
         }
-        assert_eq!(layout(&mixed).0, 2);
+        assert_eq!(layout(&old, &mixed).0, 2);
         let minor = [copied, old[200_000..].to_vec()].concat();
-        assert_eq!(layout(&minor).0, 1);
+        assert_eq!(layout(&old, &minor).0, 1);
+        // 140 KB inserted in 1.2 MB: a twentieth of old and new together.
+        let big = table(1_200_000);
+        let inserted = [&big[..600_000], &fresh[..140_000], &big[600_000..]].concat();
+        assert!(!literals_dominate(140_000, big.len() + inserted.len()));
+        assert_eq!(layout(&big, &inserted), (2, vec!["lzma"]));
     }
 
     /// The run streams are coded at a fast level at the default level only:
