@@ -2,16 +2,21 @@
 //!
 //! The scan follows the bsdiff idea (Percival, "Naive differences of executable
 //! code"): walk the new file, look up the longest exact match of the text at the
-//! scan position in the suffix array of the old file, and accept it only when it
+//! scan position in an index of the old file, and accept it only when it
 //! is clearly better than continuing the current alignment; then grow each
 //! accepted alignment forwards and backwards while at least half its bytes agree,
 //! so that the small differences of recompiled code (shifted addresses) become
 //! sparse byte deltas instead of literals.
 //!
 //! Where this differs from bsdiff:
-//! - lookups start from a 64K-bucket table on the first two bytes, and among
-//!   the suffixes sharing the longest match the one nearest the current
-//!   alignment is preferred, which keeps seeks and deltas small;
+//! - an old file of up to 8 MiB is indexed in hash chains of its 8-byte
+//!   windows (`super::chain`), a lookup walking at most 256 positions of its
+//!   first window's chain: built in a pass, where the suffix sort took about
+//!   half of a library's diff; a larger one in suffix arrays, whose lookups
+//!   find the longest match whatever the file's repetitions;
+//! - suffix-array lookups start from a 64K-bucket table on the first two
+//!   bytes; among the matches sharing the longest length the one nearest
+//!   the current alignment is preferred, which keeps seeks and deltas small;
 //! - a bitmap of the old file's 8-byte windows skips lookups that cannot be
 //!   accepted, and answers without a lookup those whose result an earlier
 //!   one implies ([`Known`]);
@@ -27,8 +32,8 @@
 //!   the noise), and changes the patches by -0.5% to +0.35% (smaller on
 //!   eight of the ten pairs of the corpus, WebKitGTK's the same, libnode's
 //!   +0.04%; docs/BENCHMARKS.md);
-//! - an old file of 512 KiB or more is indexed in parts whose suffix arrays
-//!   are sorted at the same time ([`part_bounds`]).
+//! - an old file of 512 KiB or more is indexed in parts built at the same
+//!   time ([`part_bounds`]).
 //!
 //! The new file is cut into fixed-size chunks that are scanned independently (in
 //! parallel); chunk boundaries depend only on the input, never on the thread
@@ -36,6 +41,7 @@
 
 use rayon::prelude::*;
 
+use super::chain::{HashChain, CHAIN_MAX_OLD};
 use super::prefetch::prefetch;
 use super::sa::SuffixArray;
 use crate::error::Error;
@@ -99,17 +105,24 @@ fn part_bounds(len: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// One part of the old file: its suffix array, a table of SA ranges by the
-/// first two bytes, and the filter of its windows.
+/// One part of the old file: what looks its matches up, and the filter of
+/// its windows.
 struct Part<'a> {
     /// Where the part starts in the old file.
     start: usize,
     text: &'a [u8],
-    sa: SuffixArray,
+    lookup: Lookup,
     grams: GramFilter,
-    /// `buckets[k]..buckets[k + 1]` is the SA range of suffixes whose first two
-    /// bytes are `k` (a one-byte suffix `x` counts as `x, 0`).
-    buckets: Vec<u32>,
+}
+
+/// How a part's matches are looked up.
+enum Lookup {
+    /// Its suffix array, and a table of SA ranges by the first two bytes:
+    /// `buckets[k]..buckets[k + 1]` is the SA range of suffixes whose first
+    /// two bytes are `k` (a one-byte suffix `x` counts as `x, 0`).
+    Sorted { sa: SuffixArray, buckets: Vec<u32> },
+    /// Hash chains of its windows (old files of up to [`CHAIN_MAX_OLD`]).
+    Chained(HashChain),
 }
 
 /// Matches shorter than this are not worth a lookup result.
@@ -118,44 +131,54 @@ const MIN_MATCH: usize = 2;
 const TIE_WINDOW: usize = 16;
 
 impl<'a> Part<'a> {
-    /// Indexes `text`, which starts at `start` in the old file. The suffix
-    /// sort takes longest; the filter and the bucket table are built beside it.
-    fn build(text: &'a [u8], start: usize) -> Result<Part<'a>, Error> {
-        let (sa, (grams, buckets)) = rayon::join(
-            || SuffixArray::build(text),
-            || (GramFilter::build(text), bucket_starts(text)),
-        );
+    /// Indexes `text`, which starts at `start` in the old file: in hash
+    /// chains if `chained`, else in a suffix array. The chains or the sort
+    /// take longest; the filter (and the bucket table) are built beside.
+    fn build(text: &'a [u8], start: usize, chained: bool) -> Result<Part<'a>, Error> {
+        let (lookup, grams) = if chained {
+            let (chain, grams) = rayon::join(|| HashChain::build(text), || GramFilter::build(text));
+            (Lookup::Chained(chain), grams)
+        } else {
+            let (sa, (grams, buckets)) = rayon::join(
+                || SuffixArray::build(text),
+                || (GramFilter::build(text), bucket_starts(text)),
+            );
+            (Lookup::Sorted { sa: sa?, buckets }, grams)
+        };
         Ok(Part {
             start,
             text,
-            sa: sa?,
+            lookup,
             grams,
-            buckets,
         })
     }
 
-    /// The SA range to search for a needle starting with bytes `a, b`.
-    fn range(&self, needle: &[u8]) -> (usize, usize) {
-        if self.buckets.is_empty() || needle.len() < 2 {
-            return (0, self.sa.len());
+    /// The longest match of a prefix of `needle` in this part (in hash
+    /// chains, the longest the capped walk finds): `(old_pos, len)` with
+    /// `old_pos` in the whole old file; among equally long ones the one
+    /// nearest `prefer` (in a suffix array, among the SA neighbours).
+    fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
+        match &self.lookup {
+            Lookup::Sorted { sa, buckets } => self.search_sorted(sa, buckets, needle, prefer),
+            Lookup::Chained(chain) => chain.search(self.text, needle, self.start, prefer),
         }
-        let k = (usize::from(needle[0]) << 8) | usize::from(needle[1]);
-        let lo = self.buckets.get(k).copied().unwrap_or(0) as usize;
-        let hi = self.buckets.get(k + 1).copied().unwrap_or(0) as usize;
-        (lo, hi)
     }
 
-    /// The longest match of a prefix of `needle` in this part: `(old_pos, len)`
-    /// with `old_pos` in the whole old file. Among equally long matches near
-    /// the SA position found, the one closest to `prefer` wins.
-    fn search(&self, needle: &[u8], prefer: usize) -> (usize, usize) {
-        let (mut lo, mut hi) = self.range(needle);
+    /// [`Part::search`] in the suffix array `sa` with its `buckets`.
+    fn search_sorted(
+        &self,
+        sa: &SuffixArray,
+        buckets: &[u32],
+        needle: &[u8],
+        prefer: usize,
+    ) -> (usize, usize) {
+        let (mut lo, mut hi) = bucket_range(sa, buckets, needle);
         if lo >= hi {
             return (0, 0);
         }
         let base = lo;
         let end = hi;
-        let suffix = |r: usize| self.text.get(self.sa.get(r)..).unwrap_or_default();
+        let suffix = |r: usize| self.text.get(sa.get(r)..).unwrap_or_default();
         // Lower bound: first suffix >= needle.
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -176,7 +199,7 @@ impl<'a> Part<'a> {
             let l = common_prefix(suffix(r), needle);
             if l > best_len {
                 best_len = l;
-                best_pos = self.sa.get(r);
+                best_pos = sa.get(r);
                 best_rank = r;
             }
         }
@@ -196,7 +219,7 @@ impl<'a> Part<'a> {
                 if common_prefix(suffix(r), needle) < best_len {
                     break;
                 }
-                let p = self.sa.get(r);
+                let p = sa.get(r);
                 if dist(p) < dist(chosen) {
                     chosen = p;
                 }
@@ -206,7 +229,7 @@ impl<'a> Part<'a> {
                 if common_prefix(suffix(r), needle) < best_len {
                     break;
                 }
-                let p = self.sa.get(r);
+                let p = sa.get(r);
                 if dist(p) < dist(chosen) {
                     chosen = p;
                 }
@@ -218,18 +241,34 @@ impl<'a> Part<'a> {
     }
 }
 
+/// The SA range to search for a needle starting with bytes `a, b`.
+fn bucket_range(sa: &SuffixArray, buckets: &[u32], needle: &[u8]) -> (usize, usize) {
+    if buckets.is_empty() || needle.len() < 2 {
+        return (0, sa.len());
+    }
+    let k = (usize::from(needle[0]) << 8) | usize::from(needle[1]);
+    let lo = buckets.get(k).copied().unwrap_or(0) as usize;
+    let hi = buckets.get(k + 1).copied().unwrap_or(0) as usize;
+    (lo, hi)
+}
+
 impl<'a> Index<'a> {
-    /// Indexes `old`: the suffix arrays and window filters of its parts, all
-    /// built in parallel.
+    /// Indexes `old`: the hash chains (up to [`CHAIN_MAX_OLD`] bytes) or
+    /// the suffix arrays, and the window filters, of its parts, all built in
+    /// parallel.
     pub(crate) fn build(old: &'a [u8]) -> Result<Index<'a>, Error> {
-        Index::build_parts(old, &part_bounds(old.len()))
+        Index::build_parts(old, &part_bounds(old.len()), old.len() <= CHAIN_MAX_OLD)
     }
 
-    /// [`Index::build`] with the parts given.
-    fn build_parts(old: &'a [u8], bounds: &[(usize, usize)]) -> Result<Index<'a>, Error> {
+    /// [`Index::build`] with the parts given, in hash chains if `chained`.
+    fn build_parts(
+        old: &'a [u8],
+        bounds: &[(usize, usize)],
+        chained: bool,
+    ) -> Result<Index<'a>, Error> {
         let parts = bounds
             .par_iter()
-            .map(|&(s, e)| Part::build(old.get(s..e).unwrap_or_default(), s))
+            .map(|&(s, e)| Part::build(old.get(s..e).unwrap_or_default(), s, chained))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Index { old, parts })
     }
@@ -399,7 +438,7 @@ fn gram_bits(w: &[u8], words: usize) -> (usize, u64) {
 
 /// A window's eight bytes as the number [`gram_bits`] hashes.
 #[inline]
-fn window_value(w: &[u8]) -> u64 {
+pub(crate) fn window_value(w: &[u8]) -> u64 {
     u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))
 }
 
@@ -910,6 +949,11 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
 mod tests {
     use super::*;
 
+    /// `old` indexed in suffix arrays, whatever its size.
+    fn sorted(old: &[u8]) -> Index<'_> {
+        Index::build_parts(old, &part_bounds(old.len()), false).unwrap()
+    }
+
     fn brute(old: &[u8], needle: &[u8]) -> usize {
         (0..old.len())
             .map(|p| common_prefix(&old[p..], needle))
@@ -951,7 +995,7 @@ mod tests {
             x
         };
         let old: Vec<u8> = (0..3000).map(|_| (rnd() % 4) as u8).collect();
-        let idx = Index::build(&old).unwrap();
+        let idx = sorted(&old);
         for _ in 0..500 {
             let s = (rnd() as usize) % 2900;
             let mut needle = old[s..s + 50].to_vec();
@@ -967,7 +1011,7 @@ mod tests {
         // among which the position found must still hold the match.
         let runs: Vec<u8> = (0..3000).map(|i| u8::from(i % 700 < 690)).collect();
         for text in [&old, &runs] {
-            let idx = Index::build(text).unwrap();
+            let idx = sorted(text);
             for _ in 0..300 {
                 let s = (rnd() as usize) % text.len();
                 let mut needle = text[s..].to_vec();
@@ -1152,7 +1196,7 @@ mod tests {
     fn aligned_is_the_match_at_the_position_within_its_part() {
         let (old, new) = recompiled(3, 20_000);
         let bounds = [(0, 6_000), (6_000, 20_000)];
-        let idx = Index::build_parts(&old, &bounds).unwrap();
+        let idx = Index::build_parts(&old, &bounds, true).unwrap();
         let mut rnd = crate::test_rng(0x1234_5678_9ABC_DEF1);
         for _ in 0..5_000 {
             let s = rnd() as usize % new.len();
@@ -1197,8 +1241,9 @@ mod tests {
     fn search_over_parts_finds_longest_within_a_part() {
         let (old, new) = recompiled(7, 20_000);
         let bounds = [(0, 6_000), (6_000, 13_000), (13_000, 20_000)];
-        let idx = Index::build_parts(&old, &bounds).unwrap();
-        let whole = Index::build(&old).unwrap();
+        let idx = Index::build_parts(&old, &bounds, false).unwrap();
+        let whole = sorted(&old);
+        let chained = Index::build_parts(&old, &bounds, true).unwrap();
         for s in (0..new.len()).step_by(37) {
             let needle = &new[s..(s + 300).min(new.len())];
             let longest = bounds
@@ -1213,6 +1258,13 @@ mod tests {
                 assert_eq!(l, longest, "at {s}");
             } else {
                 assert!(l <= longest, "at {s}");
+            }
+            assert!(common_prefix(&old[p..], needle) >= l);
+            // In hash chains (none here reaches the cap): the same length
+            // from GRAM bytes up.
+            let (p, l) = chained.search(needle, s);
+            if longest >= GRAM {
+                assert_eq!(l, longest, "chained, at {s}");
             }
             assert!(common_prefix(&old[p..], needle) >= l);
             // One part: the longest match anywhere.
@@ -1362,12 +1414,15 @@ mod tests {
         for seed in 1..6 {
             let (old, new) = recompiled(seed, 30_000);
             for bounds in [vec![(0, old.len())], vec![(0, 12_345), (12_345, old.len())]] {
-                let idx = Index::build_parts(&old, &bounds).unwrap();
-                for (a, b) in [(0, new.len()), (1_000, new.len() / 2)] {
-                    let fast = scan(&idx, &new, a, b, true);
-                    let slow = scan(&idx, &new, a, b, false);
-                    assert_eq!(fast, slow, "seed {seed}, {} parts", bounds.len());
-                    check_cover(&fast, &old, a, b);
+                for chained in [false, true] {
+                    let idx = Index::build_parts(&old, &bounds, chained).unwrap();
+                    for (a, b) in [(0, new.len()), (1_000, new.len() / 2)] {
+                        let fast = scan(&idx, &new, a, b, true);
+                        let slow = scan(&idx, &new, a, b, false);
+                        let parts = bounds.len();
+                        assert_eq!(fast, slow, "seed {seed}, {parts} parts, chained {chained}");
+                        check_cover(&fast, &old, a, b);
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The diff engine (feature `diff`): suffix-array matching, stream building,
 //! parallel compression.
 
+mod chain;
 mod edits;
 mod encode;
 mod matcher;
