@@ -1,6 +1,7 @@
 //! Hash chains of an old file's 8-byte windows: the matcher's lookup
-//! structure for old files of up to [`CHAIN_MAX_OLD`] bytes, where a suffix
-//! array cost most of the diff.
+//! structure for old files of up to [`CHAIN_MAX_OLD`] bytes below level 20,
+//! where a suffix array cost most of the diff. (Levels 20-22, the smallest
+//! patches, keep suffix arrays, whose matches are the longest.)
 //!
 //! Every position whose window (the [`GRAM`] bytes starting there) hashes
 //! to a slot is linked, newest first, from that slot. A lookup walks the

@@ -41,7 +41,7 @@
 
 use rayon::prelude::*;
 
-use super::chain::{HashChain, CHAIN_MAX_OLD};
+use super::chain::HashChain;
 use super::prefetch::prefetch;
 use super::sa::SuffixArray;
 use crate::error::Error;
@@ -121,7 +121,7 @@ enum Lookup {
     /// `buckets[k]..buckets[k + 1]` is the SA range of suffixes whose first
     /// two bytes are `k` (a one-byte suffix `x` counts as `x, 0`).
     Sorted { sa: SuffixArray, buckets: Vec<u32> },
-    /// Hash chains of its windows (old files of up to [`CHAIN_MAX_OLD`]).
+    /// Hash chains of its windows (see [`super::chain`]).
     Chained(HashChain),
 }
 
@@ -253,11 +253,10 @@ fn bucket_range(sa: &SuffixArray, buckets: &[u32], needle: &[u8]) -> (usize, usi
 }
 
 impl<'a> Index<'a> {
-    /// Indexes `old`: the hash chains (up to [`CHAIN_MAX_OLD`] bytes) or
-    /// the suffix arrays, and the window filters, of its parts, all built in
-    /// parallel.
-    pub(crate) fn build(old: &'a [u8]) -> Result<Index<'a>, Error> {
-        Index::build_parts(old, &part_bounds(old.len()), old.len() <= CHAIN_MAX_OLD)
+    /// Indexes `old`: the hash chains (if `chained`) or the suffix arrays,
+    /// and the window filters, of its parts, all built in parallel.
+    pub(crate) fn build(old: &'a [u8], chained: bool) -> Result<Index<'a>, Error> {
+        Index::build_parts(old, &part_bounds(old.len()), chained)
     }
 
     /// [`Index::build`] with the parts given, in hash chains if `chained`.
@@ -1174,7 +1173,7 @@ mod tests {
             let mut new = old[..5_000].to_vec();
             new.extend_from_slice(&old[12_000..15_000]);
             new.extend_from_slice(&old[5_000..]);
-            let idx = Index::build(&old).unwrap();
+            let idx = Index::build(&old, true).unwrap();
             let ops = scan(&idx, &new, 0, new.len(), true);
             check_cover(&ops, &old, 0, new.len());
             let literal: usize = ops.iter().map(|op| op.extra_len).sum();
@@ -1288,7 +1287,7 @@ mod tests {
                     *b = (x >> 24) as u8;
                 }
             }
-            let idx = Index::build(&old).unwrap();
+            let idx = Index::build(&old, true).unwrap();
             for (a, b) in [(0, new.len()), (3_000, new.len() - 2_000)] {
                 let whole = scan(&idx, &new, a, b, true);
                 check_cover(&whole, &old, a, b);
@@ -1313,7 +1312,7 @@ mod tests {
             0u8, 1, 0, 0, 0, 0, 1, 1, 1, 2, 1, 0, 2, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1,
             1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1,
         ];
-        let idx = Index::build(&old).unwrap();
+        let idx = Index::build(&old, true).unwrap();
         let fast = scan(&idx, &new, 0, new.len(), true);
         let slow = scan(&idx, &new, 0, new.len(), false);
         assert_eq!(fast, slow);
@@ -1396,7 +1395,7 @@ mod tests {
             let at = next() as usize % new.len();
             new[at] = 0xff;
         }
-        let idx = Index::build(&old).unwrap();
+        let idx = Index::build(&old, true).unwrap();
         // Some window starting with 0xff must pass the filter for the test
         // to mean anything.
         let admitted = (0..new.len() - GRAM)

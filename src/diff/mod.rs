@@ -66,9 +66,9 @@ impl Default for DiffOptions {
 }
 
 impl DiffOptions {
-    /// The defaults: level 19 (literal and control streams at zstd level 19,
-    /// long literal streams also tried with LZMA, run streams at level 9; no
-    /// delta model), all available cores.
+    /// The defaults: level 19 (the control stream at zstd level 19, the
+    /// literal stream at 16, long literal streams also tried with LZMA, run
+    /// streams at level 9; no delta model), all available cores.
     pub fn new() -> DiffOptions {
         DiffOptions {
             level: DEFAULT_LEVEL,
@@ -81,19 +81,18 @@ impl DiffOptions {
     /// are clamped.
     ///
     /// * 1 to 18: every stream at that zstd level.
-    /// * 19, the default: the literal and control streams at zstd level 19,
-    ///   a literal stream of 64 KiB or more that compresses also with LZMA
+    /// * 19, the default: the control stream at zstd level 19, the literal
+    ///   stream at 16, one of 64 KiB or more that compresses also with LZMA
     ///   (the smaller kept), and the run streams (zero runs, delta lengths,
-    ///   delta bytes) at level 9. Where the literals make more than a
-    ///   sixteenth of old and new together (across a major version), they
-    ///   are cut into two segments coded with LZMA side by side, zstd's
-    ///   level 19 run on them only where LZMA does not win, and the run
-    ///   streams take level 15: such diffs take 0.58-0.71x the time they
-    ///   took before 2026-12-02 (evening), for patches 0.6-2.6% smaller.
-    ///   On the corpus's libraries the patches are
-    ///   0.25-0.89x the best peer's, and on those of 1 MB and more the diff
-    ///   takes about 0.33-0.44x qbsdiff's time (interleaved medians; single
-    ///   noisy runs up to 0.62, docs/BENCHMARKS.md).
+    ///   delta bytes) at level 9. From 128 KiB of such literals they are cut
+    ///   into two segments coded with LZMA side by side (zstd's level 16 run
+    ///   on them only where LZMA does not win); where they also make more
+    ///   than a sixteenth of old and new together (across a major version)
+    ///   the run streams take level 15. On the corpus's libraries the
+    ///   patches are 0.25-0.89x the best peer's, and on those of 1 MB and
+    ///   more the diff takes about 0.3-0.45x qbsdiff's time (old files of
+    ///   up to 8 MiB are indexed in hash chains, larger ones in suffix
+    ///   arrays; docs/BENCHMARKS.md).
     /// * 20 to 22: the smallest patches. Each segment is also coded in the
     ///   plain layout with the delta model (docs/MODEL.md; cut into pieces of
     ///   at most 4 MiB copied, coded in parallel), and the smaller of the two
@@ -228,11 +227,14 @@ pub fn diff(old: &[u8], new: &[u8]) -> Result<Vec<u8>, Error> {
     DiffOptions::new().diff(old, new)
 }
 
-fn find_ops(old: &[u8], new: &[u8]) -> Result<Vec<Op>, Error> {
+/// The operations that make `new` from `old`; `exact`: look matches up in
+/// suffix arrays whatever the old file's size (the levels of the smallest
+/// patches), else in hash chains up to [`chain::CHAIN_MAX_OLD`].
+fn find_ops(old: &[u8], new: &[u8], exact: bool) -> Result<Vec<Op>, Error> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let index = Index::build(old)?;
+    let index = Index::build(old, !exact && old.len() <= chain::CHAIN_MAX_OLD)?;
     let starts: Vec<usize> = (0..new.len()).step_by(CHUNK).collect();
     // With fewer chunks than threads, each chunk is scanned in two halves
     // (the same operations as one).
@@ -388,7 +390,7 @@ fn build_patch_with_budget(
     budgets: Budgets,
 ) -> Result<Vec<u8>, Error> {
     let (old_hash, new_hash) = hashes;
-    let ops = find_ops(old, new)?;
+    let ops = find_ops(old, new, packing.tries_plain())?;
     let copied: usize = ops.iter().map(|op| op.add_len).sum();
     let literal_bytes: usize = ops.iter().map(|op| op.extra_len).sum();
     let pieces = literals_in_pieces(
