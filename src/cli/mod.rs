@@ -135,7 +135,7 @@ enum Command {
         /// Level 1..22 (default 19): 1-18 code every stream at that zstd
         /// level; 19 codes control at level 19, literals at 16 (long literal
         /// streams also with LZMA) and the run streams at level 9: patches
-        /// 0.25-0.89x the best peer's on libraries, in 0.3-0.5x qbsdiff's
+        /// 0.25-0.89x the best peer's on libraries, in 0.2-0.5x qbsdiff's
         /// diff time; 20-22 also try the delta model, for files of up
         /// to 32 MiB copied (64 MiB from 21): library patches 29-39% smaller
         /// than 19's, about 0.1 s per MiB copied more to make and to apply.

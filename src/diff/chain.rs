@@ -12,7 +12,8 @@
 //! than the cap; a window repeated more often than that (padding, a common
 //! instruction sequence) is searched among its newest occurrences. The
 //! build is one pass with a multiplication and two stores a byte, where
-//! libsais's sort took 18-20 ms of a 1 MB file's 30-50 ms diff.
+//! the suffix-array index (libsais's sort and the filter) took 17-23 ms of
+//! a 1 MB file's 33-50 ms diff.
 //!
 //! Highly repetitive files are why this is not used on larger files: in
 //! OpenBLAS (35 MB of kernels repeated for each CPU model) most windows
@@ -24,9 +25,10 @@
 use super::matcher::{common_prefix, window_value, GRAM};
 
 /// The largest old file looked up in hash chains; larger ones get suffix
-/// arrays. Every library of 0.3-8 MiB measured (the corpus's and five sets
-/// of outside pairs, 2026-12-02) diffs in 0.65-0.8x the time, the patches
-/// within -3% and +0.5%; of those above, Chromium's pak and libgs were
+/// arrays. The libraries of 0.3-8 MiB measured (the corpus's and five sets
+/// of outside pairs, 2026-12-02) diff in 0.67-0.94x the time (11
+/// interleaved rounds on six of them; libcrypto and libpython about 0.9x
+/// in single runs), the patches within -3% and +0.5%; of those above, Chromium's pak and libgs were
 /// faster too, but cryptography across a major version (13.7 MB) and
 /// OpenBLAS (35 MB) slower.
 pub(crate) const CHAIN_MAX_OLD: usize = 8 << 20;
@@ -123,14 +125,8 @@ impl HashChain {
 
 #[cfg(test)]
 mod tests {
+    use super::super::matcher::tests::brute;
     use super::*;
-
-    fn brute(text: &[u8], needle: &[u8]) -> usize {
-        (0..text.len())
-            .map(|p| common_prefix(&text[p..], needle))
-            .max()
-            .unwrap_or(0)
-    }
 
     /// Where no window repeats more often than the cap, the chain finds
     /// the longest match, as a full search does.
@@ -177,17 +173,21 @@ mod tests {
     }
 
     /// A window repeated past the cap is searched among its newest
-    /// occurrences: the result is a true match, maybe not the longest.
+    /// occurrences only: the longest match, 20 zeros and "tail" at the end
+    /// of the first run, lies thousands of positions down the zeros' chain,
+    /// and the walk stops at 20 zeros of the second run.
     #[test]
     fn a_long_chain_is_capped() {
         let mut text = vec![0u8; 10_000];
-        text.extend_from_slice(b"0000000\x00tail");
+        text.extend_from_slice(b"tail");
         text.extend(std::iter::repeat_n(0u8, 5_000));
         let chain = HashChain::build(&text);
         let needle = [vec![0u8; 20], b"tail".to_vec()].concat();
+        assert_eq!(brute(&text, &needle), 24);
         let (pos, len) = chain.search(&text, &needle, 0, 0);
+        assert_eq!(len, 20);
+        assert!(pos > 10_004, "in the second run: {pos}");
         assert_eq!(common_prefix(&text[pos..], &needle), len);
-        assert!(len >= 20);
         assert_eq!(
             HashChain::build(b"short").search(b"short", b"shortish", 0, 0),
             (0, 0)

@@ -372,19 +372,21 @@ impl Packing {
     /// bytes) when they are not tried against the model: [`RUNS_LEVEL`] at
     /// the default level, else the level itself.
     pub(crate) fn runs_level(&self) -> i32 {
-        if (SIZE_MIN_LEVEL..PLAIN_MIN_LEVEL).contains(&self.level) {
-            RUNS_LEVEL
-        } else {
-            self.level
-        }
+        self.at_default_else_level(RUNS_LEVEL)
     }
 
     /// The zstd level of the literal stream where it is not [cut into
     /// pieces](literals_in_pieces): [`LITERALS_LEVEL`] at the default
     /// level, else the level itself.
     pub(crate) fn literals_level(&self) -> i32 {
+        self.at_default_else_level(LITERALS_LEVEL)
+    }
+
+    /// `default` at the default level (the levels tuned for size below the
+    /// model's), else the level itself.
+    fn at_default_else_level(&self, default: i32) -> i32 {
         if (SIZE_MIN_LEVEL..PLAIN_MIN_LEVEL).contains(&self.level) {
-            LITERALS_LEVEL
+            default
         } else {
             self.level
         }
@@ -422,7 +424,7 @@ pub(crate) const RUNS_LEVEL: i32 = 9;
 /// at 3-5 MB/s, the last job to finish: libunbound's 40 KB took 10-15 ms of
 /// a 55 ms diff. Level 16 (zstd's `btopt` on streams this short, where 19
 /// is `btultra2`, which codes the first block twice) is 1.7x as fast for
-/// 0-0.45% more on the stream (libunbound +71 bytes, libexpat +59,
+/// 0-0.5% more on the stream (libunbound +71 bytes, libexpat +59,
 /// libcrypto +63; the libraries of 1-2 MB mostly 0): diff time 0.85x on
 /// libunbound, 0.96x on libavformat, 0.93x on libgnutls (11 interleaved
 /// rounds, 2026-12-02). Level 15 was no faster there for 0.1-0.4% more.
@@ -618,7 +620,8 @@ pub(crate) const LITERAL_PIECES: usize = 2;
 pub(crate) const LZMA_FALLBACK_LEVEL: i32 = 3;
 
 /// The zstd level of the run streams (zero runs, delta lengths, delta
-/// bytes) where [`literals_dominate`] (and they are cut into pieces), instead of [`RUNS_LEVEL`]: their
+/// bytes) where [`literals_dominate`] (and they are cut into pieces),
+/// instead of [`RUNS_LEVEL`]: their
 /// jobs run beside the literals' LZMA, and across a major version, where
 /// the copies change in many bytes, the stronger level takes 1-1.6% off
 /// the patch against level 9 (level 15, zstd's `btopt`: cryptography

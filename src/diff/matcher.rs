@@ -945,7 +945,7 @@ impl<'i, 'a, 'n> Scanner<'i, 'a, 'n> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// `old` indexed in suffix arrays, whatever its size.
@@ -953,7 +953,9 @@ mod tests {
         Index::build_parts(old, &part_bounds(old.len()), false).unwrap()
     }
 
-    fn brute(old: &[u8], needle: &[u8]) -> usize {
+    /// The longest match of a prefix of `needle` anywhere in `old`, by
+    /// trying every position.
+    pub(in crate::diff) fn brute(old: &[u8], needle: &[u8]) -> usize {
         (0..old.len())
             .map(|p| common_prefix(&old[p..], needle))
             .max()

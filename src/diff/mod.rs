@@ -90,7 +90,7 @@ impl DiffOptions {
     ///   than a sixteenth of old and new together (across a major version)
     ///   the run streams take level 15. On the corpus's libraries the
     ///   patches are 0.25-0.89x the best peer's, and on those of 1 MB and
-    ///   more the diff takes about 0.3-0.45x qbsdiff's time (old files of
+    ///   more the diff takes about 0.2-0.5x qbsdiff's time (old files of
     ///   up to 8 MiB are indexed in hash chains, larger ones in suffix
     ///   arrays; docs/BENCHMARKS.md).
     /// * 20 to 22: the smallest patches. Each segment is also coded in the
@@ -554,6 +554,10 @@ fn build_patch_with_budget(
     // level as a fallback: the streams LZMA did not replace get the
     // literals' level.
     if pieces {
+        let strong = Packing {
+            level: packing.literals_level(),
+            ..packing
+        };
         let again: Vec<usize> = (0..segments.len())
             .filter(|&s| {
                 packed
@@ -563,13 +567,7 @@ fn build_patch_with_budget(
             .collect();
         let strong = again
             .par_iter()
-            .map(|&s| {
-                let strong = Packing {
-                    level: packing.literals_level(),
-                    ..packing
-                };
-                pack_stream(&segments[s].streams[LITERALS], strong, false)
-            })
+            .map(|&s| pack_stream(&segments[s].streams[LITERALS], strong, false))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::io("compressing the literal stream"))?;
         for (&s, p) in again.iter().zip(strong) {
